@@ -1,0 +1,3 @@
+from duo_ods.cli.main import main
+
+main()
