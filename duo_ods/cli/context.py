@@ -1,0 +1,55 @@
+"""What every command shares: the global options, the config, and output in text or JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from duo_ods.config.load import load_config
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import ConfigError
+from duo_ods.transport import Transport, transport_for
+
+DEFAULT_LAB_DIR = Path("lab")
+SYSTEM_CONFIG = Path("/etc/ods-duo/duo.toml")
+
+
+@dataclass
+class Ctx:
+    config_path: Path | None
+    json: bool
+    verbose: bool
+    _duo: Duo | None = field(default=None, repr=False)
+
+    def find_config(self) -> Path:
+        """--config, then $ODS_DUO_CONFIG, then a lab in ./lab, then /etc/ods-duo/duo.toml."""
+        if self.config_path is not None:
+            return self.config_path
+        if env := os.environ.get("ODS_DUO_CONFIG"):
+            return Path(env)
+        for candidate in (DEFAULT_LAB_DIR / "duo.toml", SYSTEM_CONFIG):
+            if candidate.exists():
+                return candidate
+        raise ConfigError("ods-duo", ["no config: give --config FILE or set ODS_DUO_CONFIG (or run lab up)"])
+
+    @property
+    def duo(self) -> Duo:
+        if self._duo is None:
+            self._duo = load_config(self.find_config())
+        return self._duo
+
+    @property
+    def transport(self) -> Transport:
+        return transport_for(self.duo, verbose=self.verbose)
+
+    def emit(self, data: Any, text: str) -> None:
+        """One JSON document with --json, else the human text."""
+        click.echo(json.dumps(data, indent=2, sort_keys=True) if self.json else text)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)

@@ -1,0 +1,71 @@
+"""`ods-duo lab ...`: the embedded duo on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from duo_ods.cli.context import DEFAULT_LAB_DIR, Ctx, pass_ctx
+from duo_ods.lab import lab as lab_impl
+
+_dir_option = click.option(
+    "--dir", "lab_dir", type=click.Path(path_type=Path), default=DEFAULT_LAB_DIR, show_default=True,
+    help="lab folder",
+)  # fmt: skip
+
+
+@click.group()
+def lab() -> None:
+    """A complete duo on this one machine (nodes a and b, backup, example zone)."""
+
+
+def _describe(status: dict[str, Any]) -> str:
+    lines = [f"lab in {status['lab_dir']}", f"  config:    {status['config']}  (use with --config)"]
+    lines.append(f"  input dir: {status['input_dir']}")
+    for node in status["nodes"]:
+        d = node["daemons"]
+        state = "running" if all(d.values()) else ("stopped" if not any(d.values()) else "partly running")
+        pids = ", ".join(f"{k} {v}" for k, v in d.items() if v)
+        lines.append(f"  node {node['name']}: {node['address']} port {node['port']}, {state} ({pids or 'no pids'})")
+        for z in node["zones"]:
+            lines.append(f"      zone {z['name']}: {z['next_change']}")
+        if "error" in node:
+            lines.append(f"      error: {node['error']}")
+    return "\n".join(lines)
+
+
+@lab.command("up")
+@_dir_option
+@click.option("--base-address", default="127.0.0.10", show_default=True, help="nodes get .+1 and .+2")
+@click.option("--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="signer listener port")
+@click.option("--algorithm", default=13, show_default=True, type=click.Choice(["8", "13", "15"]))
+@pass_ctx
+def lab_up(ctx: Ctx, lab_dir: Path, base_address: str, port: int, algorithm: str) -> None:
+    """Build and start the lab duo (again: reports what already runs)."""
+    opts = lab_impl.LabOptions(base_address=base_address, port=port, algorithm=int(algorithm))
+    result = lab_impl.up(lab_dir, opts)
+    head = "lab already running" if result["already_running"] else "lab up"
+    ctx.emit(result, "\n".join([head, *[f"  {a}" for a in result["actions"]], _describe(result)]))
+
+
+@lab.command("down")
+@_dir_option
+@pass_ctx
+def lab_down(ctx: Ctx, lab_dir: Path) -> None:
+    """Stop every process the lab started (by pid)."""
+    result = lab_impl.down(lab_dir)
+    lines = [f"lab down in {result['lab_dir']}"]
+    lines += [f"  node {n}: {', '.join(f'{k} {v}' for k, v in d.items())}" for n, d in result["stopped"].items()]
+    lines += [f"  problem: {p}" for p in result["problems"]]
+    ctx.emit(result, "\n".join(lines))
+
+
+@lab.command("status")
+@_dir_option
+@pass_ctx
+def lab_status(ctx: Ctx, lab_dir: Path) -> None:
+    """What the lab runs: nodes, daemons, zones, addresses, config path."""
+    result = lab_impl.status(lab_dir)
+    ctx.emit(result, _describe(result))

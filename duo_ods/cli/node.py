@@ -1,0 +1,55 @@
+"""`ods-duo node ...`: node-local work. `node op` is what transports run on a node."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.errors import DuoError
+from duo_ods.node.ops import OPERATIONS
+from duo_ods.transport.base import encode_reply
+
+
+@click.group()
+def node() -> None:
+    """Work on one signer node."""
+
+
+@node.command("op", hidden=True)
+@click.argument("operation", type=click.Choice(sorted(OPERATIONS)))
+@click.option("--node", "node_name", required=True)
+@pass_ctx
+def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
+    """Run one node-local operation: JSON payload on stdin, JSON reply on stdout."""
+    try:
+        raw = sys.stdin.read()
+        payload = json.loads(raw) if raw.strip() else {}
+        result = OPERATIONS[operation](ctx.duo, ctx.duo.node(node_name), payload)
+    except DuoError as exc:
+        click.echo(encode_reply(error=exc))
+        sys.exit(1)
+    except json.JSONDecodeError as exc:
+        click.echo(encode_reply(error=DuoError(f"payload is not JSON: {exc}")))
+        sys.exit(1)
+    click.echo(encode_reply(result))
+
+
+def _simple(operation: str, help_text: str) -> click.Command:
+    @click.argument("node_name", metavar="NODE")
+    @pass_ctx
+    def command(ctx: Ctx, node_name: str) -> None:
+        ctx.duo.node(node_name)  # a clear error for an unknown node before any work
+        result = ctx.transport.call(node_name, operation)
+        ctx.emit(result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+    return click.command(operation, help=help_text)(command)
+
+
+node.add_command(_simple("init", "Make the node's directories, token, enforcer database and configs."))
+node.add_command(_simple("start", "Start the node's ods-signerd and ods-enforcerd."))
+node.add_command(_simple("stop", "Stop the node's daemons (by pid)."))
+node.add_command(_simple("status", "Show the node's daemons and zones."))
+node.add_command(_simple("policy-import", "Load the rendered kasp.xml into the node's enforcer."))

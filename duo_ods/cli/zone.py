@@ -1,0 +1,54 @@
+"""`ods-duo zone ...`: zones on every node of the duo."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.zones.manage import add_zone, list_zones, remove_zone
+
+
+@click.group()
+def zone() -> None:
+    """Add, remove and list zones on both signers."""
+
+
+@zone.command("add")
+@click.argument("zone_name", metavar="ZONE")
+@click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="unsigned zone file")
+@pass_ctx
+def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
+    """Check FILE, then add ZONE to every node (all or none)."""
+    result = add_zone(ctx.duo, ctx.transport, zone_name, file)
+    text = f"zone {result.zone}: serial {result.serial}, {result.records} records, added on {', '.join(result.added_on)}"
+    if result.already_on:
+        text += f" (was already on {', '.join(result.already_on)})"
+    if result.stripped:
+        text += f"; {result.stripped} DNSSEC records stripped from the input"
+    ctx.emit(asdict(result), text)
+
+
+@zone.command("remove")
+@click.argument("zone_name", metavar="ZONE")
+@pass_ctx
+def zone_remove(ctx: Ctx, zone_name: str) -> None:
+    """Remove ZONE from every node."""
+    result = remove_zone(ctx.duo, ctx.transport, zone_name)
+    ctx.emit({"zone": zone_name, "removed": result}, f"zone {zone_name} removed from {', '.join(result)}")
+
+
+@zone.command("list")
+@pass_ctx
+def zone_list(ctx: Ctx) -> None:
+    """Every zone and the nodes that have it."""
+    rows = list_zones(ctx.duo, ctx.transport)
+    lines = [f"{'ZONE':30} {'NODES':12} NEXT CHANGE"]
+    for row in rows:
+        nodes = ",".join(sorted(row["nodes"]))
+        flag = "" if row["on_all_nodes"] else "  (not on every node)"
+        nxt = "; ".join(f"{n}: {v['next_change']}" for n, v in sorted(row["nodes"].items()))
+        lines.append(f"{row['zone']:30} {nodes:12} {nxt}{flag}")
+    ctx.emit({"zones": rows}, "\n".join(lines))

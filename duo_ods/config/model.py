@@ -1,0 +1,183 @@
+"""The config file as the user writes it (TOML), validated with pydantic.
+
+Paths stay as written here; duo_ods.config.resolve turns them into absolute
+paths and derived values. Validation is pure: nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from duo_ods.config.durations import parse_duration
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+# DNSSEC algorithm -> (key size ODS expects in <Algorithm length=...>, allowed sizes)
+ALGORITHMS: dict[int, tuple[int, tuple[int, ...]]] = {
+    8: (2048, (1024, 2048, 3072, 4096)),  # RSASHA256
+    13: (256, (256,)),  # ECDSAP256SHA256
+    15: (256, (256,)),  # ED25519
+}
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _address(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid name (lowercase letters, digits, '-', starting with a letter)")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+Address = Annotated[str, AfterValidator(_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Model):
+    """One signer node: an OpenDNSSEC enforcer + signer pair with its own HSM token."""
+
+    address: Address
+    port: Port = 53
+    transport: Literal["local"] = "local"
+    base_dir: str  # node-local directory: configs, database, token, run, logs
+    input_dir: str | None = None  # watched zone input directory; default BASE/input
+    hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label: str = Field(min_length=1, max_length=32)
+    pin_file: str | None = None  # default BASE/secrets/pin (0600)
+    softhsm: bool = True  # manage a SoftHSM2 token (softhsm2.conf, token init) for this node
+    worker_threads: int = Field(default=2, ge=1, le=64)
+    signer_threads: int = Field(default=2, ge=1, le=64)
+
+
+class PolicyConfig(_Model):
+    """The signing policy both nodes run (rendered into kasp.xml)."""
+
+    name: Name = "duo"
+    description: str = "ods-duo shared-key policy"
+    algorithm: Literal[8, 13, 15] = 13
+    bits: int | None = None  # default from the algorithm
+    keys: Literal["csk", "ksk-zsk"] = "csk"
+    ksk_lifetime: Duration = "P1Y"
+    zsk_lifetime: Duration = "P90D"
+    csk_lifetime: Duration = "P1Y"
+    dnskey_ttl: Duration = "PT3600S"
+    publish_safety: Duration = "PT3600S"
+    retire_safety: Duration = "PT3600S"
+    resign: Duration = "PT2H"
+    refresh: Duration = "P3D"
+    validity_default: Duration = "P14D"
+    validity_denial: Duration = "P14D"
+    validity_keyset: Duration | None = None
+    jitter: Duration = "PT12H"
+    inception_offset: Duration = "PT3600S"
+    max_zone_ttl: Duration = "P1D"
+    nsec3: bool = True
+    nsec3_iterations: int = Field(default=0, ge=0, le=500)  # RFC 9276: 0
+    nsec3_salt_length: int = Field(default=0, ge=0, le=255)  # RFC 9276: empty salt
+    nsec3_opt_out: bool = False
+    nsec3_resalt: Duration = "P100D"
+    nsec3param_ttl: Duration = "PT0S"  # the seed: not cacheable, so mixing NSEC3PARAMs is harmless
+    soa_ttl: Duration = "PT3600S"
+    soa_minimum: Duration = "PT3600S"
+    serial: Literal["datecounter", "counter", "unixtime"] = "datecounter"
+    zone_propagation_delay: Duration = "PT300S"
+    # The two enforcers run the same commands up to a few seconds apart and a
+    # restarted one lags by its downtime; this margin is added to the zone
+    # propagation delay so key state moves wait for both nodes.
+    skew_margin: Duration = "PT60S"
+    parent_propagation_delay: Duration = "PT3600S"
+    parent_registration_delay: Duration = "P1D"
+    ds_ttl: Duration = "PT3600S"
+    parent_soa_ttl: Duration = "PT3600S"
+    parent_soa_minimum: Duration = "PT3600S"
+    dnssec_records_in_input: Literal["refuse", "strip"] = "refuse"
+
+    @model_validator(mode="after")
+    def _check_bits(self) -> PolicyConfig:
+        default, allowed = ALGORITHMS[self.algorithm]
+        if self.bits is not None and self.bits not in allowed:
+            raise ValueError(f"bits {self.bits} does not fit algorithm {self.algorithm} (allowed: {allowed})")
+        if self.bits is None:
+            object.__setattr__(self, "bits", default)
+        return self
+
+
+class BackupConfig(_Model):
+    """Where key bundles (wrapped keys, never clear) are kept, longer than the nodes keep them."""
+
+    dir: str
+    retention: Duration = "P90D"
+
+
+class SecondaryConfig(_Model):
+    """A BIND secondary that pulls the signed zones from the signers by AXFR."""
+
+    name: Name
+    address: Address
+    port: Port = 53
+    primaries: list[Name] = Field(default_factory=list)  # node names in order; empty = all, failover order
+
+
+class DuoConfig(_Model):
+    """The whole duo: its nodes, one policy, the backup store and the secondaries."""
+
+    name: Name = "duo"
+    nodes: dict[str, NodeConfig]
+    policy: PolicyConfig = PolicyConfig()
+    backup: BackupConfig
+    secondaries: list[SecondaryConfig] = Field(default_factory=list)
+    key_origin: str | None = None  # node that makes keys for new zones (so two watchers never race)
+    remove_zones_on_file_delete: bool = False
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, nodes: dict[str, NodeConfig]) -> dict[str, NodeConfig]:
+        problems: list[str] = []
+        if len(nodes) < 2:
+            problems.append("a duo needs at least two nodes")
+        for name in nodes:
+            if not NAME_RE.match(name):
+                problems.append(f"node name {name!r} is not valid (lowercase letters, digits, '-')")
+        seen: dict[tuple[str, int], str] = {}
+        labels: dict[str, str] = {}
+        for name, node in nodes.items():
+            where = (node.address, node.port)
+            if where in seen:
+                problems.append(f"nodes {seen[where]} and {name} both listen on {node.address} port {node.port}")
+            seen[where] = name
+            if node.token_label in labels:
+                problems.append(f"nodes {labels[node.token_label]} and {name} use token label {node.token_label}")
+            labels[node.token_label] = name
+        if problems:
+            raise ValueError("; ".join(problems))
+        return nodes
+
+    @model_validator(mode="after")
+    def _check_references(self) -> DuoConfig:
+        problems: list[str] = []
+        if self.key_origin is not None and self.key_origin not in self.nodes:
+            problems.append(f"key_origin {self.key_origin!r} is not a node")
+        for sec in self.secondaries:
+            for primary in sec.primaries:
+                if primary not in self.nodes:
+                    problems.append(f"secondary {sec.name}: primary {primary!r} is not a node")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

@@ -1,0 +1,164 @@
+"""What the user's config resolves to: absolute paths and derived values.
+
+Every node-local path is derived here, in one place, so the runtime, the
+renderer and the lab agree on where things live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from duo_ods.config.model import DuoConfig, NodeConfig
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where a node keeps what it owns. All absolute."""
+
+    base: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.base / "etc"
+
+    @property
+    def conf_xml(self) -> Path:
+        return self.etc / "conf.xml"
+
+    @property
+    def kasp_xml(self) -> Path:
+        return self.etc / "kasp.xml"
+
+    @property
+    def zonelist_xml(self) -> Path:
+        return self.etc / "zonelist.xml"
+
+    @property
+    def addns_xml(self) -> Path:
+        return self.etc / "addns.xml"
+
+    @property
+    def softhsm_conf(self) -> Path:
+        return self.etc / "softhsm2.conf"
+
+    @property
+    def var(self) -> Path:
+        return self.base / "var"
+
+    @property
+    def kasp_db(self) -> Path:
+        return self.var / "kasp.db"
+
+    @property
+    def enforcer_dir(self) -> Path:
+        return self.var / "enforcer"
+
+    @property
+    def signer_dir(self) -> Path:
+        return self.var / "signer"
+
+    @property
+    def signconf_dir(self) -> Path:
+        return self.var / "signconf"
+
+    @property
+    def unsigned_dir(self) -> Path:
+        """The last good, checked copy of each zone: what the signer reads."""
+        return self.var / "unsigned"
+
+    @property
+    def tokens(self) -> Path:
+        return self.base / "tokens"
+
+    @property
+    def run(self) -> Path:
+        """Bind-mounted over /run/opendnssec inside the node's mount namespace."""
+        return self.base / "run"
+
+    @property
+    def enforcer_sock(self) -> Path:
+        return self.run / "enforcer.sock"
+
+    @property
+    def signer_sock(self) -> Path:
+        return self.run / "engine.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "log"
+
+    @property
+    def secrets(self) -> Path:
+        return self.base / "secrets"
+
+    @property
+    def state(self) -> Path:
+        """ods-duo's own bookkeeping for the node (daemon pids, zone status)."""
+        return self.base / "state"
+
+    def unsigned_zone(self, zone: str) -> Path:
+        return self.unsigned_dir / zone_file_name(zone)
+
+    def signconf(self, zone: str) -> Path:
+        return self.signconf_dir / f"{zone_file_name(zone)}.xml"
+
+
+def zone_file_name(zone: str) -> str:
+    """A file name for a zone; the root zone has no name of its own."""
+    return "root" if zone == "." else zone
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    config: NodeConfig
+    paths: NodePaths
+    input_dir: Path
+    pin_file: Path
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    @property
+    def port(self) -> int:
+        return self.config.port
+
+
+@dataclass(frozen=True)
+class Duo:
+    """A validated config with every path made absolute."""
+
+    config: DuoConfig
+    config_path: Path
+    nodes: dict[str, Node]
+    backup_dir: Path
+
+    def node(self, name: str) -> Node:
+        from duo_ods.errors import ConfigError
+
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ConfigError(str(self.config_path), [f"[nodes] no node named {name!r}"]) from None
+
+
+def _abs(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def resolve(config: DuoConfig, config_path: Path) -> Duo:
+    here = config_path.parent
+    nodes: dict[str, Node] = {}
+    for name, node in config.nodes.items():
+        base = _abs(here, node.base_dir)
+        nodes[name] = Node(
+            name=name,
+            config=node,
+            paths=NodePaths(base),
+            input_dir=_abs(here, node.input_dir) if node.input_dir else base / "input",
+            pin_file=_abs(here, node.pin_file) if node.pin_file else base / "secrets" / "pin",
+        )
+    return Duo(config=config, config_path=config_path, nodes=nodes, backup_dir=_abs(here, config.backup.dir))

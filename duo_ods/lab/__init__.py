@@ -1,0 +1,1 @@
+"""The embedded lab: a complete duo on one machine."""

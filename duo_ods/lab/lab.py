@@ -1,0 +1,163 @@
+"""The embedded lab: a whole duo on this one machine, built with the same code a deployment uses.
+
+`up` renders a config into the lab folder, then drives every node through the
+transport exactly as the controller drives real nodes: init, start, policy
+import, zone add. `down` stops everything `up` started, by pid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duo_ods.config.load import load_config
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError, LabError
+from duo_ods.lab.net import check_free
+from duo_ods.node import daemons
+from duo_ods.render.engine import render, write_atomic
+from duo_ods.transport import transport_for
+from duo_ods.zones.manage import add_zone, node_zones
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_ZONE = "example.test"
+
+
+@dataclass(frozen=True)
+class LabLayout:
+    dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "duo.toml"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.dir / "input"
+
+    @property
+    def example_zone_file(self) -> Path:
+        return self.input_dir / EXAMPLE_ZONE
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    base_address: str = "127.0.0.10"
+    port: int = 53
+    algorithm: int = 13
+
+
+def _write_config(layout: LabLayout, options: LabOptions) -> None:
+    base = ipaddress.IPv4Address(options.base_address)
+    if not base.is_loopback:
+        raise LabError(f"--base-address {base}: the lab only uses loopback addresses")
+    text = render(
+        "lab-duo.toml.j2",
+        {
+            "address_a": str(base + 1),
+            "address_b": str(base + 2),
+            "port": options.port,
+            "algorithm": options.algorithm,
+        },
+    )
+    write_atomic(layout.config, text)
+
+
+def _today_serial() -> int:
+    return int(time.strftime("%Y%m%d")) * 100
+
+
+def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
+    """Bring the lab up (or finish bringing it up); returns its status plus what was done."""
+    options = options or LabOptions()
+    layout = LabLayout(lab_dir.resolve())
+    layout.dir.mkdir(parents=True, exist_ok=True)
+    if not layout.config.exists():
+        _write_config(layout, options)
+    duo = load_config(layout.config)
+    transport = transport_for(duo)
+    actions: list[str] = []
+    already = all(daemons.running(n, d) for n in duo.nodes.values() for d in daemons.DAEMONS)
+    for name, node in duo.nodes.items():
+        if not any(daemons.running(node, d) for d in daemons.DAEMONS):
+            check_free(node.address, node.port, f"node {name}")
+        transport.call(name, "init")
+        transport.call(name, "start")
+        transport.call(name, "policy-import")
+        actions.append(f"node {name} running on {node.address} port {node.port}")
+    zones = node_zones(duo, transport)
+    if not all(EXAMPLE_ZONE in z for z in zones.values()):
+        layout.input_dir.mkdir(parents=True, exist_ok=True)
+        if not layout.example_zone_file.exists():
+            write_atomic(
+                layout.example_zone_file, render("example.zone.j2", {"zone": EXAMPLE_ZONE, "serial": _today_serial()})
+            )
+        add_zone(duo, transport, EXAMPLE_ZONE, layout.example_zone_file)
+        actions.append(f"zone {EXAMPLE_ZONE} added on every node")
+    result = status(lab_dir)
+    result["already_running"] = already
+    result["actions"] = actions
+    return result
+
+
+def down(lab_dir: Path) -> dict[str, Any]:
+    """Stop every daemon the lab started, by pid. Files stay for inspection."""
+    layout = LabLayout(lab_dir.resolve())
+    if not layout.config.exists():
+        raise LabError(f"{layout.dir}: no lab here (no duo.toml)")
+    duo = load_config(layout.config)
+    transport = transport_for(duo)
+    stopped: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in duo.nodes:
+        try:
+            stopped[name] = transport.call(name, "stop")["daemons"]
+        except DuoError as exc:
+            problems.append(f"node {name}: {exc}")
+    # Whatever the transport could not stop, stop here by the recorded pids.
+    for name, node in duo.nodes.items():
+        if any(daemons.running(node, d) for d in daemons.DAEMONS):
+            stopped[name] = daemons.stop(node)
+    if problems:
+        log.warning("lab down: %s", "; ".join(problems))
+    return {"lab_dir": str(layout.dir), "stopped": stopped, "problems": problems}
+
+
+def status(lab_dir: Path) -> dict[str, Any]:
+    layout = LabLayout(lab_dir.resolve())
+    if not layout.config.exists():
+        raise LabError(f"{layout.dir}: no lab here (no duo.toml); run lab up")
+    duo = load_config(layout.config)
+    return {
+        "lab_dir": str(layout.dir),
+        "config": str(layout.config),
+        "input_dir": str(layout.input_dir),
+        "nodes": [_node_status(duo, name) for name in duo.nodes],
+        "secondaries": [],
+    }
+
+
+def _node_status(duo: Duo, name: str) -> dict[str, Any]:
+    node = duo.nodes[name]
+    entry: dict[str, Any] = {
+        "name": name,
+        "address": node.address,
+        "port": node.port,
+        "config": str(duo.config_path),
+        "input_dir": str(node.input_dir),
+        "base_dir": str(node.paths.base),
+        "daemons": daemons.status(node),
+        "zones": [],
+    }
+    if entry["daemons"]["enforcerd"] is not None:
+        try:
+            entry["zones"] = transport_for(duo).call(name, "zone-list")["zones"]
+        except DuoError as exc:
+            entry["error"] = str(exc)
+    return entry

@@ -1,0 +1,60 @@
+"""Render, validate and write one node's ODS configs.
+
+All files are rendered and validated first and only then written, so a bad
+config never replaces a working one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from duo_ods.config.resolve import Duo, Node
+from duo_ods.node.secrets import read_secret
+from duo_ods.render.engine import render, write_atomic
+from duo_ods.render.validate import check_ods_xml
+from duo_ods.render.views import addns_view, conf_view, kasp_view, zonelist_view
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: Path
+    text: str
+    schema: str
+    mode: int
+
+
+def render_node_configs(duo: Duo, node: Node, zones: list[str]) -> list[RenderedFile]:
+    """The node's conf.xml, kasp.xml, zonelist.xml and addns.xml, validated against ODS's schemas."""
+    p = node.paths
+    secondaries = [(s.address, s.port) for s in duo.config.secondaries]
+    files = [
+        # conf.xml holds the token PIN (ODS reads it from there): owner-only.
+        RenderedFile(p.conf_xml, render("conf.xml.j2", conf_view(node, read_secret(node.pin_file))), "conf", 0o600),
+        RenderedFile(p.kasp_xml, render("kasp.xml.j2", kasp_view(duo.config.policy)), "kasp", 0o644),
+        RenderedFile(
+            p.zonelist_xml,
+            render("zonelist.xml.j2", zonelist_view(node, duo.config.policy.name, zones)),
+            "zonelist",
+            0o644,
+        ),
+        # addns.xml will hold TSIG secrets: owner-only.
+        RenderedFile(p.addns_xml, render("addns.xml.j2", addns_view(node, secondaries)), "addns", 0o600),
+    ]
+    for f in files:
+        check_ods_xml(f.text, f.schema, str(f.path))
+    return files
+
+
+def write_node_configs(duo: Duo, node: Node, zones: list[str]) -> list[Path]:
+    files = render_node_configs(duo, node, zones)
+    for f in files:
+        write_atomic(f.path, f.text, f.mode)
+    return [f.path for f in files]
+
+
+def write_zonelist(duo: Duo, node: Node, zones: list[str]) -> None:
+    """Keep zonelist.xml equal to the enforcer's zones, for `zonelist import` when rebuilding."""
+    text = render("zonelist.xml.j2", zonelist_view(node, duo.config.policy.name, zones))
+    check_ods_xml(text, "zonelist", str(node.paths.zonelist_xml))
+    write_atomic(node.paths.zonelist_xml, text)

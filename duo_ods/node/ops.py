@@ -1,0 +1,127 @@
+"""Node-local operations: what `ods-duo node OP --node NAME` runs on the node itself.
+
+Each takes the resolved config, the node and a JSON payload, and returns a JSON
+object. Transports (local subprocess now, ssh later) carry exactly these.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from duo_ods.config.resolve import Duo, Node
+from duo_ods.errors import CommandError, NodeError
+from duo_ods.node import daemons
+from duo_ods.node.configs import write_zonelist
+from duo_ods.node.setup import init_node
+from duo_ods.ods.client import Enforcer
+from duo_ods.ods.parse import parse_zone_list
+from duo_ods.render.engine import write_atomic
+
+log = logging.getLogger(__name__)
+
+Payload = dict[str, Any]
+Operation = Callable[[Duo, Node, Payload], Payload]
+
+
+def enforcer(node: Node) -> Enforcer:
+    if daemons.running(node, "enforcerd") is None:
+        raise NodeError(f"node {node.name}: enforcer is not running")
+    return Enforcer(node.paths.enforcer_sock)
+
+
+def op_init(duo: Duo, node: Node, payload: Payload) -> Payload:
+    return init_node(duo, node)
+
+
+def op_start(duo: Duo, node: Node, payload: Payload) -> Payload:
+    return {"node": node.name, "pids": daemons.start(node)}
+
+
+def op_stop(duo: Duo, node: Node, payload: Payload) -> Payload:
+    return {"node": node.name, "daemons": daemons.stop(node)}
+
+
+def op_status(duo: Duo, node: Node, payload: Payload) -> Payload:
+    pids = daemons.status(node)
+    result: Payload = {
+        "node": node.name,
+        "address": node.address,
+        "port": node.port,
+        "initialised": node.paths.conf_xml.exists(),
+        "daemons": pids,
+        "input_dir": str(node.input_dir),
+        "zones": [],
+    }
+    if pids["enforcerd"] is not None:
+        result["zones"] = [z.name for z in _zones(node)]
+    return result
+
+
+def op_policy_import(duo: Duo, node: Node, payload: Payload) -> Payload:
+    out = enforcer(node)("policy", "import")
+    return {"node": node.name, "output": out.strip()}
+
+
+def _zones(node: Node) -> list[Any]:
+    return parse_zone_list(enforcer(node)("zone", "list"))
+
+
+def op_zone_list(duo: Duo, node: Node, payload: Payload) -> Payload:
+    return {
+        "node": node.name,
+        "zones": [{"name": z.name, "policy": z.policy, "next_change": z.next_change} for z in _zones(node)],
+    }
+
+
+def op_zone_add(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Add a checked zone: store its text as the signer's input, then `zone add` in the enforcer.
+
+    The controller has checked the text already; here we only refuse a zone the
+    node has, and undo the input file if the enforcer refuses.
+    """
+    zone: str = payload["zone"]
+    text: str = payload["text"]
+    known = [z.name for z in _zones(node)]
+    if zone in known:
+        raise NodeError(f"node {node.name}: zone {zone} exists already")
+    path = node.paths.unsigned_zone(zone)
+    write_atomic(path, text, mode=0o640)
+    try:
+        enforcer(node)(
+            "zone", "add", "--zone", zone, "--policy", duo.config.policy.name,
+            "--signerconf", str(node.paths.signconf(zone)),
+            "--in-type", "File", "--input", str(path),
+            "--out-type", "DNS", "--output", str(node.paths.addns_xml),
+        )  # fmt: skip
+    except CommandError:
+        path.unlink(missing_ok=True)
+        raise
+    write_zonelist(duo, node, [*known, zone])
+    log.info("node %s: zone %s added", node.name, zone)
+    return {"node": node.name, "zone": zone, "added": True}
+
+
+def op_zone_remove(duo: Duo, node: Node, payload: Payload) -> Payload:
+    zone: str = payload["zone"]
+    known = [z.name for z in _zones(node)]
+    if zone not in known:
+        return {"node": node.name, "zone": zone, "removed": False}
+    enforcer(node)("zone", "delete", "--zone", zone)
+    node.paths.unsigned_zone(zone).unlink(missing_ok=True)
+    write_zonelist(duo, node, [z for z in known if z != zone])
+    log.info("node %s: zone %s removed", node.name, zone)
+    return {"node": node.name, "zone": zone, "removed": True}
+
+
+OPERATIONS: dict[str, Operation] = {
+    "init": op_init,
+    "start": op_start,
+    "stop": op_stop,
+    "status": op_status,
+    "policy-import": op_policy_import,
+    "zone-list": op_zone_list,
+    "zone-add": op_zone_add,
+    "zone-remove": op_zone_remove,
+}

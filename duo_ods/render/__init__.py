@@ -1,0 +1,1 @@
+"""Rendering of ODS and SoftHSM configs from Jinja2 templates, and their validation."""

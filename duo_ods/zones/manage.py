@@ -1,0 +1,86 @@
+"""Zone add/remove/list across every node of the duo.
+
+The file is checked once, before any node is touched; then each node gets the
+same checked text. If a node refuses, the nodes that took the zone in this run
+give it back, so a failure leaves the duo as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError, NodeError
+from duo_ods.transport.base import Transport
+from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ZoneAddResult:
+    zone: str
+    serial: int
+    records: int
+    stripped: int
+    added_on: list[str] = field(default_factory=list)
+    already_on: list[str] = field(default_factory=list)
+
+
+def node_zones(duo: Duo, transport: Transport) -> dict[str, list[str]]:
+    """Zones per node; raises a clear error naming the first node that cannot answer."""
+    return {name: [z["name"] for z in transport.call(name, "zone-list")["zones"]] for name in duo.nodes}
+
+
+def add_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> ZoneAddResult:
+    name = normalize_zone_name(zone)
+    checked: CheckedZone = check_zone_file(
+        file, name, include_root=file.resolve().parent, dnssec_records=duo.config.policy.dnssec_records_in_input
+    )
+    current = node_zones(duo, transport)  # every node must answer before any changes
+    result = ZoneAddResult(name, checked.serial, checked.records, checked.stripped)
+    result.already_on = [n for n, zones in current.items() if name in zones]
+    if len(result.already_on) == len(duo.nodes):
+        raise NodeError(f"zone {name} exists on every node already; to change its data, update its file")
+    for node in duo.nodes:
+        if node in result.already_on:
+            continue
+        try:
+            transport.call(node, "zone-add", {"zone": name, "text": checked.text})
+        except DuoError as exc:
+            _undo_add(transport, name, result.added_on)
+            raise NodeError(f"zone {name}: node {node} refused it, nothing changed: {exc}") from exc
+        result.added_on.append(node)
+    log.info("zone %s added on %s", name, ", ".join(result.added_on))
+    return result
+
+
+def _undo_add(transport: Transport, zone: str, nodes: list[str]) -> None:
+    for node in nodes:
+        try:
+            transport.call(node, "zone-remove", {"zone": zone})
+        except DuoError as exc:  # report, but the original error is the one to raise
+            log.error("zone %s: could not undo add on node %s: %s", zone, node, exc)
+
+
+def remove_zone(duo: Duo, transport: Transport, zone: str) -> dict[str, bool]:
+    name = normalize_zone_name(zone)
+    current = node_zones(duo, transport)
+    if not any(name in zones for zones in current.values()):
+        raise NodeError(f"zone {name} is not on any node")
+    return {node: bool(transport.call(node, "zone-remove", {"zone": name})["removed"]) for node in duo.nodes}
+
+
+def list_zones(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
+    """One row per zone: on which nodes it is, and what each enforcer plans next."""
+    rows: dict[str, dict[str, Any]] = {}
+    for node in duo.nodes:
+        for z in transport.call(node, "zone-list")["zones"]:
+            row = rows.setdefault(z["name"], {"zone": z["name"], "policy": z["policy"], "nodes": {}})
+            row["nodes"][node] = {"next_change": z["next_change"]}
+    for row in rows.values():
+        row["on_all_nodes"] = set(row["nodes"]) == set(duo.nodes)
+    return [rows[name] for name in sorted(rows)]

@@ -1,0 +1,1 @@
+"""Jinja2 templates for ODS, SoftHSM and BIND configs (shipped as duo_ods.templates)."""

@@ -1,0 +1,96 @@
+"""Rendered files: exact output for the default policy, and schema-valid output for every variant."""
+
+from pathlib import Path
+
+import pytest
+
+from duo_ods.config.model import PolicyConfig
+from duo_ods.errors import RenderError
+from duo_ods.node.configs import render_node_configs
+from duo_ods.render.engine import render, write_atomic
+from duo_ods.render.validate import check_ods_xml
+from duo_ods.render.views import addns_view, kasp_view
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_default_kasp_exact() -> None:
+    assert render("kasp.xml.j2", kasp_view(PolicyConfig())) == (DATA / "kasp-default.xml").read_text()
+
+
+def test_propagation_delay_includes_skew_margin() -> None:
+    view = kasp_view(PolicyConfig(zone_propagation_delay="PT5M", skew_margin="PT1M"))
+    assert view.zone_propagation_delay == "PT360S"
+
+
+VARIANTS = [
+    "",
+    '[policy]\nkeys = "ksk-zsk"\n',
+    "[policy]\nalgorithm = 8\nbits = 3072\n",
+    "[policy]\nalgorithm = 15\n",
+    "[policy]\nnsec3 = false\n",
+    "[policy]\nnsec3_opt_out = true\nnsec3_iterations = 5\nnsec3_salt_length = 8\n",
+    '[policy]\nvalidity_keyset = "P7D"\nserial = "counter"\n',
+    '[[secondaries]]\nname = "ns1"\naddress = "127.0.0.31"\n[[secondaries]]\nname = "ns2"\naddress = "127.0.0.32"\nport = 5353\n',
+]
+
+
+@pytest.mark.parametrize("extra", VARIANTS)
+def test_every_variant_validates_against_ods_schemas(make_duo, extra: str) -> None:  # type: ignore[no-untyped-def]
+    duo = make_duo(extra)
+    for node in duo.nodes.values():
+        files = render_node_configs(duo, node, ["example.test", "a.example", "."])
+        assert [f.schema for f in files] == ["conf", "kasp", "zonelist", "addns"]
+        # render_node_configs ran xmllint; run it again here so the test says so itself.
+        for f in files:
+            check_ods_xml(f.text, f.schema, f.path.name)
+
+
+def test_conf_xml_content_and_modes(make_duo) -> None:  # type: ignore[no-untyped-def]
+    duo = make_duo()
+    files = {f.path.name: f for f in render_node_configs(duo, duo.nodes["b"], [])}
+    conf = files["conf.xml"].text
+    assert "<TokenLabel>DUO-B</TokenLabel>" in conf
+    assert "<PIN>1234</PIN>" in conf
+    assert "<ManualKeyGeneration/>" in conf
+    assert "<AllowExtraction/>" in conf
+    assert "<Interface><Address>127.0.0.12</Address><Port>5302</Port></Interface>" in conf
+    assert files["conf.xml"].mode == 0o600  # holds the PIN
+    assert files["addns.xml"].mode == 0o600  # will hold TSIG secrets
+
+
+def test_kasp_keys_and_nsec3() -> None:
+    text = render("kasp.xml.j2", kasp_view(PolicyConfig(keys="ksk-zsk")))
+    assert text.count("<ManualRollover/>") == 2
+    assert "<KSK>" in text and "<ZSK>" in text and "<CSK>" not in text
+    assert "<Purge>PT" not in text  # (the comment mentions the element; no element is rendered)
+    assert '<Salt length="0"/>' in text
+    assert "<NSEC3>\n\t\t\t\t<TTL>PT0S</TTL>" in text  # TTL must be NSEC3's first child
+
+
+def test_addns_transfer_and_notify() -> None:
+    from duo_ods.config.resolve import Node, NodePaths
+    from duo_ods.config.model import NodeConfig
+
+    node = Node("a", NodeConfig(address="127.0.0.11", base_dir="/x", token_label="A"), NodePaths(Path("/x")),
+                Path("/x/input"), Path("/x/pin"))
+    text = render("addns.xml.j2", addns_view(node, [("127.0.0.31", 53)]))
+    assert "<Peer><Prefix>127.0.0.31/32</Prefix></Peer>" in text
+    assert "<Remote><Address>127.0.0.31</Address><Port>53</Port></Remote>" in text
+    text = render("addns.xml.j2", addns_view(node, []))
+    assert "<Peer><Prefix>127.0.0.0/8</Prefix></Peer>" in text
+    assert "<Notify>" not in text
+
+
+def test_invalid_xml_is_refused_with_file_name() -> None:
+    with pytest.raises(RenderError, match=r"^kasp.xml does not validate against /usr/share/opendnssec/kasp.rng"):
+        check_ods_xml("<KASP><Policy/></KASP>", "kasp", "kasp.xml")
+
+
+def test_write_atomic_mode_and_content(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.xml"
+    write_atomic(target, "one", 0o600)
+    write_atomic(target, "two", 0o600)
+    assert target.read_text() == "two"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["f.xml"]  # no temp file left
