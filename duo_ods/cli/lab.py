@@ -28,7 +28,9 @@ def _describe(status: dict[str, Any]) -> str:
         d = node["daemons"]
         state = "running" if all(d.values()) else ("stopped" if not any(d.values()) else "partly running")
         pids = ", ".join(f"{k} {v}" for k, v in d.items() if v)
-        lines.append(f"  node {node['name']}: {node['address']} port {node['port']}, {state} ({pids or 'no pids'})")
+        lines.append(
+            f"  node {node['name']}: {node['address']} port {node['port']}, {state} ({pids or 'no pids'})"
+        )
         for z in node["zones"]:
             lines.append(f"      zone {z['name']}: {z['next_change']}")
         if "error" in node:
@@ -39,7 +41,9 @@ def _describe(status: dict[str, Any]) -> str:
 @lab.command("up")
 @_dir_option
 @click.option("--base-address", default="127.0.0.10", show_default=True, help="nodes get .+1 and .+2")
-@click.option("--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="signer listener port")
+@click.option(
+    "--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="signer listener port"
+)
 @click.option("--algorithm", default=13, show_default=True, type=click.Choice(["8", "13", "15"]))
 @pass_ctx
 def lab_up(ctx: Ctx, lab_dir: Path, base_address: str, port: int, algorithm: str) -> None:
@@ -57,7 +61,9 @@ def lab_down(ctx: Ctx, lab_dir: Path) -> None:
     """Stop every process the lab started (by pid)."""
     result = lab_impl.down(lab_dir)
     lines = [f"lab down in {result['lab_dir']}"]
-    lines += [f"  node {n}: {', '.join(f'{k} {v}' for k, v in d.items())}" for n, d in result["stopped"].items()]
+    lines += [
+        f"  node {n}: {', '.join(f'{k} {v}' for k, v in d.items())}" for n, d in result["stopped"].items()
+    ]
     lines += [f"  problem: {p}" for p in result["problems"]]
     ctx.emit(result, "\n".join(lines))
 

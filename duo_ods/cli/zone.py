@@ -23,7 +23,8 @@ def zone() -> None:
 def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
     """Check FILE, then add ZONE to every node (all or none)."""
     result = add_zone(ctx.duo, ctx.transport, zone_name, file)
-    text = f"zone {result.zone}: serial {result.serial}, {result.records} records, added on {', '.join(result.added_on)}"
+    text = f"zone {result.zone}: serial {result.serial}, {result.records} records"
+    text += f", added on {', '.join(result.added_on)}"
     if result.already_on:
         text += f" (was already on {', '.join(result.already_on)})"
     if result.stripped:

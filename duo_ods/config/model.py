@@ -36,7 +36,9 @@ def _address(value: str) -> str:
 
 def _name(value: str) -> str:
     if not NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid name (lowercase letters, digits, '-', starting with a letter)")
+        raise ValueError(
+            f"{value!r} is not a valid name (lowercase letters, digits, '-', starting with a letter)"
+        )
     return value
 
 
@@ -160,10 +162,14 @@ class DuoConfig(_Model):
         for name, node in nodes.items():
             where = (node.address, node.port)
             if where in seen:
-                problems.append(f"nodes {seen[where]} and {name} both listen on {node.address} port {node.port}")
+                problems.append(
+                    f"nodes {seen[where]} and {name} both listen on {node.address} port {node.port}"
+                )
             seen[where] = name
             if node.token_label in labels:
-                problems.append(f"nodes {labels[node.token_label]} and {name} use token label {node.token_label}")
+                problems.append(
+                    f"nodes {labels[node.token_label]} and {name} use token label {node.token_label}"
+                )
             labels[node.token_label] = name
         if problems:
             raise ValueError("; ".join(problems))

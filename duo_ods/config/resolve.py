@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from duo_ods.config.model import DuoConfig, NodeConfig
+from duo_ods.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,6 @@ class Duo:
     backup_dir: Path
 
     def node(self, name: str) -> Node:
-        from duo_ods.errors import ConfigError
-
         try:
             return self.nodes[name]
         except KeyError:

@@ -8,7 +8,6 @@ import, zone add. `down` stops everything `up` started, by pid.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -96,7 +95,8 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
         layout.input_dir.mkdir(parents=True, exist_ok=True)
         if not layout.example_zone_file.exists():
             write_atomic(
-                layout.example_zone_file, render("example.zone.j2", {"zone": EXAMPLE_ZONE, "serial": _today_serial()})
+                layout.example_zone_file,
+                render("example.zone.j2", {"zone": EXAMPLE_ZONE, "serial": _today_serial()}),
             )
         add_zone(duo, transport, EXAMPLE_ZONE, layout.example_zone_file)
         actions.append(f"zone {EXAMPLE_ZONE} added on every node")

@@ -30,7 +30,9 @@ def render_node_configs(duo: Duo, node: Node, zones: list[str]) -> list[Rendered
     secondaries = [(s.address, s.port) for s in duo.config.secondaries]
     files = [
         # conf.xml holds the token PIN (ODS reads it from there): owner-only.
-        RenderedFile(p.conf_xml, render("conf.xml.j2", conf_view(node, read_secret(node.pin_file))), "conf", 0o600),
+        RenderedFile(
+            p.conf_xml, render("conf.xml.j2", conf_view(node, read_secret(node.pin_file))), "conf", 0o600
+        ),
         RenderedFile(p.kasp_xml, render("kasp.xml.j2", kasp_view(duo.config.policy)), "kasp", 0o644),
         RenderedFile(
             p.zonelist_xml,

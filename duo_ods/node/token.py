@@ -55,7 +55,9 @@ def init_token(node: Node, pin: str, so_pin: str) -> bool:
             child.sendline(secret)
         child.expect(pexpect.EOF)
     except (pexpect.TIMEOUT, pexpect.EOF) as exc:
-        raise NodeError(f"node {node.name}: softhsm2-util did not initialise token {node.config.token_label}") from exc
+        raise NodeError(
+            f"node {node.name}: softhsm2-util did not initialise token {node.config.token_label}"
+        ) from exc
     finally:
         child.close()
     if child.exitstatus != 0 or not token_exists(node):

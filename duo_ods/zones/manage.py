@@ -38,7 +38,10 @@ def node_zones(duo: Duo, transport: Transport) -> dict[str, list[str]]:
 def add_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> ZoneAddResult:
     name = normalize_zone_name(zone)
     checked: CheckedZone = check_zone_file(
-        file, name, include_root=file.resolve().parent, dnssec_records=duo.config.policy.dnssec_records_in_input
+        file,
+        name,
+        include_root=file.resolve().parent,
+        dnssec_records=duo.config.policy.dnssec_records_in_input,
     )
     current = node_zones(duo, transport)  # every node must answer before any changes
     result = ZoneAddResult(name, checked.serial, checked.records, checked.stripped)

@@ -38,8 +38,9 @@ def test_good_config_defaults() -> None:
 
 
 def test_every_problem_reported_with_its_place() -> None:
-    text = GOOD.replace('"127.0.0.12"', '"127.0.0.300"').replace("[backup]", "[policy]\nalgorithm = 7\n"
-                                                                    "jitter = '1h'\n[backup]")
+    text = GOOD.replace('"127.0.0.12"', '"127.0.0.300"').replace(
+        "[backup]", "[policy]\nalgorithm = 7\njitter = '1h'\n[backup]"
+    )
     assert problems(text) == [
         "[nodes.b.address] '127.0.0.300' does not appear to be an IPv4 or IPv6 address",
         "[policy.algorithm] Input should be 8, 13 or 15",
@@ -59,12 +60,16 @@ def test_cross_node_checks() -> None:
 
 
 def test_one_node_is_not_a_duo() -> None:
-    text = GOOD.split("[nodes.b]")[0] + "[backup]\ndir = 'x'\n"
+    text = GOOD.split("[nodes.b]", maxsplit=1)[0] + "[backup]\ndir = 'x'\n"
     assert problems(text) == ["[nodes] a duo needs at least two nodes"]
 
 
 def test_references_must_exist() -> None:
-    text = 'key_origin = "c"\n' + GOOD + '[[secondaries]]\nname = "ns1"\naddress = "127.0.0.1"\nprimaries = ["z"]\n'
+    text = (
+        'key_origin = "c"\n'
+        + GOOD
+        + '[[secondaries]]\nname = "ns1"\naddress = "127.0.0.1"\nprimaries = ["z"]\n'
+    )
     assert problems(text) == ["[/] key_origin 'c' is not a node; secondary ns1: primary 'z' is not a node"]
 
 

@@ -1,18 +1,17 @@
+from pathlib import Path
+
 from duo_ods.ods.client import _looks_failed, _strip_banner
 from duo_ods.ods.parse import EnforcerZone, parse_zone_list
 
-# Captured from ods-enforcer 2.1.12 `zone list`.
-ZONE_LIST = """Database set to: /tmp/probe/a/var/kasp.db
-Zones:
-Zone:                           Policy:       Next change:               Signer Configuration:             
-example.test                    duo           no changes scheduled       /tmp/probe/a/var/signconf/example.test.xml
-b.example                       duo           2026-11-28 04:10:01        /tmp/probe/a/var/signconf/b.example.xml
-"""
+# Captured from ods-enforcer 2.1.12 `zone list` (with its trailing blanks).
+ZONE_LIST = (Path(__file__).parent / "data" / "zone-list.txt").read_text()
 
 
 def test_parse_zone_list() -> None:
     assert parse_zone_list(ZONE_LIST) == [
-        EnforcerZone("example.test", "duo", "no changes scheduled", "/tmp/probe/a/var/signconf/example.test.xml"),
+        EnforcerZone(
+            "example.test", "duo", "no changes scheduled", "/tmp/probe/a/var/signconf/example.test.xml"
+        ),
         EnforcerZone("b.example", "duo", "2026-11-28 04:10:01", "/tmp/probe/a/var/signconf/b.example.xml"),
     ]
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from duo_ods.config.model import PolicyConfig
+from duo_ods.config.model import NodeConfig, PolicyConfig
+from duo_ods.config.resolve import Node, NodePaths
 from duo_ods.errors import RenderError
 from duo_ods.node.configs import render_node_configs
 from duo_ods.render.engine import render, write_atomic
@@ -31,7 +32,8 @@ VARIANTS = [
     "[policy]\nnsec3 = false\n",
     "[policy]\nnsec3_opt_out = true\nnsec3_iterations = 5\nnsec3_salt_length = 8\n",
     '[policy]\nvalidity_keyset = "P7D"\nserial = "counter"\n',
-    '[[secondaries]]\nname = "ns1"\naddress = "127.0.0.31"\n[[secondaries]]\nname = "ns2"\naddress = "127.0.0.32"\nport = 5353\n',
+    '[[secondaries]]\nname = "ns1"\naddress = "127.0.0.31"\n'
+    '[[secondaries]]\nname = "ns2"\naddress = "127.0.0.32"\nport = 5353\n',
 ]
 
 
@@ -69,11 +71,13 @@ def test_kasp_keys_and_nsec3() -> None:
 
 
 def test_addns_transfer_and_notify() -> None:
-    from duo_ods.config.resolve import Node, NodePaths
-    from duo_ods.config.model import NodeConfig
-
-    node = Node("a", NodeConfig(address="127.0.0.11", base_dir="/x", token_label="A"), NodePaths(Path("/x")),
-                Path("/x/input"), Path("/x/pin"))
+    node = Node(
+        "a",
+        NodeConfig(address="127.0.0.11", base_dir="/x", token_label="A"),
+        NodePaths(Path("/x")),
+        Path("/x/input"),
+        Path("/x/pin"),
+    )
     text = render("addns.xml.j2", addns_view(node, [("127.0.0.31", 53)]))
     assert "<Peer><Prefix>127.0.0.31/32</Prefix></Peer>" in text
     assert "<Remote><Address>127.0.0.31</Address><Port>53</Port></Remote>" in text
@@ -83,7 +87,9 @@ def test_addns_transfer_and_notify() -> None:
 
 
 def test_invalid_xml_is_refused_with_file_name() -> None:
-    with pytest.raises(RenderError, match=r"^kasp.xml does not validate against /usr/share/opendnssec/kasp.rng"):
+    with pytest.raises(
+        RenderError, match=r"^kasp.xml does not validate against /usr/share/opendnssec/kasp.rng"
+    ):
         check_ods_xml("<KASP><Policy/></KASP>", "kasp", "kasp.xml")
 
 

@@ -1,0 +1,110 @@
+"""Zone add across nodes is all or none. The transport here is a fake: the real path is in
+tests/integration/test_lab.py, which adds and refuses zones on real enforcers."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duo_ods.config.load import load_config
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import NodeError, ZoneFileError
+from duo_ods.zones.manage import add_zone, list_zones, remove_zone
+
+CONFIG = """
+[nodes.a]
+address = "127.0.0.11"
+base_dir = "a"
+token_label = "A"
+[nodes.b]
+address = "127.0.0.12"
+base_dir = "b"
+token_label = "B"
+[backup]
+dir = "backup"
+"""
+
+ZONE = """$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns1 hostmaster 2026112800 3600 600 864000 300
+@ IN NS ns1
+ns1 IN A 192.0.2.1
+"""
+
+
+class FakeTransport:
+    """Records calls; holds zones per node; can be told to refuse zone-add on one node."""
+
+    def __init__(self, refuse_on: str | None = None) -> None:
+        self.zones: dict[str, list[str]] = {"a": [], "b": []}
+        self.calls: list[tuple[str, str]] = []
+        self.refuse_on = refuse_on
+
+    def call(self, node: str, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.calls.append((node, op))
+        payload = payload or {}
+        if op == "zone-list":
+            return {"zones": [{"name": z, "policy": "duo", "next_change": "none"} for z in self.zones[node]]}
+        if op == "zone-add":
+            if node == self.refuse_on:
+                raise NodeError(f"node {node}: enforcer refused")
+            assert payload["text"].startswith("example.test.")  # the checked text, not the raw file
+            self.zones[node].append(payload["zone"])
+            return {"added": True}
+        if op == "zone-remove":
+            present = payload["zone"] in self.zones[node]
+            if present:
+                self.zones[node].remove(payload["zone"])
+            return {"removed": present}
+        raise AssertionError(op)
+
+
+@pytest.fixture
+def duo(tmp_path: Path) -> Duo:
+    (tmp_path / "duo.toml").write_text(CONFIG)
+    (tmp_path / "example.test").write_text(ZONE)
+    return load_config(tmp_path / "duo.toml")
+
+
+def test_add_on_every_node(duo: Duo, tmp_path: Path) -> None:
+    fake = FakeTransport()
+    result = add_zone(duo, fake, "Example.Test.", tmp_path / "example.test")
+    assert result.added_on == ["a", "b"]
+    assert result.serial == 2026112800
+    assert fake.zones == {"a": ["example.test"], "b": ["example.test"]}
+    rows = list_zones(duo, fake)
+    assert rows[0]["zone"] == "example.test" and rows[0]["on_all_nodes"]
+
+
+def test_refusal_on_second_node_undoes_first(duo: Duo, tmp_path: Path) -> None:
+    fake = FakeTransport(refuse_on="b")
+    with pytest.raises(NodeError, match=r"zone example\.test: node b refused it, nothing changed"):
+        add_zone(duo, fake, "example.test", tmp_path / "example.test")
+    assert fake.zones == {"a": [], "b": []}
+    assert ("a", "zone-remove") in fake.calls
+
+
+def test_bad_file_touches_no_node(duo: Duo, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zone"
+    bad.write_text(ZONE + "www.example.org. IN A 192.0.2.2\n")
+    fake = FakeTransport()
+    with pytest.raises(ZoneFileError, match=r"bad.zone:6: "):
+        add_zone(duo, fake, "example.test", bad)
+    assert fake.calls == []
+
+
+def test_rerun_completes_a_partial_add(duo: Duo, tmp_path: Path) -> None:
+    fake = FakeTransport()
+    fake.zones["a"].append("example.test")
+    result = add_zone(duo, fake, "example.test", tmp_path / "example.test")
+    assert result.already_on == ["a"] and result.added_on == ["b"]
+    with pytest.raises(NodeError, match="exists on every node"):
+        add_zone(duo, fake, "example.test", tmp_path / "example.test")
+
+
+def test_remove(duo: Duo, tmp_path: Path) -> None:
+    fake = FakeTransport()
+    with pytest.raises(NodeError, match="not on any node"):
+        remove_zone(duo, fake, "example.test")
+    add_zone(duo, fake, "example.test", tmp_path / "example.test")
+    assert remove_zone(duo, fake, "example.test") == {"a": True, "b": True}
