@@ -1,0 +1,164 @@
+"""Tokens: initialise one, find it by label, open a logged-in session on it.
+
+The PKCS#11 module only sees the tokens of the configuration it was initialised
+with (SoftHSM: SOFTHSM2_CONF, read at C_Initialize). Callers set SOFTHSM2_CONF in
+the environment before the first call; the module is initialised per outermost
+`open_session`/`init_token` and finalised when the last one ends, so a later call
+may point at another token directory (see _p11.acquire).
+
+PINs are arguments and go straight into C_Login/C_InitToken/C_InitPIN; they are
+never logged or put on a command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from duo_ods.errors import HsmError
+from duo_ods.hsm._p11 import (
+    CKR_PIN_INCORRECT,
+    CKR_USER_ALREADY_LOGGED_IN,
+    Library,
+    P11Failure,
+    Session,
+    TokenSlot,
+    acquire,
+    release,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Session", "TokenSlot", "find_slot", "init_token", "list_tokens", "open_session"]
+
+MAX_LABEL_BYTES = 32  # CK_TOKEN_INFO.label is 32 bytes, blank padded
+MIN_PIN_LEN = 4  # SoftHSM's ulMinPinLen; real HSMs are not lower
+
+
+def _check_label(label: str) -> None:
+    size = len(label.encode())
+    if not label or size > MAX_LABEL_BYTES or label != label.strip():
+        raise HsmError(f"token label {label!r}: need 1 to {MAX_LABEL_BYTES} bytes, no outer blanks")
+
+
+def find_slot(library: Library, label: str) -> TokenSlot:
+    """The one initialised token with this label; HsmError if none or several."""
+    matches = [t for t in library.tokens() if t.label == label]
+    if not matches:
+        raise HsmError(f"no token labelled {label!r} in {library.path} (check SOFTHSM2_CONF)")
+    if len(matches) > 1:
+        serials = ", ".join(t.serial for t in matches)
+        raise HsmError(f"{len(matches)} tokens labelled {label!r} in {library.path} (serials {serials})")
+    return matches[0]
+
+
+def list_tokens(module: str) -> list[TokenSlot]:
+    """Every initialised token the module shows to this process."""
+    library = acquire(module)
+    try:
+        return library.tokens()
+    finally:
+        release(library)
+
+
+def _close_quietly(session: Session, logged_in: bool) -> None:
+    # Runs while another exception may be in flight: report, never mask it.
+    if logged_in:
+        try:
+            session.logout()
+        except HsmError as exc:
+            log.warning("%s", exc)
+    try:
+        session.close()
+    except HsmError as exc:
+        log.warning("%s", exc)
+
+
+@contextmanager
+def open_session(module: str, label: str, pin: str) -> Iterator[Session]:
+    """A read/write session on token `label`, logged in as user for the duration of the block."""
+    _check_label(label)
+    library = acquire(module)
+    try:
+        slot = find_slot(library, label)
+        session = library.open(slot.slot, label)
+        owns_login = True
+        try:
+            try:
+                session.login(pin)
+            except P11Failure as exc:
+                # PKCS#11 login is per token and process: a nested session on the same token
+                # shares the outer login and must not log it out when it ends.
+                if exc.code != CKR_USER_ALREADY_LOGGED_IN:
+                    raise
+                owns_login = False
+            yield session
+        finally:
+            _close_quietly(session, owns_login)
+    finally:
+        release(library)
+
+
+def init_token(module: str, label: str, pin: str, so_pin: str) -> Literal["created", "exists"]:
+    """Initialise a token labelled `label` in the free slot and set its user PIN.
+
+    Idempotent: an existing token with this label that the PIN opens gives "exists".
+    Any other existing token with this label is refused, never re-initialised
+    (C_InitToken on it would destroy its keys).
+    """
+    _check_label(label)
+    if len(pin) < MIN_PIN_LEN or len(so_pin) < MIN_PIN_LEN:
+        raise HsmError(f"init token {label!r}: PIN and SO PIN need at least {MIN_PIN_LEN} characters")
+    library = acquire(module)
+    try:
+        existing = [t for t in library.tokens() if t.label == label]
+        if existing:
+            _check_existing(library, label, existing, pin)
+            log.info("token %s already initialised", label)
+            return "exists"
+        free = library.free_slot()
+        if free is None:
+            raise HsmError(f"init token {label!r}: no free slot in {library.path}")
+        library.init_token(free, label, so_pin)
+        # SoftHSM renumbers slots after C_InitToken: find the token again by label.
+        slot = find_slot(library, label)
+        session = library.open(slot.slot, label)
+        logged_in = False
+        try:
+            session.login(so_pin, so=True)
+            logged_in = True
+            session.init_pin(pin)
+        finally:
+            _close_quietly(session, logged_in)
+        log.info("initialised token %s (serial %s)", label, slot.serial)
+        return "created"
+    finally:
+        release(library)
+
+
+def _check_existing(library: Library, label: str, existing: list[TokenSlot], pin: str) -> None:
+    if len(existing) > 1:
+        raise HsmError(f"init token {label!r}: {len(existing)} tokens already carry this label")
+    slot = existing[0]
+    if not slot.user_pin_initialized:
+        raise HsmError(
+            f"init token {label!r}: a token with this label exists but has no user PIN; refusing to touch it"
+        )
+    session = library.open(slot.slot, label)
+    logged_in = False
+    try:
+        session.login(pin)
+        logged_in = True
+    except P11Failure as exc:
+        if exc.code == CKR_USER_ALREADY_LOGGED_IN:
+            return
+        if exc.code == CKR_PIN_INCORRECT:
+            raise HsmError(
+                f"init token {label!r}: a token with this label exists and the PIN does not open it; "
+                "refusing to re-initialise it"
+            ) from None
+        raise
+    finally:
+        _close_quietly(session, logged_in)
