@@ -51,7 +51,8 @@ def lab_up(ctx: Ctx, lab_dir: Path, base_address: str, port: int, algorithm: str
     opts = lab_impl.LabOptions(base_address=base_address, port=port, algorithm=int(algorithm))
     result = lab_impl.up(lab_dir, opts)
     head = "lab already running" if result["already_running"] else "lab up"
-    ctx.emit(result, "\n".join([head, *[f"  {a}" for a in result["actions"]], _describe(result)]))
+    ds = ["DS for the parent:", *[f"  {line}" for line in result["ds"]]]
+    ctx.emit(result, "\n".join([head, *[f"  {a}" for a in result["actions"]], _describe(result), *ds]))
 
 
 @lab.command("down")

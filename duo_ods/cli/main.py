@@ -10,6 +10,7 @@ import click
 
 from duo_ods import __version__
 from duo_ods.cli.context import Ctx
+from duo_ods.cli.key import kek, key
 from duo_ods.cli.lab import lab
 from duo_ods.cli.node import node
 from duo_ods.cli.zone import zone
@@ -35,6 +36,8 @@ def cli(ctx: click.Context, config_path: Path | None, as_json: bool, verbose: bo
 cli.add_command(lab)
 cli.add_command(node)
 cli.add_command(zone)
+cli.add_command(key)
+cli.add_command(kek)
 
 
 def main() -> None:

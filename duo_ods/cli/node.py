@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import click
 
+from duo_ods.backup.ops import BACKUP_OPERATIONS
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.errors import DuoError
+from duo_ods.node.keyops import KEY_OPERATIONS
 from duo_ods.node.ops import OPERATIONS
-from duo_ods.transport.base import encode_reply
+from duo_ods.transport.base import Payload, encode_reply
 
 
 @click.group()
@@ -18,16 +21,27 @@ def node() -> None:
     """Work on one signer node."""
 
 
+def _operation(target: str, operation: str) -> Callable[..., Payload]:
+    """Operations of a node, or of the backup store (the target name 'backup' is reserved for it)."""
+    registry = BACKUP_OPERATIONS if target == "backup" else {**OPERATIONS, **KEY_OPERATIONS}
+    if operation not in registry:
+        raise DuoError(f"{target}: no operation {operation!r}")
+    function: Callable[..., Payload] = registry[operation]
+    return function
+
+
 @node.command("op", hidden=True)
-@click.argument("operation", type=click.Choice(sorted(OPERATIONS)))
-@click.option("--node", "node_name", required=True)
+@click.argument("operation")
+@click.option("--node", "node_name", required=True, help="a node name, or 'backup'")
 @pass_ctx
 def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
     """Run one node-local operation: JSON payload on stdin, JSON reply on stdout."""
     try:
         raw = sys.stdin.read()
         payload = json.loads(raw) if raw.strip() else {}
-        result = OPERATIONS[operation](ctx.duo, ctx.duo.node(node_name), payload)
+        function = _operation(node_name, operation)
+        target = ctx.duo.backup if node_name == "backup" else ctx.duo.node(node_name)
+        result = function(ctx.duo, target, payload)
     except DuoError as exc:
         click.echo(encode_reply(error=exc))
         sys.exit(1)

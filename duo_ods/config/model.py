@@ -75,7 +75,7 @@ class PolicyConfig(_Model):
     description: str = "ods-duo shared-key policy"
     algorithm: Literal[8, 13, 15] = 13
     bits: int | None = None  # default from the algorithm
-    keys: Literal["csk", "ksk-zsk"] = "csk"
+    keys: Literal["csk", "ksk-zsk"] = "ksk-zsk"
     ksk_lifetime: Duration = "P1Y"
     zsk_lifetime: Duration = "P90D"
     csk_lifetime: Duration = "P1Y"
@@ -111,6 +111,20 @@ class PolicyConfig(_Model):
     parent_soa_minimum: Duration = "PT3600S"
     dnssec_records_in_input: Literal["refuse", "strip"] = "refuse"
 
+    @field_validator("keys")
+    @classmethod
+    def _check_keys(cls, keys: str) -> str:
+        # ODS 2.1.12 `key import` gives a CSK (keytype 3) the ZSK record states
+        # (keystate_import_cmd.c: `keytype == 1 ? ksk_mapping : zsk_mapping`), so an
+        # imported CSK never signs the DNSKEY RRset. Every duo key is imported, so a
+        # CSK policy cannot work until upstream maps CSKs; allow it again then.
+        if keys == "csk":
+            raise ValueError(
+                "'csk' cannot work with OpenDNSSEC 2.1.12: its key import gives a CSK the ZSK states, "
+                "so the DNSKEY RRset would go unsigned; use 'ksk-zsk'"
+            )
+        return keys
+
     @model_validator(mode="after")
     def _check_bits(self) -> PolicyConfig:
         default, allowed = ALGORITHMS[self.algorithm]
@@ -122,10 +136,18 @@ class PolicyConfig(_Model):
 
 
 class BackupConfig(_Model):
-    """Where key bundles (wrapped keys, never clear) are kept, longer than the nodes keep them."""
+    """Where key bundles (wrapped keys, never clear) are kept, longer than the nodes keep them.
+
+    The backup has a token of its own that holds the KEK, so it can prove (and one day
+    restore) what it keeps without the KEK ever leaving an HSM.
+    """
 
     dir: str
     retention: Duration = "P90D"
+    hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label: str = Field(default="DUO-BACKUP", min_length=1, max_length=32)
+    pin_file: str | None = None  # default DIR/secrets/pin (0600)
+    softhsm: bool = True
 
 
 class SecondaryConfig(_Model):
@@ -155,6 +177,8 @@ class DuoConfig(_Model):
         if len(nodes) < 2:
             problems.append("a duo needs at least two nodes")
         for name in nodes:
+            if name == "backup":
+                problems.append("node name 'backup' is reserved for the backup store")
             if not NAME_RE.match(name):
                 problems.append(f"node name {name!r} is not valid (lowercase letters, digits, '-')")
         seen: dict[tuple[str, int], str] = {}

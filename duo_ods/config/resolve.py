@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from duo_ods.config.model import DuoConfig, NodeConfig
+from duo_ods.config.model import BackupConfig, DuoConfig, NodeConfig
 from duo_ods.errors import ConfigError
 
 
@@ -128,13 +128,42 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Backup:
+    """The backup store: a folder of bundles and a token for the KEK."""
+
+    config: BackupConfig
+    dir: Path
+    pin_file: Path
+
+    @property
+    def name(self) -> str:
+        return "backup"
+
+    @property
+    def softhsm_conf(self) -> Path:
+        return self.dir / "etc" / "softhsm2.conf"
+
+    @property
+    def tokens(self) -> Path:
+        return self.dir / "tokens"
+
+    @property
+    def secrets(self) -> Path:
+        return self.dir / "secrets"
+
+
+@dataclass(frozen=True)
 class Duo:
     """A validated config with every path made absolute."""
 
     config: DuoConfig
     config_path: Path
     nodes: dict[str, Node]
-    backup_dir: Path
+    backup: Backup
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir
 
     def node(self, name: str) -> Node:
         try:
@@ -160,4 +189,12 @@ def resolve(config: DuoConfig, config_path: Path) -> Duo:
             input_dir=_abs(here, node.input_dir) if node.input_dir else base / "input",
             pin_file=_abs(here, node.pin_file) if node.pin_file else base / "secrets" / "pin",
         )
-    return Duo(config=config, config_path=config_path, nodes=nodes, backup_dir=_abs(here, config.backup.dir))
+    backup_dir = _abs(here, config.backup.dir)
+    backup = Backup(
+        config=config.backup,
+        dir=backup_dir,
+        pin_file=_abs(here, config.backup.pin_file)
+        if config.backup.pin_file
+        else backup_dir / "secrets" / "pin",
+    )
+    return Duo(config=config, config_path=config_path, nodes=nodes, backup=backup)

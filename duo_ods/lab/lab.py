@@ -16,7 +16,10 @@ from typing import Any
 
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
-from duo_ods.errors import DuoError, LabError
+from duo_ods.errors import ConfigError, DuoError, LabError
+from duo_ods.keys.flow import create_key
+from duo_ods.keys.kek import kek_init, kek_status
+from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.render.engine import render, write_atomic
@@ -82,6 +85,7 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
     duo = load_config(layout.config)
     transport = transport_for(duo)
     actions: list[str] = []
+    transport.call("backup", "init")
     already = all(daemons.running(n, d) for n in duo.nodes.values() for d in daemons.DAEMONS)
     for name, node in duo.nodes.items():
         if not any(daemons.running(node, d) for d in daemons.DAEMONS):
@@ -100,7 +104,16 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
             )
         add_zone(duo, transport, EXAMPLE_ZONE, layout.example_zone_file)
         actions.append(f"zone {EXAMPLE_ZONE} added on every node")
+    if not all(s["has_kek"] for s in kek_status(duo, transport).values()):
+        made = kek_init(duo, transport)
+        actions.append(f"KEK {made['fingerprint']} in {', '.join(made['holders'])}")
+    if not list_keys(duo, transport, EXAMPLE_ZONE):
+        for key in create_key(duo, transport, EXAMPLE_ZONE, None, None):
+            actions.append(
+                f"{key.role} {key.locator} (key tag {key.keytag}) shared by {', '.join(key.imported_on)}"
+            )
     result = status(lab_dir)
+    result["ds"] = ds_for_zone(duo, transport, EXAMPLE_ZONE).ds
     result["already_running"] = already
     result["actions"] = actions
     return result
@@ -111,10 +124,17 @@ def down(lab_dir: Path) -> dict[str, Any]:
     layout = LabLayout(lab_dir.resolve())
     if not layout.config.exists():
         raise LabError(f"{layout.dir}: no lab here (no duo.toml)")
-    duo = load_config(layout.config)
-    transport = transport_for(duo)
     stopped: dict[str, Any] = {}
     problems: list[str] = []
+    try:
+        duo = load_config(layout.config)
+    except ConfigError as exc:
+        # The config changed since lab up and no longer loads: the daemons must stop all the same.
+        problems.append(str(exc))
+        for state in sorted(layout.dir.glob("nodes/*/state")):
+            stopped[state.parent.name] = daemons.stop_recorded(state)
+        return {"lab_dir": str(layout.dir), "stopped": stopped, "problems": problems}
+    transport = transport_for(duo)
     for name in duo.nodes:
         try:
             stopped[name] = transport.call(name, "stop")["daemons"]

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from duo_ods.config.resolve import Node
 from duo_ods.errors import CommandError, NodeError
-from duo_ods.node.token import softhsm_env
 from duo_ods.ods.client import Enforcer, Signer
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,12 @@ def _record_path(node: Node, daemon: str) -> Path:
     return node.paths.state / f"{daemon}.json"
 
 
+def _read_record(path: Path) -> DaemonRecord | None:
+    return DaemonRecord(**json.loads(path.read_text())) if path.exists() else None
+
+
 def load_record(node: Node, daemon: str) -> DaemonRecord | None:
-    path = _record_path(node, daemon)
-    if not path.exists():
-        return None
-    return DaemonRecord(**json.loads(path.read_text()))
+    return _read_record(_record_path(node, daemon))
 
 
 def is_alive(record: DaemonRecord) -> bool:
@@ -80,7 +80,7 @@ def _command(node: Node, daemon: str) -> list[str]:
 
 def _spawn(node: Node, daemon: str) -> DaemonRecord:
     logfile = node.paths.log / f"{daemon}.log"
-    env = dict(os.environ, **softhsm_env(node))
+    env = dict(os.environ, SOFTHSM2_CONF=str(node.paths.softhsm_conf))
     with logfile.open("ab") as out:
         proc = subprocess.Popen(
             _command(node, daemon),
@@ -142,11 +142,16 @@ def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
     return pids
 
 
-def stop(node: Node, timeout: float = 20.0) -> dict[str, str]:
-    """Stop the node's daemons by pid (enforcer first); SIGKILL what ignores SIGTERM."""
+def stop_recorded(state_dir: Path, timeout: float = 20.0) -> dict[str, str]:
+    """Stop the daemons whose records are in state_dir (enforcer first); SIGKILL what ignores SIGTERM.
+
+    Needs nothing but the records, so a node can be stopped even when its config
+    no longer loads.
+    """
     result: dict[str, str] = {}
     for daemon in reversed(DAEMONS):
-        record = load_record(node, daemon)
+        path = state_dir / f"{daemon}.json"
+        record = _read_record(path)
         if record is None or not is_alive(record):
             result[daemon] = "not running"
         else:
@@ -161,8 +166,14 @@ def stop(node: Node, timeout: float = 20.0) -> dict[str, str]:
                 result[daemon] = "killed"
             else:
                 result[daemon] = "stopped"
-            log.info("node %s: %s %s", node.name, daemon, result[daemon])
-        _record_path(node, daemon).unlink(missing_ok=True)
+            log.info("%s: %s %s", state_dir, daemon, result[daemon])
+        path.unlink(missing_ok=True)
+    return result
+
+
+def stop(node: Node, timeout: float = 20.0) -> dict[str, str]:
+    """Stop the node's daemons by pid and remove their sockets."""
+    result = stop_recorded(node.paths.state, timeout)
     for sock in (node.paths.signer_sock, node.paths.enforcer_sock):
         sock.unlink(missing_ok=True)
     return result

@@ -71,8 +71,9 @@ def init_node(duo: Duo, node: Node) -> dict[str, object]:
     so_pin = ensure_secret(node.paths.secrets / "so-pin")
     done: dict[str, object] = {"node": node.name}
     if node.config.softhsm:
-        write_softhsm_conf(node)
-        done["token_created"] = init_token(node, pin, so_pin)
+        write_softhsm_conf(node.paths.softhsm_conf, node.paths.tokens, f"node {node.name}")
+        label = node.config.token_label
+        done["token_created"] = init_token(node.paths.softhsm_conf, label, pin, so_pin, f"node {node.name}")
     done["database_created"] = init_enforcer_db(node)
     done["configs"] = [str(p) for p in write_node_configs(duo, node, zonelist_zones(node))]
     return done

@@ -24,3 +24,12 @@ def test_lab_down_leaves_nothing(make_lab) -> None:  # type: ignore[no-untyped-d
     assert not list(lab.dir.glob("nodes/*/run/*.sock"))
     status = run_duo("--json", "lab", "status", "--dir", str(lab.dir))
     assert '"enforcerd": null' in status.stdout
+
+
+def test_lab_down_works_when_the_config_no_longer_loads(make_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = make_lab("127.0.0.55")
+    config = lab.dir / "duo.toml"
+    config.write_text(config.read_text().replace('keys = "ksk-zsk"', 'keys = "csk"'))
+    proc = run_duo("--json", "lab", "down", "--dir", str(lab.dir))
+    assert "cannot work with OpenDNSSEC 2.1.12" in proc.stdout
+    assert lab_processes(lab.dir) == []

@@ -102,3 +102,10 @@ def test_resolve_paths(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_csk_policy_refused_with_the_ods_reason() -> None:
+    (problem,) = problems(GOOD + '[policy]\nkeys = "csk"\n')
+    assert problem.startswith(
+        "[policy.keys] 'csk' cannot work with OpenDNSSEC 2.1.12: its key import gives a CSK"
+    )

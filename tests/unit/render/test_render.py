@@ -26,7 +26,6 @@ def test_propagation_delay_includes_skew_margin() -> None:
 
 VARIANTS = [
     "",
-    '[policy]\nkeys = "ksk-zsk"\n',
     "[policy]\nalgorithm = 8\nbits = 3072\n",
     "[policy]\nalgorithm = 15\n",
     "[policy]\nnsec3 = false\n",
@@ -62,7 +61,7 @@ def test_conf_xml_content_and_modes(make_duo) -> None:  # type: ignore[no-untype
 
 
 def test_kasp_keys_and_nsec3() -> None:
-    text = render("kasp.xml.j2", kasp_view(PolicyConfig(keys="ksk-zsk")))
+    text = render("kasp.xml.j2", kasp_view(PolicyConfig()))
     assert text.count("<ManualRollover/>") == 2
     assert "<KSK>" in text and "<ZSK>" in text and "<CSK>" not in text
     assert "<Purge>PT" not in text  # (the comment mentions the element; no element is rendered)

@@ -1,0 +1,74 @@
+"""The backup store: a folder of key bundles, one 0600 JSON file each.
+
+It holds wrapped keys only. A put is confirmed by reading the file back and
+comparing digests, so "the backup has it" means it is on disk and readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from duo_ods.errors import DuoError
+from duo_ods.keys.bundle import KeyBundle
+from duo_ods.render.engine import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class BackupError(DuoError):
+    """The backup store cannot take or give a bundle."""
+
+
+class BackupStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.root / "bundles"
+
+    def path(self, locator: str) -> Path:
+        return self.bundles_dir / f"{locator}.json"
+
+    def check_writable(self) -> None:
+        """Fail early, before any key exists, when the store cannot take a bundle."""
+        try:
+            self.bundles_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise BackupError(f"backup store {self.bundles_dir}: cannot create: {exc.strerror}") from None
+        if not os.access(self.bundles_dir, os.W_OK | os.X_OK):
+            raise BackupError(f"backup store {self.bundles_dir}: not writable")
+
+    def put(self, bundle: KeyBundle) -> str:
+        """Store a bundle and confirm it by reading it back; returns the confirmed digest."""
+        self.check_writable()
+        path = self.path(bundle.locator)
+        try:
+            write_atomic(path, bundle.to_json() + "\n", mode=0o600)
+            stored = KeyBundle.from_json(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise BackupError(f"backup store {path}: cannot write: {exc.strerror}") from None
+        if stored.digest() != bundle.digest():
+            raise BackupError(f"backup store {path}: read-back does not match what was written")
+        log.info("backup: stored bundle %s (zone %s, %s)", bundle.locator, bundle.zone, bundle.role)
+        return stored.digest()
+
+    def get(self, locator: str) -> KeyBundle:
+        path = self.path(locator)
+        try:
+            return KeyBundle.from_json(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise BackupError(f"backup store {path}: cannot read: {exc.strerror}") from None
+
+    def remove(self, locator: str) -> None:
+        self.path(locator).unlink(missing_ok=True)
+
+    def list(self) -> list[KeyBundle]:
+        if not self.bundles_dir.exists():
+            return []
+        return [
+            KeyBundle.from_json(p.read_text(encoding="utf-8"))
+            for p in sorted(self.bundles_dir.glob("*.json"))
+        ]

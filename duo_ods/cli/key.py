@@ -1,0 +1,76 @@
+"""`ods-duo key ...` and `ods-duo kek init`: shared keys."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.keys.flow import ROLE_CHOICES, create_key
+from duo_ods.keys.kek import kek_init
+from duo_ods.keys.listing import ds_for_zone, list_keys
+
+
+@click.group()
+def key() -> None:
+    """Shared keys: one key in every node's HSM and the backup, one DS."""
+
+
+@key.command("create")
+@click.argument("zone_name", metavar="ZONE")
+@click.option("--role", type=click.Choice(ROLE_CHOICES), help="default: pair (a KSK and a ZSK)")
+@click.option("--origin", help="node whose HSM makes the key (default: key_origin, else the first node)")
+@pass_ctx
+def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -> None:
+    """Make a key on one node, copy it to every node and the backup, then let every enforcer use it."""
+    created = create_key(ctx.duo, ctx.transport, zone_name, role, origin)
+    lines = [
+        f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
+        f"in the enforcers of {', '.join(k.imported_on)}"
+        for k in created
+    ]
+    ctx.emit({"keys": [asdict(k) for k in created]}, "\n".join(lines))
+
+
+@key.command("list")
+@click.argument("zone_name", metavar="[ZONE]", required=False)
+@pass_ctx
+def key_list(ctx: Ctx, zone_name: str | None) -> None:
+    """Every key and its state on each node, side by side; differences flagged."""
+    rows = list_keys(ctx.duo, ctx.transport, zone_name)
+    nodes = list(ctx.duo.nodes)
+    lines = [
+        f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'LOCATOR':32} " + " ".join(f"{n.upper():10}" for n in nodes)
+    ]
+    for row in rows:
+        states = " ".join(f"{row['nodes'][n]['state'] if n in row['nodes'] else '-':10}" for n in nodes)
+        flag = "  << differs" if row["differs"] else ""
+        lines.append(
+            f"{row['zone']:24} {row['role']:4} {row['keytag']:>5} {row['locator']:32} {states}{flag}"
+        )
+    ctx.emit({"keys": rows, "ok": not any(r["differs"] for r in rows)}, "\n".join(lines))
+
+
+@key.command("ds")
+@click.argument("zone_name", metavar="ZONE")
+@pass_ctx
+def key_ds(ctx: Ctx, zone_name: str) -> None:
+    """The DS (SHA-256) and DNSKEY to give the parent; warns when the nodes disagree."""
+    report = ds_for_zone(ctx.duo, ctx.transport, zone_name)
+    lines = [*report.ds, *report.dnskey, *[f"warning: {w}" for w in report.warnings]]
+    ctx.emit(asdict(report), "\n".join(lines))
+
+
+@click.group()
+def kek() -> None:
+    """The duo's key-encryption key (wraps every key that travels)."""
+
+
+@kek.command("init")
+@click.option("--replace", is_flag=True, help="replace an existing KEK (old bundles become unreadable)")
+@pass_ctx
+def kek_init_cmd(ctx: Ctx, replace: bool) -> None:
+    """Put one AES-256 KEK into every node's token and the backup's, never in clear."""
+    result = kek_init(ctx.duo, ctx.transport, replace)
+    ctx.emit(result, f"KEK {result['fingerprint']} in {', '.join(result['holders'])}")

@@ -1,0 +1,1 @@
+"""Shared keys: bundles, DNSKEY/DS arithmetic, and the create flow across nodes and backup."""

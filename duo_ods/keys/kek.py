@@ -1,0 +1,64 @@
+"""`kek init`: one AES-256 KEK in every node's token and in the backup's, never in clear.
+
+The first node makes the KEK. Every other holder makes an RSA transport key in its
+own token and sends only the public half; the first node wraps the KEK to it
+(RSA-OAEP) and the holder unwraps it into its token. Fingerprints prove that all
+tokens hold the same KEK.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError
+from duo_ods.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+REPLACE_WARNING = (
+    "replacing the KEK makes every existing key bundle (in the backup store) unreadable with the new KEK: "
+    "keys already in the nodes' HSMs keep working, but they can no longer be copied or restored from "
+    "those bundles"
+)
+
+
+class KekError(DuoError):
+    """The KEK cannot be set up as asked."""
+
+
+def holders(duo: Duo) -> list[str]:
+    """Every transport target that holds the KEK: the nodes, then the backup store."""
+    return [*duo.nodes, "backup"]
+
+
+def kek_status(duo: Duo, transport: Transport) -> dict[str, dict[str, Any]]:
+    return {target: transport.call(target, "kek-status") for target in holders(duo)}
+
+
+def kek_init(duo: Duo, transport: Transport, replace: bool = False) -> dict[str, Any]:
+    transport.call("backup", "init")
+    status = kek_status(duo, transport)
+    have = [t for t, s in status.items() if s["has_kek"]]
+    if have and not replace:
+        fingerprints = {status[t]["fingerprint"] for t in have}
+        if len(have) == len(status) and len(fingerprints) == 1:
+            raise KekError(
+                f"the KEK is set up already on {', '.join(have)}; --replace replaces it ({REPLACE_WARNING})"
+            )
+        raise KekError(
+            f"a KEK exists on {', '.join(have)} but not everywhere or not the same; "
+            f"--replace makes a new one everywhere ({REPLACE_WARNING})"
+        )
+    first, *receivers = holders(duo)
+    made = transport.call(first, "kek-generate", {"replace": replace})
+    fingerprint = made["fingerprint"]
+    for receiver in receivers:
+        public = transport.call(receiver, "kek-transport-key")["public"]
+        blob = transport.call(first, "kek-wrap-for", {"public": public})["blob"]
+        got = transport.call(receiver, "kek-unwrap", {"blob": blob, "replace": replace})["fingerprint"]
+        if got != fingerprint:
+            raise KekError(f"{receiver}: KEK fingerprint {got} differs from {first}'s {fingerprint}")
+    log.info("KEK %s on %s", fingerprint, ", ".join(holders(duo)))
+    return {"fingerprint": fingerprint, "holders": holders(duo), "replaced": bool(have)}
