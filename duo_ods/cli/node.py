@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -36,6 +37,9 @@ def _operation(target: str, operation: str) -> Callable[..., Payload]:
 @pass_ctx
 def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
     """Run one node-local operation: JSON payload on stdin, JSON reply on stdout."""
+    # The target's own token store decides SOFTHSM2_CONF (see TokenRef); one inherited from
+    # the caller would point this process at another node's tokens.
+    os.environ.pop("SOFTHSM2_CONF", None)
     try:
         raw = sys.stdin.read()
         payload = json.loads(raw) if raw.strip() else {}

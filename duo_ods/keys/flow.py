@@ -96,9 +96,15 @@ def preflight(duo: Duo, transport: Transport, zone: str) -> str:
     Returns the KEK fingerprint.
     """
     fingerprints: dict[str, str | None] = {}
+    algorithm = duo.config.policy.algorithm
     for target in [*duo.nodes, "backup"]:
-        status = _step("preflight", target, transport, "kek-status")
+        status = _step("preflight", target, transport, "kek-status", {"algorithm": algorithm})
         fingerprints[target] = status["fingerprint"]
+        if not status["can_wrap"]:
+            raise KeyFlowError(
+                f"step preflight: the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
+                "so such keys cannot be shared; choose another algorithm"
+            )
     missing = [t for t, f in fingerprints.items() if f is None]
     if missing:
         raise KeyFlowError(f"step preflight: no KEK on {', '.join(missing)}; run kek init first")

@@ -35,10 +35,18 @@ def unb64(text: str) -> bytes:
 # --- KEK: shared by nodes and the backup store -------------------------------------------
 
 
-def kek_status(token: TokenRef) -> Payload:
+def kek_status(token: TokenRef, algorithm: int | None = None) -> Payload:
+    """Whether the token holds the KEK (and its fingerprint); with `algorithm`, also whether
+    the token can wrap private keys of that algorithm, so a flow can refuse before it starts."""
     with token.session() as s:
         present = kek.has_kek(s, KEK_LABEL)
-        return {"has_kek": present, "fingerprint": kek.kek_fingerprint(s, KEK_LABEL) if present else None}
+        status: Payload = {
+            "has_kek": present,
+            "fingerprint": kek.kek_fingerprint(s, KEK_LABEL) if present else None,
+        }
+        if algorithm is not None:
+            status["can_wrap"] = keys.can_wrap(s, algorithm)
+        return status
 
 
 def kek_transport_key(token: TokenRef) -> Payload:
@@ -73,7 +81,7 @@ def kek_unwrap(token: TokenRef, blob: str, replace: bool) -> Payload:
 def kek_ops(token_of: Any) -> dict[str, Any]:
     """The KEK operations for a target whose token `token_of(target)` gives."""
     return {
-        "kek-status": lambda duo, t, p: kek_status(token_of(t)),
+        "kek-status": lambda duo, t, p: kek_status(token_of(t), p.get("algorithm")),
         "kek-transport-key": lambda duo, t, p: kek_transport_key(token_of(t)),
         "kek-generate": lambda duo, t, p: kek_generate(token_of(t), bool(p.get("replace"))),
         "kek-wrap-for": lambda duo, t, p: kek_wrap_for(token_of(t), p["public"]),

@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,6 @@ from duo_ods.hsm._p11 import (
     CKA_TOKEN,
     CKA_UNWRAP,
     CKA_VALUE,
-    CKA_WRAP,
     CKK_AES,
     CKK_EC,
     CKM_AES_ECB,
@@ -50,6 +49,7 @@ from duo_ods.hsm._p11 import (
     Session,
 )
 from duo_ods.hsm.token import init_token, list_tokens, open_session
+from tests.support.kwp import ec_private_scalar, kek_by_value, software_kwp_unwrap
 
 pytestmark = pytest.mark.integration
 
@@ -383,59 +383,6 @@ def test_bad_arguments_are_refused_clearly(hsm: Hsm) -> None:
 # -- invariant 2: only KEK-wrapped blobs leave a token -------------------------------------------
 
 
-def _kek_by_value(s: Session, label: str, value: bytes) -> None:
-    s.create(
-        [
-            (CKA_CLASS, CKO_SECRET_KEY),
-            (CKA_KEY_TYPE, CKK_AES),
-            (CKA_LABEL, label),
-            (CKA_TOKEN, True),
-            (CKA_PRIVATE, True),
-            (CKA_SENSITIVE, True),
-            (CKA_EXTRACTABLE, False),
-            (CKA_WRAP, True),
-            (CKA_UNWRAP, True),
-            (CKA_VALUE, value),
-        ]
-    )
-
-
-def _software_kwp_unwrap(aes_decrypt_block: Callable[[bytes], bytes], blob: bytes) -> bytes:
-    """RFC 5649 unwrap written out here; the AES block decryption is the only outside part."""
-    blocks = [blob[i : i + 8] for i in range(0, len(blob), 8)]
-    n = len(blocks) - 1
-    if n == 1:
-        plain = aes_decrypt_block(blob)
-        aiv, data = plain[:8], plain[8:]
-    else:
-        a, r = blocks[0], blocks[1:]
-        for j in range(5, -1, -1):
-            for i in range(n, 0, -1):
-                t = (n * j + i).to_bytes(8, "big")
-                b = aes_decrypt_block(bytes(x ^ y for x, y in zip(a, t, strict=True)) + r[i - 1])
-                a, r[i - 1] = b[:8], b[8:]
-        aiv, data = a, b"".join(r)
-    assert aiv[:4] == bytes.fromhex("a65959a6"), "integrity check failed"
-    mli = int.from_bytes(aiv[4:], "big")
-    assert 8 * (n - 1) < mli <= 8 * n and data[mli:] == bytes(len(data) - mli)
-    return data[:mli]
-
-
-def _ec_private_scalar(pkcs8: bytes) -> bytes:
-    """d from PKCS#8 PrivateKeyInfo { version, algid, OCTET STRING { ECPrivateKey { 1, d, ... } } }."""
-    _tag, body, end = der.read_tlv(pkcs8)  # SoftHSM zero-pads to 8: parse by the DER length
-    assert pkcs8[end:] == bytes(len(pkcs8) - end)
-    _t, _version, pos = der.read_tlv(body)
-    _t, _algid, pos = der.read_tlv(body, pos)
-    tag, inner, _ = der.read_tlv(body, pos)
-    assert tag == der.TAG_OCTET_STRING
-    _t, ec_key, _ = der.read_tlv(inner)
-    _t, _one, pos = der.read_tlv(ec_key)
-    tag, d, _ = der.read_tlv(ec_key, pos)
-    assert tag == der.TAG_OCTET_STRING and len(d) == 32
-    return d
-
-
 def test_wrapped_blob_is_the_key_under_the_kek_and_nothing_in_clear(hsm: Hsm) -> None:
     """A KEK imported from a value the test knows lets the test open the blob itself.
 
@@ -445,8 +392,8 @@ def test_wrapped_blob_is_the_key_under_the_kek_and_nothing_in_clear(hsm: Hsm) ->
     """
     known = hashlib.sha256(b"test-only KEK value " + os.urandom(16)).digest()
     with session("A") as a, session("B") as b:
-        _kek_by_value(a, "known-kek", known)
-        _kek_by_value(b, "known-kek", known)
+        kek_by_value(a, "known-kek", known)
+        kek_by_value(b, "known-kek", known)
         key = keys.generate_keypair(a, 13)
         scratch: list[Handle] = []
         try:
@@ -465,8 +412,8 @@ def test_wrapped_blob_is_the_key_under_the_kek_and_nothing_in_clear(hsm: Hsm) ->
                 ]
             )
             scratch.append(oracle)
-            pkcs8 = _software_kwp_unwrap(lambda block: a.decrypt(oracle, block, CKM_AES_ECB), blob)
-            d = _ec_private_scalar(pkcs8)
+            pkcs8 = software_kwp_unwrap(lambda block: a.decrypt(oracle, block, CKM_AES_ECB), blob)
+            d = ec_private_scalar(pkcs8)
             assert d not in blob
             assert pkcs8[:16] not in blob
             assert public not in blob  # no part of the clear key material shows through
