@@ -138,7 +138,9 @@ def test_key_list_side_by_side(lab: Lab) -> None:
 def test_kek_init_refuses_to_run_twice(lab: Lab) -> None:
     proc = lab.duo("kek", "init", check=False)
     assert proc.returncode == 1
-    assert proc.stderr.startswith("ods-duo: error: the KEK is set up already on a, b, backup; --replace replaces it")
+    assert proc.stderr.startswith(
+        "ods-duo: error: the KEK is set up already on a, b, backup; --replace replaces it"
+    )
     assert "existing key bundle" in proc.stderr
 
 

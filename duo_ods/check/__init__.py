@@ -1,0 +1,1 @@
+"""`ods-duo check`: prove the mix. Per-source validity, cross-source validity, and reporting."""

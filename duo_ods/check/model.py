@@ -1,0 +1,49 @@
+"""What a check finds: problems with a severity, per zone, and the overall verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dns.zone
+
+Severity = Literal["critical", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: Severity
+    source: str  # a node, secondary, file, or "duo" for cross-source findings
+    message: str
+
+
+@dataclass
+class Source:
+    """One copy of a zone: from a signer or secondary by AXFR, or a saved file."""
+
+    name: str
+    zone: dns.zone.Zone | None = None
+    error: str | None = None
+
+
+@dataclass
+class ZoneReport:
+    zone: str
+    problems: list[Problem] = field(default_factory=list)
+    serials: dict[str, int] = field(default_factory=dict)
+    signatures: dict[str, int] = field(default_factory=dict)
+    min_expiry_days: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "critical" for p in self.problems)
+
+    def add(self, severity: Severity, source: str, message: str) -> None:
+        self.problems.append(Problem(severity, source, message))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    warn_expiry_days: float = 3.0
+    crit_expiry_days: float = 1.0
+    serial_spread: int = 10

@@ -1,0 +1,63 @@
+"""`ods-duo check`: the cross-validation of both signers and the secondaries."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from duo_ods.check.model import Thresholds
+from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
+from duo_ods.check.run import check_duo, check_given
+from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.errors import DuoError
+
+
+@click.command("check")
+@click.argument("zones", nargs=-1, metavar="[ZONE...]")
+@click.option("--nagios", is_flag=True, help="one plugin line with perfdata; exit 0/1/2/3")
+@click.option(
+    "--source", "sources", multiple=True, help="ADDR:PORT or a zone FILE instead of the duo (repeat)"
+)
+@click.option("--ds", "ds_records", multiple=True, help="a published DS ('ZONE. IN DS ...') to check against")
+@click.option("--warn-days", default=3.0, show_default=True, help="warn when a signature expires sooner")
+@click.option("--crit-days", default=1.0, show_default=True, help="critical when a signature expires sooner")
+@click.option("--serial-spread", default=10, show_default=True, help="warn when serials are further apart")
+@pass_ctx
+def check(
+    ctx: Ctx,
+    zones: tuple[str, ...],
+    nagios: bool,
+    sources: tuple[str, ...],
+    ds_records: tuple[str, ...],
+    warn_days: float,
+    crit_days: float,
+    serial_spread: int,
+) -> None:
+    """Prove the mix: each copy valid, and every signature valid under every other copy's keys.
+
+    Exit status: 0 when every zone is ok, 1 otherwise (with --nagios: 0/1/2/3 as plugins do).
+    """
+    limits = Thresholds(warn_expiry_days=warn_days, crit_expiry_days=crit_days, serial_spread=serial_spread)
+    try:
+        if sources:
+            if len(zones) != 1:
+                raise click.UsageError("--source needs exactly one ZONE")
+            reports = [check_given(zones[0], sources, ds_records, limits)]
+        else:
+            reports = check_duo(ctx.duo, ctx.transport, zones, limits)
+    except DuoError as exc:
+        if nagios:
+            click.echo(f"DUO UNKNOWN - {exc}")
+            sys.exit(NAGIOS_UNKNOWN)
+        raise
+    if nagios:
+        code, line = as_nagios(reports)
+        click.echo(line)
+        sys.exit(code)
+    if ctx.json:
+        click.echo(json.dumps(as_json(reports), indent=2, sort_keys=True))
+    else:
+        click.echo(as_table(reports))
+    sys.exit(0 if all(r.ok for r in reports) else 1)
