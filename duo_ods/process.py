@@ -1,0 +1,106 @@
+"""Long-running processes we start: spawn detached, remember by pid, stop by pid.
+
+A record keeps the pid with the kernel's start time of that process, so a
+recycled pid is never taken for ours. Stopping is SIGTERM, then SIGKILL after
+a timeout; nothing is ever found or killed by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_time: int  # /proc/PID/stat field 22
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process's start time, or None when it is gone (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after the last ')' are fixed.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def read_record(path: Path) -> ProcessRecord | None:
+    return ProcessRecord(**json.loads(path.read_text())) if path.exists() else None
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    return proc_start_time(record.pid) == record.start_time
+
+
+def running(path: Path) -> ProcessRecord | None:
+    record = read_record(path)
+    return record if record is not None and is_alive(record) else None
+
+
+def spawn(name: str, argv: Sequence[str], logfile: Path, record_path: Path,
+          env: Mapping[str, str] | None = None) -> ProcessRecord:  # fmt: skip
+    """Start argv detached (it outlives the command that started it), output to logfile."""
+    full_env = dict(os.environ, **(env or {}))
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    start = proc_start_time(proc.pid)
+    if start is None:
+        raise OSError(f"{name} exited at once; see {logfile}")
+    record = ProcessRecord(name, proc.pid, start)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(asdict(record)))
+    log.info("started %s pid %d", name, proc.pid)
+    return record
+
+
+def stop(record_path: Path, timeout: float = 20.0) -> str:
+    """Stop the recorded process: 'stopped', 'killed' (ignored SIGTERM) or 'not running'."""
+    record = read_record(record_path)
+    if record is None or not is_alive(record):
+        record_path.unlink(missing_ok=True)
+        return "not running"
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_alive(record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outcome = "stopped"
+    if is_alive(record):
+        os.kill(record.pid, signal.SIGKILL)
+        while is_alive(record):
+            time.sleep(0.05)
+        outcome = "killed"
+    record_path.unlink(missing_ok=True)
+    log.info("%s pid %d %s", record.name, record.pid, outcome)
+    return outcome
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
