@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from duo_ods.bind.tsig import TsigKey, read_tsig_key
 from duo_ods.check.checks import (
     Context,
     Nsec3Params,
@@ -56,9 +57,10 @@ def check_zone(  # noqa: PLR0917 (all but the first two have defaults)
 
 
 def live_sources(duo: Duo, zone: str) -> list[Source]:
-    """The zone from every signer's listener, then from every configured secondary."""
-    sources = [fetch_axfr(name, n.address, n.port, zone) for name, n in duo.nodes.items()]
-    sources += [fetch_axfr(s.name, s.address, s.port, zone) for s in duo.config.secondaries]
+    """The zone from every signer's listener, then from every configured secondary (TSIG)."""
+    tsig = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
+    sources = [fetch_axfr(name, n.address, n.port, zone, tsig) for name, n in duo.nodes.items()]
+    sources += [fetch_axfr(s.name, s.address, s.port, zone, tsig) for s in duo.config.secondaries]
     return sources
 
 
@@ -98,7 +100,13 @@ def check_duo(duo: Duo, transport: Transport, zones: Sequence[str], limits: Thre
     return reports
 
 
-def check_given(zone: str, specs: Sequence[str], ds_records: Sequence[str], limits: Thresholds) -> ZoneReport:
+def check_given(
+    zone: str,
+    specs: Sequence[str],
+    ds_records: Sequence[str],
+    limits: Thresholds,
+    tsig: TsigKey | None = None,
+) -> ZoneReport:
     """Offline (or ad hoc) check of saved files and/or servers given with --source."""
     zone = normalize_zone_name(zone)
     sources = []
@@ -106,7 +114,7 @@ def check_given(zone: str, specs: Sequence[str], ds_records: Sequence[str], limi
     for spec in specs:
         target = parse_source(spec)
         if isinstance(target, tuple):
-            sources.append(fetch_axfr(spec, target[0], target[1], zone))
+            sources.append(fetch_axfr(spec, target[0], target[1], zone, tsig))
         else:
             # Short names read better; fall back to the path when two files share a name.
             unique = file_names.count(target.name) == 1

@@ -9,16 +9,24 @@ import dns.name
 import dns.query
 import dns.zone
 
+from duo_ods.bind.tsig import TsigKey
 from duo_ods.check.model import Source
 
 AXFR_TIMEOUT = 30.0
 
 
-def fetch_axfr(name: str, address: str, port: int, zone: str, timeout: float = AXFR_TIMEOUT) -> Source:
-    """AXFR the zone; a source that is down or refuses becomes a Source with an error."""
+def fetch_axfr(  # noqa: PLR0917
+    name: str, address: str, port: int, zone: str, tsig: TsigKey | None = None, timeout: float = AXFR_TIMEOUT
+) -> Source:
+    """AXFR the zone (signed with the duo's transfer key when given); a source that is down or
+    refuses becomes a Source with an error."""
     origin = dns.name.from_text(zone)
+    keyring = tsig.keyring() if tsig else None
+    keyname = tsig.name if tsig else None
     try:
-        messages = dns.query.xfr(address, origin, port=port, lifetime=timeout, relativize=False)
+        messages = dns.query.xfr(
+            address, origin, port=port, lifetime=timeout, relativize=False, keyring=keyring, keyname=keyname
+        )
         return Source(name, zone=dns.zone.from_xfr(messages, relativize=False))
     except (dns.exception.DNSException, OSError, EOFError) as exc:
         return Source(

@@ -7,11 +7,21 @@ import sys
 
 import click
 
+from duo_ods.bind.tsig import TsigKey, read_tsig_key
 from duo_ods.check.model import Thresholds
 from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
 from duo_ods.check.run import check_duo, check_given
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.errors import DuoError
+
+
+def _transfer_key(ctx: Ctx) -> TsigKey | None:
+    """The duo's transfer key for --source servers, when a duo config is at hand (files need none)."""
+    try:
+        path = ctx.duo.tsig_key_path
+    except DuoError:
+        return None
+    return read_tsig_key(path) if path.exists() else None
 
 
 @click.command("check")
@@ -44,7 +54,7 @@ def check(
         if sources:
             if len(zones) != 1:
                 raise click.UsageError("--source needs exactly one ZONE")
-            reports = [check_given(zones[0], sources, ds_records, limits)]
+            reports = [check_given(zones[0], sources, ds_records, limits, _transfer_key(ctx))]
         else:
             reports = check_duo(ctx.duo, ctx.transport, zones, limits)
     except DuoError as exc:

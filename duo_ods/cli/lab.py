@@ -35,6 +35,11 @@ def _describe(status: dict[str, Any]) -> str:
             lines.append(f"      zone {z['name']}: {z['next_change']}")
         if "error" in node:
             lines.append(f"      error: {node['error']}")
+    for sec in status["secondaries"]:
+        state = f"named pid {sec['pid']}" if sec["pid"] else "stopped"
+        primaries = " then ".join(sec["primaries"]) if sec["mode"] == "failover" else sec["primaries"][0]
+        lines.append(f"  secondary {sec['name']}: {sec['address']} port {sec['port']}, {state}, "
+                     f"AXFR from {primaries} ({sec['mode']})")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -44,11 +49,14 @@ def _describe(status: dict[str, Any]) -> str:
 @click.option(
     "--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="signer listener port"
 )
-@click.option("--algorithm", default=13, show_default=True, type=click.Choice(["8", "13", "15"]))
+@click.option("--algorithm", default="13", show_default=True, type=click.Choice(["8", "13", "15"]))
+@click.option(
+    "--split", is_flag=True, help="two secondaries, one per signer (default: one, failover a then b)"
+)
 @pass_ctx
-def lab_up(ctx: Ctx, lab_dir: Path, base_address: str, port: int, algorithm: str) -> None:
+def lab_up(ctx: Ctx, lab_dir: Path, base_address: str, port: int, algorithm: str, split: bool) -> None:
     """Build and start the lab duo (again: reports what already runs)."""
-    opts = lab_impl.LabOptions(base_address=base_address, port=port, algorithm=int(algorithm))
+    opts = lab_impl.LabOptions(base_address=base_address, port=port, algorithm=int(algorithm), split=split)
     result = lab_impl.up(lab_dir, opts)
     head = "lab already running" if result["already_running"] else "lab up"
     ds = ["DS for the parent:", *[f"  {line}" for line in result["ds"]]]
@@ -65,6 +73,7 @@ def lab_down(ctx: Ctx, lab_dir: Path) -> None:
     lines += [
         f"  node {n}: {', '.join(f'{k} {v}' for k, v in d.items())}" for n, d in result["stopped"].items()
     ]
+    lines += [f"  secondary {n}: {v}" for n, v in result["secondaries"].items()]
     lines += [f"  problem: {p}" for p in result["problems"]]
     ctx.emit(result, "\n".join(lines))
 

@@ -156,7 +156,33 @@ class SecondaryConfig(_Model):
     name: Name
     address: Address
     port: Port = 53
-    primaries: list[Name] = Field(default_factory=list)  # node names in order; empty = all, failover order
+    # Node names it pulls from, in order. Empty: every node in failover order, or in split
+    # mode the one node this secondary's set is given (round robin over the secondaries).
+    primaries: list[Name] = Field(default_factory=list)
+    dir: str | None = None  # where ods-duo runs this named itself (the lab); None: run elsewhere
+
+
+class TransferConfig(_Model):
+    """Zone transfers from the signers: TSIG for every transfer and NOTIFY, AXFR only."""
+
+    tsig_key_file: str = "secrets/duo-transfer.key"  # a BIND key statement, 0600; made when missing
+    key_name: str = "duo-transfer"
+    algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
+    # Besides the secondaries, who may transfer from the signers (with the key): `ods-duo check`.
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8"])
+    mode: Literal["failover", "split"] = "failover"
+    # Secondaries' refresh bounds (seconds): NOTIFY is the fast path, these catch a lost one.
+    min_refresh: int = Field(default=60, ge=1)
+    max_refresh: int = Field(default=300, ge=1)
+    min_retry: int = Field(default=10, ge=1)
+    max_retry: int = Field(default=60, ge=1)
+
+    @field_validator("allow")
+    @classmethod
+    def _check_prefixes(cls, prefixes: list[str]) -> list[str]:
+        for prefix in prefixes:
+            ipaddress.ip_network(prefix, strict=False)
+        return prefixes
 
 
 class DuoConfig(_Model):
@@ -167,6 +193,7 @@ class DuoConfig(_Model):
     policy: PolicyConfig = PolicyConfig()
     backup: BackupConfig
     secondaries: list[SecondaryConfig] = Field(default_factory=list)
+    transfer: TransferConfig = TransferConfig()
     key_origin: str | None = None  # node that makes keys for new zones (so two watchers never race)
     remove_zones_on_file_delete: bool = False
 
@@ -204,6 +231,9 @@ class DuoConfig(_Model):
         problems: list[str] = []
         if self.key_origin is not None and self.key_origin not in self.nodes:
             problems.append(f"key_origin {self.key_origin!r} is not a node")
+        names = [sec.name for sec in self.secondaries]
+        if len(set(names)) != len(names):
+            problems.append("secondary names must be unique")
         for sec in self.secondaries:
             for primary in sec.primaries:
                 if primary not in self.nodes:

@@ -160,6 +160,8 @@ class Duo:
     config_path: Path
     nodes: dict[str, Node]
     backup: Backup
+    tsig_key_path: Path
+    secondary_dirs: dict[str, Path]  # the secondaries ods-duo runs itself (the lab)
 
     @property
     def backup_dir(self) -> Path:
@@ -197,4 +199,11 @@ def resolve(config: DuoConfig, config_path: Path) -> Duo:
         if config.backup.pin_file
         else backup_dir / "secrets" / "pin",
     )
-    return Duo(config=config, config_path=config_path, nodes=nodes, backup=backup)
+    return Duo(
+        config=config,
+        config_path=config_path,
+        nodes=nodes,
+        backup=backup,
+        tsig_key_path=_abs(here, config.transfer.tsig_key_file),
+        secondary_dirs={s.name: _abs(here, s.dir) for s in config.secondaries if s.dir},
+    )

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from duo_ods import process
+from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import ConfigError, DuoError, LabError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
+from duo_ods.lab import secondaries
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.render.engine import render, write_atomic
@@ -47,18 +50,27 @@ class LabLayout:
     def example_zone_file(self) -> Path:
         return self.input_dir / EXAMPLE_ZONE
 
+    @property
+    def address_ledger(self) -> Path:
+        """The loopback addresses the lab added (and so removes)."""
+        return self.dir / "state" / "addresses.json"
+
 
 @dataclass(frozen=True)
 class LabOptions:
     base_address: str = "127.0.0.10"
     port: int = 53
     algorithm: int = 13
+    split: bool = False  # two secondaries, one per signer, instead of one in failover mode
 
 
 def _write_config(layout: LabLayout, options: LabOptions) -> None:
     base = ipaddress.IPv4Address(options.base_address)
     if not base.is_loopback:
         raise LabError(f"--base-address {base}: the lab only uses loopback addresses")
+    secondaries = [{"name": "ns1", "address": str(base + 3)}]
+    if options.split:
+        secondaries.append({"name": "ns2", "address": str(base + 4)})
     text = render(
         "lab-duo.toml.j2",
         {
@@ -66,6 +78,8 @@ def _write_config(layout: LabLayout, options: LabOptions) -> None:
             "address_b": str(base + 2),
             "port": options.port,
             "algorithm": options.algorithm,
+            "mode": "split" if options.split else "failover",
+            "secondaries": secondaries,
         },
     )
     write_atomic(layout.config, text)
@@ -85,6 +99,8 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
     duo = load_config(layout.config)
     transport = transport_for(duo)
     actions: list[str] = []
+    t = duo.config.transfer
+    ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
     transport.call("backup", "init")
     already = all(daemons.running(n, d) for n in duo.nodes.values() for d in daemons.DAEMONS)
     for name, node in duo.nodes.items():
@@ -112,11 +128,38 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
             actions.append(
                 f"{key.role} {key.locator} (key tag {key.keytag}) shared by {', '.join(key.imported_on)}"
             )
+    all_zones = sorted(set().union(*node_zones(duo, transport).values()))
+    for name in duo.secondary_dirs:
+        pid = secondaries.start(duo, name, all_zones, layout.address_ledger)
+        config = next(s for s in duo.config.secondaries if s.name == name)
+        actions.append(f"secondary {name} (named pid {pid}) on {config.address} port {config.port}")
+    _wait_for_secondaries(duo, EXAMPLE_ZONE)
     result = status(lab_dir)
     result["ds"] = ds_for_zone(duo, transport, EXAMPLE_ZONE).ds
     result["already_running"] = already
     result["actions"] = actions
     return result
+
+
+def _wait_for_secondaries(duo: Duo, zone: str, timeout: float = 60.0) -> None:
+    """Until every lab secondary serves the zone (the signers sign it within seconds of its keys)."""
+    deadline = time.monotonic() + timeout
+    for sec in duo.config.secondaries:
+        if sec.name not in duo.secondary_dirs:
+            continue
+        while secondaries.serial(sec.address, sec.port, zone) is None:
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"secondary {sec.name} does not serve {zone} after {timeout:.0f} s; see its named.log"
+                )
+            time.sleep(0.3)
+
+
+def _stop_secondaries(layout: LabLayout) -> dict[str, str]:
+    """By their pid records: works whether or not the config still loads."""
+    stopped = {r.parent.name: process.stop(r) for r in sorted(layout.dir.glob("secondaries/*/named.json"))}
+    secondaries.remove_addresses(layout.address_ledger)
+    return stopped
 
 
 def down(lab_dir: Path) -> dict[str, Any]:
@@ -126,6 +169,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         raise LabError(f"{layout.dir}: no lab here (no duo.toml)")
     stopped: dict[str, Any] = {}
     problems: list[str] = []
+    secondaries_stopped = _stop_secondaries(layout)
     try:
         duo = load_config(layout.config)
     except ConfigError as exc:
@@ -133,7 +177,8 @@ def down(lab_dir: Path) -> dict[str, Any]:
         problems.append(str(exc))
         for state in sorted(layout.dir.glob("nodes/*/state")):
             stopped[state.parent.name] = daemons.stop_recorded(state)
-        return {"lab_dir": str(layout.dir), "stopped": stopped, "problems": problems}
+        return {"lab_dir": str(layout.dir), "stopped": stopped, "secondaries": secondaries_stopped,
+                "problems": problems}  # fmt: skip
     transport = transport_for(duo)
     for name in duo.nodes:
         try:
@@ -146,7 +191,12 @@ def down(lab_dir: Path) -> dict[str, Any]:
             stopped[name] = daemons.stop(node)
     if problems:
         log.warning("lab down: %s", "; ".join(problems))
-    return {"lab_dir": str(layout.dir), "stopped": stopped, "problems": problems}
+    return {
+        "lab_dir": str(layout.dir),
+        "stopped": stopped,
+        "secondaries": secondaries_stopped,
+        "problems": problems,
+    }
 
 
 def status(lab_dir: Path) -> dict[str, Any]:
@@ -159,7 +209,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "config": str(layout.config),
         "input_dir": str(layout.input_dir),
         "nodes": [_node_status(duo, name) for name in duo.nodes],
-        "secondaries": [],
+        "secondaries": [secondaries.status(duo, s.name) for s in duo.config.secondaries],
     }
 
 

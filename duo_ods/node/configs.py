@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from duo_ods.bind.tsig import read_tsig_key
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.node.secrets import read_secret
 from duo_ods.render.engine import render, write_atomic
 from duo_ods.render.validate import check_ods_xml
-from duo_ods.render.views import addns_view, conf_view, kasp_view, zonelist_view
+from duo_ods.render.views import TsigView, addns_view, conf_view, kasp_view, zonelist_view
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ def render_node_configs(duo: Duo, node: Node, zones: list[str]) -> list[Rendered
     """The node's conf.xml, kasp.xml, zonelist.xml and addns.xml, validated against ODS's schemas."""
     p = node.paths
     secondaries = [(s.address, s.port) for s in duo.config.secondaries]
+    key = read_tsig_key(duo.tsig_key_path)
+    tsig = TsigView(key.name, key.algorithm, key.secret)
+    addns = addns_view(node, secondaries, duo.config.transfer.allow, tsig)
     files = [
         # conf.xml holds the token PIN (ODS reads it from there): owner-only.
         RenderedFile(
@@ -40,8 +44,8 @@ def render_node_configs(duo: Duo, node: Node, zones: list[str]) -> list[Rendered
             "zonelist",
             0o644,
         ),
-        # addns.xml will hold TSIG secrets: owner-only.
-        RenderedFile(p.addns_xml, render("addns.xml.j2", addns_view(node, secondaries)), "addns", 0o600),
+        # addns.xml holds the TSIG secret: owner-only.
+        RenderedFile(p.addns_xml, render("addns.xml.j2", addns), "addns", 0o600),
     ]
     for f in files:
         check_ods_xml(f.text, f.schema, str(f.path))

@@ -64,7 +64,9 @@ def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
             sock.unlink(missing_ok=True)
             env = {"SOFTHSM2_CONF": str(node.paths.softhsm_conf)}
             try:
-                record = process.spawn(daemon, _command(node, daemon), logfile, _record_path(node, daemon), env)
+                record = process.spawn(
+                    daemon, _command(node, daemon), logfile, _record_path(node, daemon), env
+                )
             except OSError as exc:
                 raise NodeError(f"node {node.name}: {exc}") from None
         deadline = time.monotonic() + timeout

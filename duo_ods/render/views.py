@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from duo_ods.config.durations import format_duration, parse_duration
@@ -203,14 +204,14 @@ class AddnsView:
     notify: list[RemoteView] = field(default_factory=list)
 
 
-def addns_view(node: Node, secondaries: list[tuple[str, int]]) -> AddnsView:
-    """Transfers to the configured secondaries (TSIG comes with the BIND issue).
+def _host_prefix(address: str) -> str:
+    return f"{address}/{ipaddress.ip_address(address).max_prefixlen}"
 
-    With no secondaries configured, the signer still answers the operator's
-    checks from this host: loopback may transfer.
-    """
-    peers = [PeerView(prefix=f"{address}/32") for address, _ in secondaries]
-    if not peers:
-        peers = [PeerView(prefix="127.0.0.0/8")]
-    notify = [RemoteView(address=address, port=port) for address, port in secondaries]
-    return AddnsView(node=node.name, transfer_peers=peers, notify=notify)
+
+def addns_view(node: Node, secondaries: list[tuple[str, int]], allow: list[str], tsig: TsigView) -> AddnsView:
+    """Transfers only to the secondaries and the `allow` prefixes (ods-duo check), all with the TSIG
+    key; NOTIFY to every secondary, signed with it."""
+    peers = [PeerView(prefix=_host_prefix(address), key=tsig.name) for address, _ in secondaries]
+    peers += [PeerView(prefix=prefix, key=tsig.name) for prefix in allow]
+    notify = [RemoteView(address=address, port=port, key=tsig.name) for address, port in secondaries]
+    return AddnsView(node=node.name, tsig_keys=[tsig], transfer_peers=peers, notify=notify)

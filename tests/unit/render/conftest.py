@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 
@@ -27,6 +28,7 @@ def make_duo(tmp_path: Path):  # type: ignore[no-untyped-def]
         path = tmp_path / "duo.toml"
         path.write_text(BASE + extra)
         duo = load_config(path)
+        ensure_tsig_key(duo.tsig_key_path, "duo-transfer", "hmac-sha256")
         for node in duo.nodes.values():
             node.pin_file.parent.mkdir(parents=True, exist_ok=True)
             node.pin_file.write_text("1234\n")

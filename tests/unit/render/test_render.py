@@ -10,7 +10,7 @@ from duo_ods.errors import RenderError
 from duo_ods.node.configs import render_node_configs
 from duo_ods.render.engine import render, write_atomic
 from duo_ods.render.validate import check_ods_xml
-from duo_ods.render.views import addns_view, kasp_view
+from duo_ods.render.views import TsigView, addns_view, kasp_view
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,11 +77,18 @@ def test_addns_transfer_and_notify() -> None:
         Path("/x/input"),
         Path("/x/pin"),
     )
-    text = render("addns.xml.j2", addns_view(node, [("127.0.0.31", 53)]))
-    assert "<Peer><Prefix>127.0.0.31/32</Prefix></Peer>" in text
-    assert "<Remote><Address>127.0.0.31</Address><Port>53</Port></Remote>" in text
-    text = render("addns.xml.j2", addns_view(node, []))
-    assert "<Peer><Prefix>127.0.0.0/8</Prefix></Peer>" in text
+    tsig = TsigView("duo-transfer", "hmac-sha256", "c2VjcmV0")
+    text = render(
+        "addns.xml.j2", addns_view(node, [("127.0.0.31", 53), ("2001:db8::53", 53)], ["127.0.0.1/32"], tsig)
+    )
+    assert "<Peer><Prefix>127.0.0.31/32</Prefix><Key>duo-transfer</Key></Peer>" in text
+    assert "<Peer><Prefix>2001:db8::53/128</Prefix><Key>duo-transfer</Key></Peer>" in text
+    assert "<Peer><Prefix>127.0.0.1/32</Prefix><Key>duo-transfer</Key></Peer>" in text
+    assert "<Remote><Address>127.0.0.31</Address><Port>53</Port><Key>duo-transfer</Key></Remote>" in text
+    assert "<Name>duo-transfer</Name>" in text and "<Secret>c2VjcmV0</Secret>" in text
+    check_ods_xml(text, "addns", "addns.xml")
+    text = render("addns.xml.j2", addns_view(node, [], ["127.0.0.0/8"], tsig))
+    assert text.count("<Peer>") == 1
     assert "<Notify>" not in text
 
 

@@ -1,0 +1,150 @@
+"""The lab's BIND secondaries: each on its own loopback address, config rendered and checked, run by pid."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from duo_ods import process
+from duo_ods.bind.render import check_named_conf, primaries_for, render_named_conf, render_zones
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import LabError
+from duo_ods.lab.net import check_free
+from duo_ods.proc import run
+from duo_ods.render.engine import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _has_address(address: str) -> bool:
+    out = run(["ip", "-o", "addr", "show", "dev", "lo"], timeout=10).stdout
+    return any(f" {address}/" in line for line in out.splitlines())
+
+
+def add_address(address: str, ledger: Path) -> None:
+    """BIND listens only on addresses an interface has: put it on lo, and note that we did."""
+    if _has_address(address):
+        return
+    run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], timeout=10)
+    added = set(json.loads(ledger.read_text())) if ledger.exists() else set()
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_text(json.dumps(sorted(added | {address})))
+
+
+def remove_addresses(ledger: Path) -> list[str]:
+    """Take off lo exactly the addresses the lab put there."""
+    if not ledger.exists():
+        return []
+    removed = []
+    for address in json.loads(ledger.read_text()):
+        if _has_address(address):
+            run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], timeout=10)
+            removed.append(address)
+    ledger.unlink()
+    return removed
+
+
+def _files(directory: Path) -> dict[str, Path]:
+    return {
+        "conf": directory / "named.conf",
+        "zones": directory / "zones.conf",
+        "record": directory / "named.json",
+        "stderr": directory / "named.stderr",
+        "log": directory / "named.log",
+    }
+
+
+def configure(duo: Duo, name: str, zones: list[str]) -> Path:
+    """Render and check this secondary's named.conf and zone list; returns the named.conf path."""
+    directory = duo.secondary_dirs[name]
+    (directory / "zones").mkdir(parents=True, exist_ok=True)
+    files = _files(directory)
+    write_atomic(files["zones"], render_zones(duo, name, duo.config.transfer.mode, zones))
+    text = render_named_conf(duo, name, directory, duo.tsig_key_path, files["zones"])
+    candidate = directory / "named.conf.new"
+    write_atomic(candidate, text)
+    check_named_conf(candidate)
+    os.replace(candidate, files["conf"])
+    return files["conf"]
+
+
+def _answers(address: str, port: int) -> bool:
+    query = dns.message.make_query("version.bind", dns.rdatatype.TXT, "CH")
+    try:
+        dns.query.udp(query, address, port=port, timeout=1)
+    except (dns.exception.DNSException, OSError):
+        return False
+    return True
+
+
+def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 30.0) -> int:
+    """Start (or reconfigure) the secondary; returns its pid."""
+    config = next(s for s in duo.config.secondaries if s.name == name)
+    files = _files(duo.secondary_dirs[name])
+    record = process.running(files["record"])
+    if record is None:
+        check_free(config.address, config.port, f"secondary {name}")
+    add_address(config.address, ledger)
+    conf = configure(duo, name, zones)
+    if record is not None:
+        os.kill(record.pid, signal.SIGHUP)  # named reloads its config and zones
+        return record.pid
+    try:
+        record = process.spawn(
+            f"named {name}", ["named", "-f", "-c", str(conf)], files["stderr"], files["record"]
+        )
+    except OSError as exc:
+        raise LabError(f"secondary {name}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    while not _answers(config.address, config.port):
+        if not process.is_alive(record):
+            raise LabError(f"secondary {name}: named died at start: {process.tail(files['stderr'])}")
+        if time.monotonic() > deadline:
+            raise LabError(f"secondary {name}: named did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+    return record.pid
+
+
+def stop(duo: Duo, name: str) -> str:
+    return process.stop(_files(duo.secondary_dirs[name])["record"])
+
+
+def status(duo: Duo, name: str) -> dict[str, Any]:
+    config = next(s for s in duo.config.secondaries if s.name == name)
+    directory = duo.secondary_dirs.get(name)
+    files = _files(directory) if directory else None
+    record = process.running(files["record"]) if files else None
+    return {
+        "name": name,
+        "address": config.address,
+        "port": config.port,
+        "mode": duo.config.transfer.mode,
+        "primaries": primaries_for(duo, name, duo.config.transfer.mode),
+        "named_conf": str(files["conf"]) if files else None,
+        "log": str(files["log"]) if files else None,
+        "pid": record.pid if record else None,
+        "config": str(duo.config_path),
+    }
+
+
+def serial(address: str, port: int, zone: str) -> int | None:
+    """The serial a secondary serves for the zone, or None (not loaded yet, or down)."""
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    try:
+        reply = dns.query.udp(query, address, port=port, timeout=2)
+    except (dns.exception.DNSException, OSError):
+        return None
+    if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
+        return None
+    return int(reply.answer[0][0].serial)
