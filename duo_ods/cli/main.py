@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from duo_ods import __version__
+from duo_ods.cli.bind import bind_config
 from duo_ods.cli.check import check
 from duo_ods.cli.context import Ctx
 from duo_ods.cli.key import kek, key
@@ -40,6 +41,7 @@ cli.add_command(zone)
 cli.add_command(key)
 cli.add_command(kek)
 cli.add_command(check)
+cli.add_command(bind_config)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from duo_ods.cli.context import Ctx, pass_ctx
-from duo_ods.zones.manage import add_zone, list_zones, remove_zone
+from duo_ods.zones.manage import add_zone, list_zones, remove_zone, update_zone
 
 
 @click.group()
@@ -30,6 +30,20 @@ def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
     if result.stripped:
         text += f"; {result.stripped} DNSSEC records stripped from the input"
     ctx.emit(asdict(result), text)
+
+
+@zone.command("update")
+@click.argument("zone_name", metavar="ZONE")
+@click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="unsigned zone file")
+@pass_ctx
+def zone_update(ctx: Ctx, zone_name: str, file: Path) -> None:
+    """Check FILE, then give every node the new data for ZONE; each re-signs it."""
+    result = update_zone(ctx.duo, ctx.transport, zone_name, file)
+    lines = [f"zone {result['zone']}: input serial {result['serial']}, {result['records']} records"]
+    for node, r in result["nodes"].items():
+        state = f"error: {r['error']}" if "error" in r else ("re-signing" if r["signing"] else r["note"])
+        lines.append(f"  node {node}: {state}")
+    ctx.emit(result, "\n".join(lines))
 
 
 @zone.command("remove")

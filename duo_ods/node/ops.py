@@ -15,13 +15,14 @@ from duo_ods.errors import CommandError, NodeError
 from duo_ods.node import daemons
 from duo_ods.node.configs import write_zonelist
 from duo_ods.node.setup import init_node
-from duo_ods.ods.client import Enforcer
+from duo_ods.ods.client import Enforcer, Signer
 from duo_ods.ods.parse import parse_zone_list
 from duo_ods.render.engine import write_atomic
 
 log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
+SIGN_TIMEOUT = 15.0
 Operation = Callable[[Duo, Node, Payload], Payload]
 
 
@@ -103,6 +104,28 @@ def op_zone_add(duo: Duo, node: Node, payload: Payload) -> Payload:
     return {"node": node.name, "zone": zone, "added": True}
 
 
+def op_zone_update(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """New checked data for a zone the node has: replace the signer's input, then ask it to sign.
+
+    The input file is replaced atomically, so the signer reads the old or the new
+    version, never half of one. A signer that is down reads the new file when it
+    starts; that is reported, not an error.
+    """
+    zone: str = payload["zone"]
+    if zone not in [z.name for z in _zones(node)]:
+        raise NodeError(f"node {node.name}: zone {zone} is not on this node; zone add it")
+    write_atomic(node.paths.unsigned_zone(zone), payload["text"], mode=0o640)
+    if daemons.running(node, "signerd") is None:
+        return {"node": node.name, "zone": zone, "signing": False, "note": "signer down: signs when it starts"}
+    try:
+        # Short: a hung signer must not hold up the caller; the request waits in its socket.
+        Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)("sign", zone)
+    except CommandError as exc:
+        note = f"new data stored, but the signer did not take the sign request: {exc}"
+        return {"node": node.name, "zone": zone, "signing": False, "note": note}
+    return {"node": node.name, "zone": zone, "signing": True}
+
+
 def op_zone_remove(duo: Duo, node: Node, payload: Payload) -> Payload:
     zone: str = payload["zone"]
     known = [z.name for z in _zones(node)]
@@ -123,5 +146,6 @@ OPERATIONS: dict[str, Operation] = {
     "policy-import": op_policy_import,
     "zone-list": op_zone_list,
     "zone-add": op_zone_add,
+    "zone-update": op_zone_update,
     "zone-remove": op_zone_remove,
 }

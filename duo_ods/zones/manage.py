@@ -8,6 +8,7 @@ give it back, so a failure leaves the duo as it was.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,36 @@ def _undo_add(transport: Transport, zone: str, nodes: list[str]) -> None:
             transport.call(node, "zone-remove", {"zone": zone})
         except DuoError as exc:  # report, but the original error is the one to raise
             log.error("zone %s: could not undo add on node %s: %s", zone, node, exc)
+
+
+def update_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> dict[str, Any]:
+    """Checked new data for a zone to every node that has it; each re-signs on its own.
+
+    Unlike add this is not all-or-nothing: a node that cannot be reached keeps
+    its last good data (and is reported) while the others move on, which is the
+    point of having two signers.
+    """
+    name = normalize_zone_name(zone)
+    checked = check_zone_file(
+        file, name, include_root=file.resolve().parent, dnssec_records=duo.config.policy.dnssec_records_in_input
+    )
+    result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
+
+    def one(node: str) -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = transport.call(node, "zone-update", {"zone": name, "text": checked.text})
+        except DuoError as exc:
+            log.warning("zone %s: node %s keeps its last data: %s", name, node, exc)
+            return {"error": str(exc)}
+        return reply
+
+    # All nodes at once: a hung node must not delay the healthy one (that is the duo's point).
+    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
+        result["nodes"] = dict(zip(duo.nodes, pool.map(one, duo.nodes), strict=True))
+    if all("error" in r for r in result["nodes"].values()):
+        raise NodeError(f"zone {name}: no node took the new data: " + "; ".join(
+            r["error"] for r in result["nodes"].values()))  # fmt: skip
+    return result
 
 
 def remove_zone(duo: Duo, transport: Transport, zone: str) -> dict[str, bool]:
