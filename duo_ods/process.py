@@ -54,7 +54,7 @@ def running(path: Path) -> ProcessRecord | None:
 
 
 def spawn(name: str, argv: Sequence[str], logfile: Path, record_path: Path,
-          env: Mapping[str, str] | None = None) -> ProcessRecord:  # fmt: skip
+          env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ProcessRecord:  # fmt: skip
     """Start argv detached (it outlives the command that started it), output to logfile."""
     full_env = dict(os.environ, **(env or {}))
     logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +67,7 @@ def spawn(name: str, argv: Sequence[str], logfile: Path, record_path: Path,
             env=full_env,
             start_new_session=True,
             close_fds=True,
+            cwd=cwd,
         )
     start = proc_start_time(proc.pid)
     if start is None:

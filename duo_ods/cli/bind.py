@@ -16,7 +16,9 @@ from duo_ods.zones.manage import node_zones
 @click.command("bind-config")
 @click.option("--mode", type=click.Choice(["failover", "split"]), help="default: transfer.mode of the config")
 @click.option("--secondary", "secondary", help="the secondary to render for (default: each in turn)")
-@click.option("--output", type=click.Path(path_type=Path), help="write to FILE (one secondary) instead of stdout")
+@click.option(
+    "--output", type=click.Path(path_type=Path), help="write to FILE (one secondary) instead of stdout"
+)
 @pass_ctx
 def bind_config(ctx: Ctx, mode: str | None, secondary: str | None, output: Path | None) -> None:
     """Zone, server and primaries statements for the secondaries, checked with named-checkconf.
@@ -29,7 +31,9 @@ def bind_config(ctx: Ctx, mode: str | None, secondary: str | None, output: Path 
     ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
     names = [s.name for s in duo.config.secondaries]
     if secondary is not None and secondary not in names:
-        raise click.UsageError(f"--secondary {secondary}: not in the config (have: {', '.join(names) or 'none'})")
+        raise click.UsageError(
+            f"--secondary {secondary}: not in the config (have: {', '.join(names) or 'none'})"
+        )
     chosen = [secondary] if secondary else names
     if not chosen:
         raise click.UsageError("the config has no [[secondaries]]")

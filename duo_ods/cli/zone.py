@@ -41,8 +41,13 @@ def zone_update(ctx: Ctx, zone_name: str, file: Path) -> None:
     result = update_zone(ctx.duo, ctx.transport, zone_name, file)
     lines = [f"zone {result['zone']}: input serial {result['serial']}, {result['records']} records"]
     for node, r in result["nodes"].items():
-        state = f"error: {r['error']}" if "error" in r else ("re-signing" if r["signing"] else r["note"])
-        lines.append(f"  node {node}: {state}")
+        state = f"error: {r['error']}" if "error" in r else ("signed" if r["signing"] else r["note"])
+        served = result["served"].get(node)
+        lines.append(
+            f"  node {node}: {state}; serves serial {served if served is not None else '(no answer)'}"
+        )
+    for sec, outcome in result.get("notified", {}).items():
+        lines.append(f"  secondary {sec}: {outcome}")
     ctx.emit(result, "\n".join(lines))
 
 

@@ -102,7 +102,11 @@ def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 
         return record.pid
     try:
         record = process.spawn(
-            f"named {name}", ["named", "-f", "-c", str(conf)], files["stderr"], files["record"]
+            f"named {name}",
+            ["named", "-f", "-d", "3", "-c", str(conf)],
+            files["stderr"],
+            files["record"],
+            cwd=conf.parent,  # named -d writes named.run into its working directory
         )
     except OSError as exc:
         raise LabError(f"secondary {name}: {exc}") from None

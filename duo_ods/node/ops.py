@@ -22,7 +22,7 @@ from duo_ods.render.engine import write_atomic
 log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
-SIGN_TIMEOUT = 15.0
+SIGN_TIMEOUT = 5.0  # a healthy signer takes a sign request at once
 Operation = Callable[[Duo, Node, Payload], Payload]
 
 
@@ -116,10 +116,18 @@ def op_zone_update(duo: Duo, node: Node, payload: Payload) -> Payload:
         raise NodeError(f"node {node.name}: zone {zone} is not on this node; zone add it")
     write_atomic(node.paths.unsigned_zone(zone), payload["text"], mode=0o640)
     if daemons.running(node, "signerd") is None:
-        return {"node": node.name, "zone": zone, "signing": False, "note": "signer down: signs when it starts"}
+        return {
+            "node": node.name,
+            "zone": zone,
+            "signing": False,
+            "note": "signer down: signs when it starts",
+        }
     try:
         # Short: a hung signer must not hold up the caller; the request waits in its socket.
-        Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)("sign", zone)
+        # ods-signer takes `sign ZONE --serial N` only as one argument (else "too many arguments").
+        serial = payload.get("serial")
+        command = f"sign {zone} --serial {int(serial)}" if serial else f"sign {zone}"
+        Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(command)
     except CommandError as exc:
         note = f"new data stored, but the signer did not take the sign request: {exc}"
         return {"node": node.name, "zone": zone, "signing": False, "note": note}

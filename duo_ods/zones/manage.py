@@ -8,15 +8,24 @@ give it back, so a failure leaves the duo as it was.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from duo_ods.bind.notify import send_notify
+from duo_ods.bind.tsig import read_tsig_key
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.transport.base import Transport
 from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name
+from duo_ods.zones.serial import next_serial
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +88,20 @@ def update_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> dict[s
     """
     name = normalize_zone_name(zone)
     checked = check_zone_file(
-        file, name, include_root=file.resolve().parent, dnssec_records=duo.config.policy.dnssec_records_in_input
+        file,
+        name,
+        include_root=file.resolve().parent,
+        dnssec_records=duo.config.policy.dnssec_records_in_input,
     )
     result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
+    served = {n: s for n, s in served_serials(duo, name).items() if s is not None}
+    target = next_serial(served.values(), duo.config.policy.serial) if served else None
+    result["output_serial"] = target
+    payload = {"zone": name, "text": checked.text, "serial": target}
 
     def one(node: str) -> dict[str, Any]:
         try:
-            reply: dict[str, Any] = transport.call(node, "zone-update", {"zone": name, "text": checked.text})
+            reply: dict[str, Any] = transport.call(node, "zone-update", payload)
         except DuoError as exc:
             log.warning("zone %s: node %s keeps its last data: %s", name, node, exc)
             return {"error": str(exc)}
@@ -97,7 +113,54 @@ def update_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> dict[s
     if all("error" in r for r in result["nodes"].values()):
         raise NodeError(f"zone {name}: no node took the new data: " + "; ".join(
             r["error"] for r in result["nodes"].values()))  # fmt: skip
+    signing = [n for n, r in result["nodes"].items() if r.get("signing")]
+    result["served"] = _wait_served(duo, name, signing, target)
+    if target is not None and any(s == target for s in result["served"].values()):
+        result["notified"] = notify_secondaries(duo, name)
     return result
+
+
+def _wait_served(
+    duo: Duo, zone: str, nodes: list[str], target: int | None, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Until the signing nodes serve the target serial (or the timeout): what each serves then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        served = served_serials(duo, zone)
+        if target is None or all(served.get(n) == target for n in nodes) or time.monotonic() > deadline:
+            return served
+        time.sleep(0.2)
+
+
+def notify_secondaries(duo: Duo, zone: str) -> dict[str, str]:
+    key = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
+    outcome = {}
+    for sec in duo.config.secondaries:
+        problem = send_notify(sec.address, sec.port, zone, key)
+        outcome[sec.name] = problem or "notified"
+        if problem:
+            log.warning("zone %s: NOTIFY to secondary %s: %s", zone, sec.name, problem)
+    return outcome
+
+
+def served_serials(duo: Duo, zone: str, timeout: float = 2.0) -> dict[str, int | None]:
+    """The SOA serial each signer serves now (None: not signed yet, or not answering in time)."""
+    key = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
+
+    def ask(node: str) -> int | None:
+        n = duo.nodes[node]
+        query = dns.message.make_query(zone, dns.rdatatype.SOA)
+        if key is not None:
+            query.use_tsig(key.keyring(), key.name)
+        try:
+            reply = dns.query.udp(query, n.address, port=n.port, timeout=timeout)
+        except (dns.exception.DNSException, OSError):
+            return None
+        soa = [rr for rrset in reply.answer for rr in rrset if rr.rdtype == dns.rdatatype.SOA]
+        return int(soa[0].serial) if soa else None
+
+    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
+        return dict(zip(duo.nodes, pool.map(ask, duo.nodes), strict=True))
 
 
 def remove_zone(duo: Duo, transport: Transport, zone: str) -> dict[str, bool]:

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.zone
 import pytest
+
+from duo_ods.bind.tsig import TsigKey, read_tsig_key
+from tests.support.dnssec import wait_signed
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +53,15 @@ class Lab:
         return subprocess.run(
             ["ods-enforcer", "-s", str(sock), *args], capture_output=True, text=True, check=True, timeout=60
         ).stdout
+
+    @property
+    def tsig(self) -> TsigKey:
+        return read_tsig_key(self.dir / "secrets" / "duo-transfer.key")
+
+    def signed(self, node: str, zone: str, dnskeys: int = 2) -> dns.zone.Zone:
+        """The node's copy of the zone by AXFR (with the lab's TSIG key), once it is signed."""
+        n = self.node(node)
+        return wait_signed(n["address"], n["port"], zone, dnskeys, self.tsig)
 
     def logs(self) -> str:
         return "\n".join(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Lab
-from tests.support.dnssec import wait_signed, write_zone
+from tests.support.dnssec import write_zone
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def saved(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("axfr")
     out = {}
     for node in ("a", "b"):
-        z = wait_signed(lab.node(node)["address"], 53, ZONE, dnskeys=2)
+        z = lab.signed(node, ZONE)
         out[node] = write_zone(z, folder / node).read_text()
     return out
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import lab_processes, run_duo
-from tests.support.dnssec import cross_validate, dnskey_rrset, verify_with_tools, wait_signed, write_zone
+from tests.support.dnssec import cross_validate, dnskey_rrset, verify_with_tools, write_zone
 
 pytestmark = pytest.mark.integration
 
 
 def test_algorithm_8_shared_and_cross_valid(make_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     lab = make_lab("127.0.0.70", "--algorithm", "8")
-    zones = {n: wait_signed(lab.node(n)["address"], 53, "example.test", dnskeys=2) for n in ("a", "b")}
+    zones = {n: lab.signed(n, "example.test") for n in ("a", "b")}
     assert dnskey_rrset(zones["a"]) == dnskey_rrset(zones["b"])
     assert {k.algorithm for k in dnskey_rrset(zones["a"])} == {8}
     for signed, other in (("a", "b"), ("b", "a")):

@@ -33,7 +33,6 @@ from tests.support.dnssec import (
     dnskey_rrset,
     signatures,
     verify_with_tools,
-    wait_signed,
     write_zone,
 )
 from tests.support.kwp import ec_private_scalar, kek_by_value, software_kwp_unwrap
@@ -72,11 +71,6 @@ def lab(make_lab, tmp_path_factory) -> Lab:  # type: ignore[no-untyped-def]
     return lab
 
 
-def addr(lab: Lab, node: str) -> tuple[str, int]:
-    n = lab.node(node)
-    return n["address"], n["port"]
-
-
 def enforcer_locators(lab: Lab, node: str, zone: str) -> set[str]:
     out = lab.enforcer(node, "key", "list", "-v", "-a")
     return {line.split()[-3] for line in out.splitlines() if line.startswith(zone + " ")}
@@ -89,8 +83,8 @@ def hsm_locators(lab: Lab, node: str) -> set[str]:
 
 @pytest.mark.parametrize("zone", ["example.test", "bee.test"])
 def test_same_dnskeys_different_signatures_and_cross_validation(lab: Lab, zone: str, tmp_path: Path) -> None:
-    za = wait_signed(*addr(lab, "a"), zone, dnskeys=2)
-    zb = wait_signed(*addr(lab, "b"), zone, dnskeys=2)
+    za = lab.signed("a", zone)
+    zb = lab.signed("b", zone)
     assert dnskey_rrset(za) == dnskey_rrset(zb)
     sig_a, sig_b = signatures(za), signatures(zb)
     assert sig_a and sig_b and not (sig_a & sig_b), "each signer must make its own RRSIGs"
@@ -104,8 +98,8 @@ def test_same_dnskeys_different_signatures_and_cross_validation(lab: Lab, zone: 
 
 def test_cross_validation_fails_under_a_foreign_key(lab: Lab) -> None:
     """The check above can fail: a signer's RRSIGs do not validate under another zone's keys."""
-    za = wait_signed(*addr(lab, "a"), "example.test", dnskeys=2)
-    foreign = dnskey_rrset(wait_signed(*addr(lab, "b"), "bee.test", dnskeys=2))
+    za = lab.signed("a", "example.test")
+    foreign = dnskey_rrset(lab.signed("b", "bee.test"))
     result = cross_validate(za, dns.rrset.from_rdata_list(za.origin, foreign.ttl, list(foreign)))
     assert result.validated == 0 and result.failures
 
@@ -116,7 +110,7 @@ def test_key_ds_gives_one_ds_matching_the_ksk_on_both(lab: Lab, zone: str) -> No
     assert report["warnings"] == []
     assert len(report["ds"]) == 1
     for node in ("a", "b"):
-        z = wait_signed(*addr(lab, node), zone, dnskeys=2)
+        z = lab.signed(node, zone)
         (ksk,) = [k for k in dnskey_rrset(z) if k.flags == 257]
         expected = dns.dnssec.make_ds(z.origin, ksk, "SHA256").to_text()
         assert report["ds"] == [f"{zone}. IN DS {expected}"]

@@ -15,20 +15,26 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+from duo_ods.bind.tsig import TsigKey
 
-def axfr(address: str, port: int, zone: str) -> dns.zone.Zone:
+
+def axfr(address: str, port: int, zone: str, key: TsigKey | None = None) -> dns.zone.Zone:
     origin = dns.name.from_text(zone)
-    return dns.zone.from_xfr(
-        dns.query.xfr(address, origin, port=port, lifetime=30, relativize=False), relativize=False
+    keyring, keyname = (key.keyring(), key.name) if key else (None, None)
+    messages = dns.query.xfr(
+        address, origin, port=port, lifetime=30, relativize=False, keyring=keyring, keyname=keyname
     )
+    return dns.zone.from_xfr(messages, relativize=False)
 
 
-def wait_signed(address: str, port: int, zone: str, dnskeys: int, timeout: float = 60) -> dns.zone.Zone:
+def wait_signed(
+    address: str, port: int, zone: str, dnskeys: int, key: TsigKey | None = None, timeout: float = 60
+) -> dns.zone.Zone:
     """AXFR until the zone is served with `dnskeys` DNSKEYs and a signed DNSKEY RRset."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            z = axfr(address, port, zone)
+            z = axfr(address, port, zone, key)
             keys = z.get_rdataset(z.origin, dns.rdatatype.DNSKEY)
             sigs = z.get_rdataset(z.origin, dns.rdatatype.RRSIG, dns.rdatatype.DNSKEY)
             if keys is not None and len(keys) == dnskeys and sigs is not None:
