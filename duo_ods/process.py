@@ -53,7 +53,7 @@ def running(path: Path) -> ProcessRecord | None:
     return record if record is not None and is_alive(record) else None
 
 
-def spawn(name: str, argv: Sequence[str], logfile: Path, record_path: Path,
+def spawn(name: str, argv: Sequence[str], logfile: Path, record_path: Path, *,
           env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ProcessRecord:  # fmt: skip
     """Start argv detached (it outlives the command that started it), output to logfile."""
     full_env = dict(os.environ, **(env or {}))
