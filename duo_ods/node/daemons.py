@@ -65,7 +65,7 @@ def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
             env = {"SOFTHSM2_CONF": str(node.paths.softhsm_conf)}
             try:
                 record = process.spawn(
-                    daemon, _command(node, daemon), logfile, _record_path(node, daemon), env
+                    daemon, _command(node, daemon), logfile, _record_path(node, daemon), env=env
                 )
             except OSError as exc:
                 raise NodeError(f"node {node.name}: {exc}") from None
