@@ -19,6 +19,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Children started by this very process, kept so they are reaped (not left as zombies or
+# warned about by Popen) when this process stops them. Usually the starter exits first.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class ProcessRecord:
@@ -69,6 +73,7 @@ def spawn(name: str, argv: Sequence[str], logfile: Path, record_path: Path, *,
             close_fds=True,
             cwd=cwd,
         )
+    _children[proc.pid] = proc
     start = proc_start_time(proc.pid)
     if start is None:
         raise OSError(f"{name} exited at once; see {logfile}")
@@ -95,6 +100,8 @@ def stop(record_path: Path, timeout: float = 20.0) -> str:
         while is_alive(record):
             time.sleep(0.05)
         outcome = "killed"
+    if (child := _children.pop(record.pid, None)) is not None:
+        child.wait()
     record_path.unlink(missing_ok=True)
     log.info("%s pid %d %s", record.name, record.pid, outcome)
     return outcome

@@ -126,10 +126,12 @@ def test_failover_dead_and_hung_signer_with_no_bogus_answer(lab: Lab, anchor: Pa
     assert timings["signer a hung (SIGSTOP)"] < 25
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     rows = "\n".join(f"| {k} | {v:.1f} s |" for k, v in timings.items())
+    when = time.strftime("%Y-%m-%d %H:%M")
     RESULTS.write_text(
         f"# Failover of a BIND 9.18 secondary between the duo's signers\n\nMeasured by tests/integration/"
-        f"test_bind.py on {time.strftime('%Y-%m-%d %H:%M')} UTC: time from the start of `zone update` to "
-        f"the new data, validated by delv, at the secondary (BIND's default for a hung primary: about 60 s).\n\n| situation | time |\n|---|---|\n{rows}\n\n"
+        f"test_bind.py on {when} UTC: time from the start of `zone update` to the new data, validated by "
+        "delv, at the secondary (BIND's default for a hung primary: about 60 s).\n\n"
+        f"| situation | time |\n|---|---|\n{rows}\n\n"
         f"delv queries during the whole test: {loop.asked}, not fully validated: {len(loop.failures)}.\n"
     )
 
