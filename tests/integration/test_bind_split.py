@@ -50,7 +50,8 @@ def resolver(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         "logfile": f'"{folder}/unbound.log"', "use-syslog": "no", "verbosity": "1",
         "do-not-query-localhost": "no", "module-config": '"validator iterator"',
         "cache-max-ttl": "0", "cache-max-negative-ttl": "0", "val-log-level": "2",
-        "trust-anchor": f'"{ZONE}. DNSKEY {ksk.to_text()}"', "local-zone": '"test." nodefault',  # unbound answers test. itself otherwise (RFC 6761)
+        "trust-anchor": f'"{ZONE}. DNSKEY {ksk.to_text()}"',
+        "local-zone": '"test." nodefault',  # else unbound answers test. itself (RFC 6761)
     }  # fmt: skip
     lines = ["server:", *[f"    {k}: {v}" for k, v in server.items()], "stub-zone:", f'    name: "{ZONE}"']
     conf = folder / "unbound.conf"
