@@ -35,6 +35,9 @@ def _describe(status: dict[str, Any]) -> str:
             lines.append(f"      zone {z['name']}: {z['next_change']}")
         if "error" in node:
             lines.append(f"      error: {node['error']}")
+    for w in status.get("watchers", []):
+        state = f"pid {w['pid']}" if w["pid"] else "stopped"
+        lines.append(f"  watcher for node {w['node']}: {state}, input {w['input_dir']}")
     for sec in status["secondaries"]:
         state = f"named pid {sec['pid']}" if sec["pid"] else "stopped"
         primaries = " then ".join(sec["primaries"]) if sec["mode"] == "failover" else sec["primaries"][0]
@@ -74,6 +77,7 @@ def lab_down(ctx: Ctx, lab_dir: Path) -> None:
         f"  node {n}: {', '.join(f'{k} {v}' for k, v in d.items())}" for n, d in result["stopped"].items()
     ]
     lines += [f"  secondary {n}: {v}" for n, v in result["secondaries"].items()]
+    lines += [f"  {n}: {v}" for n, v in result["watchers"].items()]
     lines += [f"  problem: {p}" for p in result["problems"]]
     ctx.emit(result, "\n".join(lines))
 

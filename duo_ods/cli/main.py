@@ -15,6 +15,7 @@ from duo_ods.cli.context import Ctx
 from duo_ods.cli.key import kek, key
 from duo_ods.cli.lab import lab
 from duo_ods.cli.node import node
+from duo_ods.cli.watch import watch
 from duo_ods.cli.zone import zone
 from duo_ods.errors import DuoError
 
@@ -27,8 +28,9 @@ from duo_ods.errors import DuoError
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, as_json: bool, verbose: bool) -> None:
     """Two live OpenDNSSEC signers sharing keys, signing independently."""
+    long_running = ctx.invoked_subcommand == "watch"  # a service: its log says what it did
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.DEBUG if verbose else (logging.INFO if long_running else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -42,6 +44,7 @@ cli.add_command(key)
 cli.add_command(kek)
 cli.add_command(check)
 cli.add_command(bind_config)
+cli.add_command(watch)
 
 
 def main() -> None:

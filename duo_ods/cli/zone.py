@@ -67,8 +67,13 @@ def zone_list(ctx: Ctx) -> None:
     rows = list_zones(ctx.duo, ctx.transport)
     lines = [f"{'ZONE':30} {'NODES':12} NEXT CHANGE"]
     for row in rows:
-        nodes = ",".join(sorted(row["nodes"]))
+        nodes = ",".join(sorted(row["nodes"])) or "-"
         flag = "" if row["on_all_nodes"] else "  (not on every node)"
         nxt = "; ".join(f"{n}: {v['next_change']}" for n, v in sorted(row["nodes"].items()))
         lines.append(f"{row['zone']:30} {nodes:12} {nxt}{flag}")
+        for n, v in sorted(row["nodes"].items()):
+            if v.get("input") and v["input"]["status"] != "ok":
+                lines.append(f"    input on {n}: {v['input']['status']}: {v['input']['message']}")
+        for n, message in sorted(row.get("refused", {}).items()):
+            lines.append(f"    refused on {n}: {message}")
     ctx.emit({"zones": rows}, "\n".join(lines))

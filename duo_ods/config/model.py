@@ -185,6 +185,18 @@ class TransferConfig(_Model):
         return prefixes
 
 
+class WatchConfig(_Model):
+    """`ods-duo watch`: zone files in a node's input directory."""
+
+    debounce: float = Field(default=0.5, gt=0, le=60)  # act once events are quiet this long (s)
+    max_wait: float = Field(default=5.0, gt=0, le=600)  # but never wait longer than this (s)
+    batch_size: int = Field(default=500, ge=1)  # new zones per enforcer round trip
+    # The key_origin node's watcher makes keys for new zones once every node has them.
+    create_keys: bool = False
+    # A deleted file removes its zone; off, the zone stays and the removal is reported.
+    remove_zones: bool = False
+
+
 class DuoConfig(_Model):
     """The whole duo: its nodes, one policy, the backup store and the secondaries."""
 
@@ -195,7 +207,7 @@ class DuoConfig(_Model):
     secondaries: list[SecondaryConfig] = Field(default_factory=list)
     transfer: TransferConfig = TransferConfig()
     key_origin: str | None = None  # node that makes keys for new zones (so two watchers never race)
-    remove_zones_on_file_delete: bool = False
+    watch: WatchConfig = WatchConfig()
 
     @field_validator("nodes")
     @classmethod

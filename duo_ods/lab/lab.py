@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from duo_ods import process
+from duo_ods.bind import managed as secondaries
 from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
@@ -22,7 +24,6 @@ from duo_ods.errors import ConfigError, DuoError, LabError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
-from duo_ods.lab import secondaries
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.render.engine import render, write_atomic
@@ -134,6 +135,9 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
         config = next(s for s in duo.config.secondaries if s.name == name)
         actions.append(f"secondary {name} (named pid {pid}) on {config.address} port {config.port}")
     _wait_for_secondaries(duo, EXAMPLE_ZONE)
+    for name, node in duo.nodes.items():
+        pid = _start_watcher(layout, duo, name)
+        actions.append(f"watcher for node {name} (pid {pid}) on {node.input_dir}")
     result = status(lab_dir)
     result["ds"] = ds_for_zone(duo, transport, EXAMPLE_ZONE).ds
     result["already_running"] = already
@@ -155,6 +159,19 @@ def _wait_for_secondaries(duo: Duo, zone: str, timeout: float = 60.0) -> None:
             time.sleep(0.3)
 
 
+def _watcher_files(layout: LabLayout, node: str) -> tuple[Path, Path]:
+    return layout.dir / "state" / f"watch-{node}.json", layout.dir / "log" / f"watch-{node}.log"
+
+
+def _start_watcher(layout: LabLayout, duo: Duo, node: str) -> int:
+    """One `ods-duo watch --node NODE` per node, as a service would run it."""
+    record, logfile = _watcher_files(layout, node)
+    if (running := process.running(record)) is not None:
+        return running.pid
+    argv = [sys.executable, "-m", "duo_ods", "--config", str(duo.config_path), "watch", "--node", node]
+    return process.spawn(f"watch {node}", argv, logfile, record).pid
+
+
 def _stop_secondaries(layout: LabLayout) -> dict[str, str]:
     """By their pid records: works whether or not the config still loads."""
     stopped = {r.parent.name: process.stop(r) for r in sorted(layout.dir.glob("secondaries/*/named.json"))}
@@ -169,6 +186,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         raise LabError(f"{layout.dir}: no lab here (no duo.toml)")
     stopped: dict[str, Any] = {}
     problems: list[str] = []
+    watchers = {r.stem: process.stop(r) for r in sorted(layout.dir.glob("state/watch-*.json"))}
     secondaries_stopped = _stop_secondaries(layout)
     try:
         duo = load_config(layout.config)
@@ -178,7 +196,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         for state in sorted(layout.dir.glob("nodes/*/state")):
             stopped[state.parent.name] = daemons.stop_recorded(state)
         return {"lab_dir": str(layout.dir), "stopped": stopped, "secondaries": secondaries_stopped,
-                "problems": problems}  # fmt: skip
+                "watchers": watchers, "problems": problems}  # fmt: skip
     transport = transport_for(duo)
     for name in duo.nodes:
         try:
@@ -195,6 +213,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         "lab_dir": str(layout.dir),
         "stopped": stopped,
         "secondaries": secondaries_stopped,
+        "watchers": watchers,
         "problems": problems,
     }
 
@@ -210,7 +229,15 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "input_dir": str(layout.input_dir),
         "nodes": [_node_status(duo, name) for name in duo.nodes],
         "secondaries": [secondaries.status(duo, s.name) for s in duo.config.secondaries],
+        "watchers": [_watcher_status(layout, duo, name) for name in duo.nodes],
     }
+
+
+def _watcher_status(layout: LabLayout, duo: Duo, node: str) -> dict[str, Any]:
+    record, logfile = _watcher_files(layout, node)
+    running = process.running(record)
+    pid = running.pid if running else None
+    return {"node": node, "pid": pid, "input_dir": str(duo.nodes[node].input_dir), "log": str(logfile)}
 
 
 def _node_status(duo: Duo, name: str) -> dict[str, Any]:

@@ -6,18 +6,20 @@ object. Transports (local subprocess now, ssh later) carry exactly these.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from duo_ods.config.resolve import Duo, Node
-from duo_ods.errors import CommandError, NodeError
+from duo_ods.errors import CommandError, DuoError, NodeError
 from duo_ods.node import daemons
 from duo_ods.node.configs import write_zonelist
 from duo_ods.node.setup import init_node
 from duo_ods.ods.client import Enforcer, Signer
 from duo_ods.ods.parse import parse_zone_list
 from duo_ods.render.engine import write_atomic
+from duo_ods.watch.state import load_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +71,35 @@ def _zones(node: Node) -> list[Any]:
     return parse_zone_list(enforcer(node)("zone", "list"))
 
 
+def _input_digest(node: Node, zone: str) -> str | None:
+    """sha256 of the signer's current input for the zone (what was last checked and stored)."""
+    path = node.paths.unsigned_zone(zone)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
 def op_zone_list(duo: Duo, node: Node, payload: Payload) -> Payload:
-    return {
-        "node": node.name,
-        "zones": [{"name": z.name, "policy": z.policy, "next_change": z.next_change} for z in _zones(node)],
-    }
+    """The enforcer's zones, with what the watcher last did with each zone's input file (if it
+    watches): a refused file shows here with its file:line error."""
+    inputs = load_state(state_path(node.paths.state))
+    zones = [
+        {
+            "name": z.name,
+            "policy": z.policy,
+            "next_change": z.next_change,
+            "input_digest": _input_digest(node, z.name),
+        }
+        for z in _zones(node)
+    ]
+    for zone in zones:
+        if (s := inputs.get(zone["name"])) is not None:
+            zone["input"] = {"status": s.status, "message": s.message, "file": s.file}
+    known = {z["name"] for z in zones}
+    refused = [
+        {"zone": name, "status": s.status, "message": s.message, "file": s.file}
+        for name, s in sorted(inputs.items())
+        if name not in known and s.status == "error"
+    ]
+    return {"node": node.name, "zones": zones, "refused": refused}
 
 
 def op_zone_add(duo: Duo, node: Node, payload: Payload) -> Payload:
@@ -102,6 +128,30 @@ def op_zone_add(duo: Duo, node: Node, payload: Payload) -> Payload:
     write_zonelist(duo, node, [*known, zone])
     log.info("node %s: zone %s added", node.name, zone)
     return {"node": node.name, "zone": zone, "added": True}
+
+
+def op_zone_add_batch(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Add many checked zones in one enforcer round trip: their input files, then zonelist.xml with
+    every zone, then `zonelist import` (which adds what is new and touches nothing else)."""
+    batch: list[dict[str, str]] = payload["zones"]
+    known = [z.name for z in _zones(node)]
+    new = [z for z in batch if z["zone"] not in known]
+    for entry in new:
+        write_atomic(node.paths.unsigned_zone(entry["zone"]), entry["text"], mode=0o640)
+    try:
+        write_zonelist(duo, node, [*known, *(z["zone"] for z in new)])
+        enforcer(node)("zonelist", "import")
+    except DuoError:
+        for entry in new:  # the enforcer did not take them: no stray input files
+            node.paths.unsigned_zone(entry["zone"]).unlink(missing_ok=True)
+        write_zonelist(duo, node, known)
+        raise
+    now = {z.name for z in _zones(node)}
+    missing = [z["zone"] for z in new if z["zone"] not in now]
+    if missing:
+        raise NodeError(f"node {node.name}: zonelist import did not add {', '.join(missing[:5])}")
+    log.info("node %s: %d zones added", node.name, len(new))
+    return {"node": node.name, "added": [z["zone"] for z in new]}
 
 
 def op_zone_update(duo: Duo, node: Node, payload: Payload) -> Payload:
@@ -154,6 +204,7 @@ OPERATIONS: dict[str, Operation] = {
     "policy-import": op_policy_import,
     "zone-list": op_zone_list,
     "zone-add": op_zone_add,
+    "zone-add-batch": op_zone_add_batch,
     "zone-update": op_zone_update,
     "zone-remove": op_zone_remove,
 }

@@ -47,12 +47,7 @@ def node_zones(duo: Duo, transport: Transport) -> dict[str, list[str]]:
 
 def add_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> ZoneAddResult:
     name = normalize_zone_name(zone)
-    checked: CheckedZone = check_zone_file(
-        file,
-        name,
-        include_root=file.resolve().parent,
-        dnssec_records=duo.config.policy.dnssec_records_in_input,
-    )
+    checked = check_file(duo, name, file)
     current = node_zones(duo, transport)  # every node must answer before any changes
     result = ZoneAddResult(name, checked.serial, checked.records, checked.stripped)
     result.already_on = [n for n, zones in current.items() if name in zones]
@@ -86,13 +81,22 @@ def update_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> dict[s
     its last good data (and is reported) while the others move on, which is the
     point of having two signers.
     """
-    name = normalize_zone_name(zone)
-    checked = check_zone_file(
+    return update_checked(duo, transport, check_file(duo, normalize_zone_name(zone), file), list(duo.nodes))
+
+
+def check_file(duo: Duo, zone: str, file: Path) -> CheckedZone:
+    """The input checks every path applies (CLI and watcher): $INCLUDE confined to the file's folder."""
+    return check_zone_file(
         file,
-        name,
+        zone,
         include_root=file.resolve().parent,
         dnssec_records=duo.config.policy.dnssec_records_in_input,
     )
+
+
+def update_checked(duo: Duo, transport: Transport, checked: CheckedZone, nodes: list[str]) -> dict[str, Any]:
+    """New data to `nodes` at once, each signing with one serial above every node's served serial."""
+    name = checked.name
     result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
     served = {n: s for n, s in served_serials(duo, name).items() if s is not None}
     target = next_serial(served.values(), duo.config.policy.serial) if served else None
@@ -108,8 +112,8 @@ def update_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> dict[s
         return reply
 
     # All nodes at once: a hung node must not delay the healthy one (that is the duo's point).
-    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
-        result["nodes"] = dict(zip(duo.nodes, pool.map(one, duo.nodes), strict=True))
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        result["nodes"] = dict(zip(nodes, pool.map(one, nodes), strict=True))
     if all("error" in r for r in result["nodes"].values()):
         raise NodeError(f"zone {name}: no node took the new data: " + "; ".join(
             r["error"] for r in result["nodes"].values()))  # fmt: skip
@@ -175,9 +179,13 @@ def list_zones(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
     """One row per zone: on which nodes it is, and what each enforcer plans next."""
     rows: dict[str, dict[str, Any]] = {}
     for node in duo.nodes:
-        for z in transport.call(node, "zone-list")["zones"]:
+        reply = transport.call(node, "zone-list")
+        for z in reply["zones"]:
             row = rows.setdefault(z["name"], {"zone": z["name"], "policy": z["policy"], "nodes": {}})
-            row["nodes"][node] = {"next_change": z["next_change"]}
+            row["nodes"][node] = {"next_change": z["next_change"], "input": z.get("input")}
+        for r in reply.get("refused", []):  # files the watcher refused before the zone ever existed
+            row = rows.setdefault(r["zone"], {"zone": r["zone"], "policy": None, "nodes": {}})
+            row.setdefault("refused", {})[node] = r["message"]
     for row in rows.values():
         row["on_all_nodes"] = set(row["nodes"]) == set(duo.nodes)
     return [rows[name] for name in sorted(rows)]

@@ -1,4 +1,5 @@
-"""The lab's BIND secondaries: each on its own loopback address, config rendered and checked, run by pid."""
+"""Secondaries that ods-duo runs itself (the lab's): own loopback address, config rendered and checked,
+named run and stopped by pid, reconfigured when zones come."""
 
 from __future__ import annotations
 
@@ -96,10 +97,10 @@ def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 
     if record is None:
         check_free(config.address, config.port, f"secondary {name}")
     add_address(config.address, ledger)
-    conf = configure(duo, name, zones)
     if record is not None:
-        os.kill(record.pid, signal.SIGHUP)  # named reloads its config and zones
+        reconfigure(duo, name, zones)
         return record.pid
+    conf = configure(duo, name, zones)
     try:
         record = process.spawn(
             f"named {name}",
@@ -118,6 +119,14 @@ def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 
             raise LabError(f"secondary {name}: named did not answer within {timeout:.0f} s")
         time.sleep(0.1)
     return record.pid
+
+
+def reconfigure(duo: Duo, name: str, zones: list[str]) -> None:
+    """New zone list for a running secondary: render, check, SIGHUP (named reloads)."""
+    configure(duo, name, zones)
+    record = process.running(_files(duo.secondary_dirs[name])["record"])
+    if record is not None:
+        os.kill(record.pid, signal.SIGHUP)
 
 
 def stop(duo: Duo, name: str) -> str:

@@ -1,0 +1,221 @@
+"""The watcher of one node: file events in, zone add / update / removal on that node out.
+
+Each node runs its own watcher on its own input directory and acts on its own
+node only; the key_origin node's watcher also makes keys for new zones once
+every node has them, so two watchers never race to make keys. A bad file is
+reported (log and `zone list`) and changes nothing: the last good data stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from duo_ods.bind import managed
+from duo_ods.config.resolve import Duo, Node
+from duo_ods.errors import DuoError, ZoneFileError
+from duo_ods.keys.flow import create_key
+from duo_ods.keys.listing import list_keys
+from duo_ods.transport.base import Transport
+from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
+from duo_ods.watch.state import load_state, save_state, state_path
+from duo_ods.zones.check import CheckedZone, zone_name_from_filename
+from duo_ods.zones.manage import check_file, node_zones, update_checked
+
+log = logging.getLogger(__name__)
+
+
+class _Events(FileSystemEventHandler):
+    """Files closed after writing, moved into place (a move from another folder arrives as
+    'created'), or deleted. A created file still being written is caught by its close event:
+    at worst it is refused once, and the last good data stays meanwhile."""
+
+    def __init__(self, debouncer: Debouncer, lock: threading.Lock) -> None:
+        self.debouncer = debouncer
+        self.lock = lock
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent
+        if event.is_directory or not isinstance(event, kinds):
+            return
+        paths = [event.src_path, event.dest_path] if isinstance(event, FileMovedEvent) else [event.src_path]
+        with self.lock:
+            for path in paths:
+                if zone_name_from_filename(Path(str(path)).name):
+                    self.debouncer.note(str(path), time.monotonic())
+
+
+class Watcher:
+    def __init__(self, duo: Duo, node: Node, transport: Transport) -> None:
+        self.duo = duo
+        self.node = node
+        self.transport = transport
+        self.config = duo.config.watch
+        self.state_file = state_path(node.paths.state)
+        self.state = load_state(self.state_file)
+        self.pending_keys: set[str] = set()
+        self.node_inputs: dict[str, str | None] = {}  # zone -> sha256 of the node's current input
+        self.is_key_origin = (
+            self.config.create_keys and (duo.config.key_origin or next(iter(duo.nodes))) == node.name
+        )
+
+    # --- looking at the input directory ------------------------------------------------------
+
+    def _files(self) -> dict[str, list[Path]]:
+        files: dict[str, list[Path]] = {}
+        for path in sorted(self.node.input_dir.iterdir()):
+            zone = zone_name_from_filename(path.name)
+            if zone and path.is_file():
+                files.setdefault(zone, []).append(path)
+        return files
+
+    def reconcile(self, zones: Iterable[str] | None = None) -> Plan:
+        """Bring the node in line with the files for `zones` (None: every file and every known zone)."""
+        files = self._files()
+        wanted = set(zones) if zones is not None else set(files) | set(self.state)
+        digests = {str(p): digest_of(p) for z in wanted for p in files.get(z, [])}
+        listed = self.transport.call(self.node.name, "zone-list")["zones"]
+        have = {z["name"] for z in listed}
+        self.node_inputs = {z["name"]: z.get("input_digest") for z in listed}
+        todo = plan(files, digests, self.state, have, wanted)
+        for zone, paths in todo.conflicts.items():
+            self._record(
+                zone, "error", "", f"two files for one zone: {', '.join(p.name for p in paths)}", paths[0]
+            )
+        self._add(todo.add, digests)
+        for zone, path in todo.update.items():
+            self._update(zone, path, digests[str(path)])
+        for zone in todo.gone:
+            self._gone(zone)
+        save_state(self.state_file, self.state)
+        return todo
+
+    # --- acting ------------------------------------------------------------------------------
+
+    def _record(self, zone: str, status: Status, digest: str, message: str, path: Path | None) -> None:
+        self.state[zone] = ZoneFileState(digest, status, message, str(path) if path else "")
+        if status == "error":
+            log.error("%s", message)
+
+    def _checked(self, zone: str, path: Path, digest: str) -> CheckedZone | None:
+        try:
+            return check_file(self.duo, zone, path)
+        except ZoneFileError as exc:
+            self._record(zone, "error", digest, str(exc), path)  # the last good data stays
+            return None
+
+    def _add(self, new: dict[str, Path], digests: dict[str, str]) -> None:
+        batch = [(z, p, c) for z, p in new.items() if (c := self._checked(z, p, digests[str(p)])) is not None]
+        for start in range(0, len(batch), self.config.batch_size):
+            chunk = batch[start : start + self.config.batch_size]
+            payload = {"zones": [{"zone": z, "text": c.text} for z, _p, c in chunk]}
+            try:
+                self.transport.call(self.node.name, "zone-add-batch", payload)
+            except DuoError as exc:
+                for zone, path, _c in chunk:
+                    self._record(zone, "error", digests[str(path)], f"{path}: not added: {exc}", path)
+                continue
+            for zone, path, checked in chunk:
+                self._record(zone, "ok", digests[str(path)], f"added (serial {checked.serial})", path)
+                log.info("zone %s added from %s", zone, path)
+                if self.is_key_origin:
+                    self.pending_keys.add(zone)
+
+    def _update(self, zone: str, path: Path, digest: str) -> None:
+        checked = self._checked(zone, path, digest)
+        if checked is None:
+            return
+        if self.node_inputs.get(zone) == hashlib.sha256(checked.text.encode()).hexdigest():
+            # First sight of a file whose data the node already signs (zone add, or a lost state file).
+            self._record(zone, "ok", digest, "unchanged", path)
+            return
+        try:
+            result = update_checked(self.duo, self.transport, checked, [self.node.name])
+        except DuoError as exc:
+            self._record(zone, "error", digest, f"{path}: not updated: {exc}", path)
+            return
+        self._record(zone, "ok", digest, f"updated (output serial {result['output_serial']})", path)
+        log.info("zone %s updated from %s", zone, path)
+
+    def _gone(self, zone: str) -> None:
+        if not self.config.remove_zones:
+            self._record(zone, "kept", "", "file removed; zone kept (watch.remove_zones is off)", None)
+            log.warning("zone %s: its file was removed; the zone is kept (watch.remove_zones is off)", zone)
+            return
+        self.transport.call(self.node.name, "zone-remove", {"zone": zone})
+        self.state.pop(zone, None)
+        log.info("zone %s removed: its file was removed", zone)
+
+    def make_pending_keys(self) -> None:
+        """Key origin only: keys for new zones once every node has the zone (the peers' watchers add it)."""
+        if not self.pending_keys:
+            return
+        try:
+            everywhere = set.intersection(*(set(z) for z in node_zones(self.duo, self.transport).values()))
+        except DuoError as exc:
+            log.warning("waiting for every node to answer before making keys: %s", exc)
+            return
+        for zone in sorted(self.pending_keys & everywhere):
+            try:
+                if not list_keys(self.duo, self.transport, zone):
+                    create_key(self.duo, self.transport, zone, None, self.node.name)
+                    log.info("zone %s: keys made and shared", zone)
+                self.pending_keys.discard(zone)
+                self._after_new_zone()
+            except DuoError as exc:
+                log.error("zone %s: no keys yet: %s (will retry)", zone, exc)
+
+    def _after_new_zone(self) -> None:
+        """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
+        if not self.duo.secondary_dirs:
+            return
+        zones = sorted(set().union(*node_zones(self.duo, self.transport).values()))
+        for name in self.duo.secondary_dirs:
+            managed.reconfigure(self.duo, name, zones)
+
+    # --- running -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, tick: float = 0.2) -> None:
+        self.node.input_dir.mkdir(parents=True, exist_ok=True)
+        lock = threading.Lock()
+        debouncer = Debouncer(self.config.debounce, self.config.max_wait)
+        observer = Observer()
+        observer.schedule(_Events(debouncer, lock), str(self.node.input_dir), recursive=False)
+        observer.start()
+        try:
+            log.info("watching %s for node %s", self.node.input_dir, self.node.name)
+            self._safely(lambda: self.reconcile(None))  # what changed while nobody watched
+            while not stop.wait(tick):
+                with lock:
+                    ready = debouncer.ready(time.monotonic())
+                if ready:
+                    zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
+                    self._safely(partial(self.reconcile, zones))
+                self._safely(self.make_pending_keys)
+        finally:
+            observer.stop()
+            observer.join(timeout=10)
+            save_state(self.state_file, self.state)
+            log.info("watcher for node %s stopped", self.node.name)
+
+    def _safely(self, action: Callable[[], object]) -> None:
+        """Errors while running are reported, and the watcher carries on (a node may be down a while)."""
+        try:
+            action()
+        except DuoError as exc:
+            log.error("node %s: %s", self.node.name, exc)
