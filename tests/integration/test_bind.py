@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "failover.
 
 @pytest.fixture(scope="module")
 def lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
-    return make_lab("127.0.0.110")
+    return make_lab("127.0.0.140")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def secondary(lab: Lab) -> dict:  # type: ignore[type-arg]
 
 def test_status_lists_the_secondary(lab: Lab) -> None:
     ns1 = secondary(lab)
-    assert (ns1["name"], ns1["address"], ns1["port"], ns1["mode"]) == ("ns1", "127.0.0.113", 53, "failover")
+    assert (ns1["name"], ns1["address"], ns1["port"], ns1["mode"]) == ("ns1", "127.0.0.143", 53, "failover")
     assert ns1["primaries"] == ["a", "b"] and isinstance(ns1["pid"], int)
     assert Path(ns1["named_conf"]).exists() and ns1["config"] == lab.config
 
