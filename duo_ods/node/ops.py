@@ -39,7 +39,13 @@ def op_init(duo: Duo, node: Node, payload: Payload) -> Payload:
 
 
 def op_start(duo: Duo, node: Node, payload: Payload) -> Payload:
-    return {"node": node.name, "pids": daemons.start(node)}
+    signer_was_running = daemons.running(node, "signerd") is not None
+    pids = daemons.start(node)
+    if not signer_was_running:
+        # A signer that was down may have missed `zone update`s: their input files are newer than
+        # what it signed last. Have it read every input again.
+        Signer(node.paths.signer_sock)("sign --all")
+    return {"node": node.name, "pids": pids}
 
 
 def op_stop(duo: Duo, node: Node, payload: Payload) -> Payload:

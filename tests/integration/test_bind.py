@@ -98,7 +98,11 @@ def test_failover_dead_and_hung_signer_with_no_bogus_answer(lab: Lab, anchor: Pa
         start = time.monotonic()
         _update(lab, tmp_path, "192.0.2.181")
         timings["signer a killed (SIGKILL)"] = _wait_served(lab, anchor, "192.0.2.181", 30, start)
-        lab.duo("node", "start", "a")  # a comes back
+        lab.duo("node", "start", "a")  # a comes back, with the data it missed while it was dead
+        wait_for_a = time.monotonic() + 30
+        while "192.0.2.181" not in str(lab.signed("a", ZONE).find_rdataset("www", "A")):
+            assert time.monotonic() < wait_for_a, "node a did not pick up the update it missed"
+            time.sleep(0.5)
         start = time.monotonic()
         _update(lab, tmp_path, "192.0.2.182")
         timings["both up again"] = _wait_served(lab, anchor, "192.0.2.182", 30, start)
