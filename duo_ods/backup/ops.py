@@ -10,11 +10,13 @@ from typing import Any
 
 from duo_ods.backup.store import BackupStore
 from duo_ods.config.resolve import Backup, Duo
+from duo_ods.errors import DuoError
+from duo_ods.hsm import keys
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.node.keyops import kek_ops
 from duo_ods.node.secrets import ensure_secret
 from duo_ods.node.token import init_token, write_softhsm_conf
-from duo_ods.node.tokenref import TokenRef
+from duo_ods.node.tokenref import KEK_LABEL, TokenRef
 
 Payload = dict[str, Any]
 
@@ -49,10 +51,27 @@ def op_bundle_remove(duo: Duo, backup: Backup, payload: Payload) -> Payload:
     return {}
 
 
+def op_bundle_verify(duo: Duo, backup: Backup, payload: Payload) -> Payload:
+    """Unwrap one bundle into the backup's own token (the verification token): it must open under
+    the KEK, and the key in it must match the bundle's public key and sign with it. The copy made
+    for the test is deleted again; a key the token already held is left alone."""
+    bundle = BackupStore(backup.dir).get(payload["locator"])
+    key = keys.HsmKey(bundle.locator, bundle.algorithm, bundle.bits)
+    with backup_token(backup).session() as s:
+        try:
+            created = keys.unwrap_private(s, bundle.wrapped_bytes, KEK_LABEL, key, bundle.public_bytes)
+        except DuoError as exc:
+            return {"locator": bundle.locator, "ok": False, "problem": str(exc)}
+        if created:
+            keys.delete_key(s, bundle.locator)
+    return {"locator": bundle.locator, "ok": True, "problem": None}
+
+
 BACKUP_OPERATIONS: dict[str, Any] = {
     "init": op_init,
     **kek_ops(backup_token),
     "bundle-put": op_bundle_put,
     "bundle-list": op_bundle_list,
     "bundle-remove": op_bundle_remove,
+    "bundle-verify": op_bundle_verify,
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from duo_ods import __version__
+from duo_ods.cli.backup import backup
 from duo_ods.cli.bind import bind_config
 from duo_ods.cli.check import check
 from duo_ods.cli.context import Ctx
@@ -45,6 +46,7 @@ cli.add_command(kek)
 cli.add_command(check)
 cli.add_command(bind_config)
 cli.add_command(watch)
+cli.add_command(backup)
 
 
 def main() -> None:

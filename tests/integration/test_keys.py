@@ -198,6 +198,43 @@ def test_backup_unwritable_undoes_the_copies(lab: Lab, tmp_path: Path) -> None:
     assert len(enforcer_locators(lab, "a", "nobackup.test")) == 2
 
 
+def test_backup_list_shows_where_each_key_lives(lab: Lab) -> None:
+    rows = json.loads(lab.duo("--json", "backup", "list").stdout)["bundles"]
+    example = [r for r in rows if r["zone"] == "example.test"]
+    assert sorted(r["role"] for r in example) == ["KSK", "ZSK"]
+    for row in example:
+        assert row["in_hsm"] == ["a", "b"] and len(row["in_enforcer"]) == 2 and row["origin"] == "a"
+
+
+def test_backup_verify_restores_every_bundle_and_catches_damage(lab: Lab) -> None:
+    result = json.loads(lab.duo("--json", "backup", "verify").stdout)
+    assert result["ok"] is True and result["bundles"] >= 4, result
+    bundles = lab.dir / "backup" / "bundles"
+    victim = sorted(bundles.glob("*.json"))[0]
+    original = victim.read_text()
+    data = json.loads(original)
+    wrapped = bytearray(base64.b64decode(data["wrapped"]))
+    wrapped[-1] ^= 0x01  # one flipped bit: the KWP integrity check must catch it
+    data["wrapped"] = base64.b64encode(bytes(wrapped)).decode()
+    try:
+        victim.write_text(json.dumps(data))
+        proc = lab.duo("--json", "backup", "verify", check=False)
+        result = json.loads(proc.stdout)
+        assert proc.returncode == 1 and result["ok"] is False
+        assert any(
+            p.startswith(f"bundle {victim.stem} ") and "does not restore" in p for p in result["problems"]
+        )
+        victim.unlink()
+        result = json.loads(lab.duo("--json", "backup", "verify", check=False).stdout)
+        assert any(p.startswith(f"key {victim.stem} is used by ") for p in result["problems"]), result
+    finally:
+        victim.write_text(original)
+        victim.chmod(0o600)
+    assert json.loads(lab.duo("--json", "backup", "verify").stdout)["ok"] is True
+
+
+# Last in this module: it replaces the KEK in every token with one it knows, after which the
+# bundles made earlier no longer open (as they should not).
 def test_no_private_key_in_clear_anywhere(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Invariant 2. The test plants a KEK it knows in every token, makes a key, opens its
     bundle in software, and searches every file of the lab (configs, databases, logs,
