@@ -129,6 +129,13 @@ def reconfigure(duo: Duo, name: str, zones: list[str]) -> None:
         os.kill(record.pid, signal.SIGHUP)
 
 
+def sync(duo: Duo, zones: list[str]) -> None:
+    """Every secondary ods-duo runs itself learns the current zone list (others: `bind-config`)."""
+    for name in duo.secondary_dirs:
+        if process.running(_files(duo.secondary_dirs[name])["record"]) is not None:
+            reconfigure(duo, name, zones)
+
+
 def stop(duo: Duo, name: str) -> str:
     return process.stop(_files(duo.secondary_dirs[name])["record"])
 

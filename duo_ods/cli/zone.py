@@ -7,13 +7,20 @@ from pathlib import Path
 
 import click
 
+from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
-from duo_ods.zones.manage import add_zone, list_zones, remove_zone, update_zone
+from duo_ods.zones.manage import add_zone, list_zones, node_zones, remove_zone, update_zone
 
 
 @click.group()
 def zone() -> None:
     """Add, remove and list zones on both signers."""
+
+
+def _sync_managed_secondaries(ctx: Ctx) -> None:
+    """The secondaries ods-duo runs itself (the lab's) follow the zone list at once."""
+    if ctx.duo.secondary_dirs:
+        managed.sync(ctx.duo, sorted(set().union(*node_zones(ctx.duo, ctx.transport).values())))
 
 
 @zone.command("add")
@@ -23,6 +30,7 @@ def zone() -> None:
 def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
     """Check FILE, then add ZONE to every node (all or none)."""
     result = add_zone(ctx.duo, ctx.transport, zone_name, file)
+    _sync_managed_secondaries(ctx)
     text = f"zone {result.zone}: serial {result.serial}, {result.records} records"
     text += f", added on {', '.join(result.added_on)}"
     if result.already_on:
@@ -57,6 +65,7 @@ def zone_update(ctx: Ctx, zone_name: str, file: Path) -> None:
 def zone_remove(ctx: Ctx, zone_name: str) -> None:
     """Remove ZONE from every node."""
     result = remove_zone(ctx.duo, ctx.transport, zone_name)
+    _sync_managed_secondaries(ctx)
     ctx.emit({"zone": zone_name, "removed": result}, f"zone {zone_name} removed from {', '.join(result)}")
 
 

@@ -59,9 +59,12 @@ def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
         logfile = node.paths.log / f"{daemon}.log"
         record = running(node, daemon)
         if record is None:
-            # Stale sockets from an unclean stop make the daemons refuse to start.
+            # A stale socket or pid file from an unclean stop makes the daemon refuse to start
+            # (ods-enforcerd was seen crashing on SIGTERM and leaving its pid file; ODS then takes
+            # the unreaped zombie for a running daemon). Our record says it is gone: clear both.
             sock = node.paths.signer_sock if daemon == "signerd" else node.paths.enforcer_sock
             sock.unlink(missing_ok=True)
+            (node.paths.run / f"{daemon}.pid").unlink(missing_ok=True)
             env = {"SOFTHSM2_CONF": str(node.paths.softhsm_conf)}
             try:
                 record = process.spawn(

@@ -182,11 +182,8 @@ class Watcher:
 
     def _after_new_zone(self) -> None:
         """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
-        if not self.duo.secondary_dirs:
-            return
-        zones = sorted(set().union(*node_zones(self.duo, self.transport).values()))
-        for name in self.duo.secondary_dirs:
-            managed.reconfigure(self.duo, name, zones)
+        if self.duo.secondary_dirs:
+            managed.sync(self.duo, sorted(set().union(*node_zones(self.duo, self.transport).values())))
 
     # --- running -----------------------------------------------------------------------------
 
