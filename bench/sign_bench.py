@@ -21,6 +21,7 @@ Run from the repository folder, as root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -46,14 +47,81 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.tsigkeyring
 import dns.version
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: use this checkout's duo_ods
-    sys.path.insert(0, str(REPO))
+SRC_ENV = "SIGN_BENCH_SRC"  # set in the re-executed benchmark: the frozen copy of duo_ods it runs on
+CWD_ENV = "SIGN_BENCH_CWD"  # the folder it was started from
+# The CLI, as .venv/bin/ods-duo runs it, but from the frozen copy (PYTHONPATH; the work folder is the cwd).
+ODS_DUO = [sys.executable, "-m", "duo_ods"]
+
+
+def freeze_source(source: str, dest: Path) -> dict[str, Any]:
+    """Copy duo_ods and its templates to dest/duo_ods: the code the whole run uses.
+
+    The repository is edited by others while the benchmark runs (minutes); a frozen copy
+    keeps one run on one version of ods-duo. source: "worktree" (the files as they are now)
+    or a git revision.
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    if source == "worktree":
+        shutil.copytree(REPO / "duo_ods", dest / "duo_ods", ignore=skip)
+        shutil.copytree(REPO / "templates", dest / "duo_ods" / "templates", ignore=skip)
+    else:
+        tar = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", source, "duo_ods", "templates"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+        (dest / "templates").rename(dest / "duo_ods" / "templates")
+
+    def git(*args: str) -> str:
+        argv = ["git", "-C", str(REPO), *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "duo_ods", "templates").splitlines()
+    return {
+        "source": source,
+        "commit": git("rev-parse", source if source != "worktree" else "HEAD"),
+        "uncommitted_files": len(changed) if source == "worktree" else 0,
+        "frozen_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _bootstrap() -> None:
+    """Freeze the source into the work folder, then run this script again on it (PYTHONPATH)."""
+    if os.environ.get(SRC_ENV):
+        sys.path.insert(0, os.environ[SRC_ENV])
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--workdir", type=Path)
+    pre.add_argument("--source", default="worktree")
+    pre.add_argument("-h", "--help", action="store_true")
+    known, _ = pre.parse_known_args()
+    if known.help:
+        return  # main() prints the help
+    workdir = (known.workdir or Path(tempfile.mkdtemp(prefix="sign-bench-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / "src"
+    info = freeze_source(known.source, src)
+    (workdir / "source.json").write_text(json.dumps(info) + "\n")
+    argv = sys.argv[1:] if known.workdir else [*sys.argv[1:], "--workdir", str(workdir)]
+    env = dict(os.environ, **{SRC_ENV: str(src), CWD_ENV: os.getcwd(), "PYTHONPATH": str(src)})
+    os.chdir(workdir)  # `python -m duo_ods` puts the current folder first on sys.path
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)  # noqa: S606
+
+
+if __name__ == "__main__":
+    _bootstrap()
 
 from duo_ods.config.load import load_config  # noqa: E402
 from duo_ods.config.model import NodeConfig, PolicyConfig  # noqa: E402
+from duo_ods.config.resolve import Duo as ResolvedDuo  # noqa: E402
 from duo_ods.config.resolve import Node, NodePaths  # noqa: E402
 from duo_ods.node import daemons  # noqa: E402
 from duo_ods.node.secrets import ensure_secret  # noqa: E402
@@ -62,13 +130,25 @@ from duo_ods.node.token import init_token, write_softhsm_conf  # noqa: E402
 from duo_ods.ods.client import Enforcer  # noqa: E402
 from duo_ods.render.engine import render, write_atomic  # noqa: E402
 from duo_ods.render.validate import check_ods_xml  # noqa: E402
-from duo_ods.render.views import addns_view, conf_view, kasp_view, zonelist_view  # noqa: E402
+from duo_ods.render.views import conf_view, kasp_view, zonelist_view  # noqa: E402
 
 log = logging.getLogger("sign_bench")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEFAULT_SETTINGS = "2,2 1,1 1,2 2,4 4,4"  # (worker_threads, signer_threads); the first is the default
+# (worker_threads, signer_threads): the default first, and again last to show the drift of a shared machine
+DEFAULT_SETTINGS = "2,2 1,1 1,2 2,4 4,4 2,2"
 POLL_INTERVAL = 0.05
+
+# The single instance's DNS output adapter: plain ODS, AXFR to this host, no TSIG, no NOTIFY.
+PLAIN_ADDNS = """<?xml version="1.0" encoding="UTF-8"?>
+<Adapter>
+\t<DNS>
+\t\t<Outbound>
+\t\t\t<ProvideTransfer><Peer><Prefix>127.0.0.0/8</Prefix></Peer></ProvideTransfer>
+\t\t</Outbound>
+\t</DNS>
+</Adapter>
+"""
 
 STATS_RE = re.compile(
     r"\[STATS\] (?P<zone>\S+) (?P<serial>\d+) "
@@ -100,6 +180,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime of each thread of a process, in seconds, by thread id."""
+    found: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return found
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds spent not idle (all cores) since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -116,7 +208,40 @@ def wait_gone(pids: list[int], timeout: float = 20.0) -> None:
     """
     deadline = time.monotonic() + timeout
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        for pid in pids:  # the single instance's daemons are our own children: reap them
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
+
+
+def stop_recorded_process(path: Path, timeout: float = 20.0) -> None:
+    """Stop the process a JSON record ({"pid", "start_time"}, as ods-duo writes them) names, if it runs.
+
+    The start time (field 22 of /proc/PID/stat) must match, so a recycled pid is never touched.
+    """
+    try:
+        record = json.loads(path.read_text())
+        pid, start = int(record["pid"]), int(record["start_time"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return
+    if proc_start_time(pid) != start:
+        return
+    log.warning("stopping %s (pid %d) by its record %s", record.get("name", "?"), pid, path)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc_start_time(pid) == start and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if proc_start_time(pid) == start:
+            os.kill(pid, signal.SIGKILL)
+
+
+def proc_start_time(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def loadavg() -> float:
@@ -162,7 +287,7 @@ def generate_zone(zone: str, records: int, serial: int) -> str:
         if kind == 0:
             lines.append(f"{name} IN A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}")
         elif kind == 1:
-            lines.append(f"{name} IN AAAA 2001:db8::{i:x}")
+            lines.append(f"{name} IN AAAA 2001:db8::{i >> 16:x}:{i & 0xFFFF:x}")
         elif kind == 2:
             lines.append(f'{name} IN TXT "bench record {i}"')
         else:
@@ -206,7 +331,11 @@ class NodeResult:
     signconf_at: float | None = None  # enforcer wrote the signconf: the signer starts
     served_at: float | None = None  # the listener answered SOA for the zone
     served_serial: int | None = None
+    from_trigger_end_s: float | None = None  # served_at minus the end of the trigger command
     signer_cpu_s: float | None = None
+    # CPU seconds of each signer thread that worked (> 0.1 s), busiest first: how the work was split
+    thread_cpu_s: list[float] = field(default_factory=list)
+    peak_cores: float | None = None  # the signer's highest CPU use over any 1 s while it signed
     axfr: AxfrCount | None = None
     stats: SignStats | None = None
 
@@ -227,6 +356,12 @@ class NodeResult:
         return sigs / wall if wall and sigs else None
 
     @property
+    def cores(self) -> float | None:
+        """The signer's mean CPU use while it signed (CPU s / wall s): how many cores it got."""
+        wall = self.wall_s
+        return self.signer_cpu_s / wall if wall and self.signer_cpu_s else None
+
+    @property
     def rate_per_cpu_s(self) -> float | None:
         sigs = self.signatures
         return sigs / self.signer_cpu_s if sigs and self.signer_cpu_s else None
@@ -245,6 +380,7 @@ class NodeResult:
             signatures=self.signatures,
             rate=self.rate,
             rate_per_cpu_s=self.rate_per_cpu_s,
+            cores=self.cores,
             daemon_rate=self.daemon_rate,
         )
         return data
@@ -261,16 +397,46 @@ class Watched:
     log_file: Path
     signer_pid: int
     result: NodeResult
+    tsig: Tsig | None = None  # when the signer answers only TSIG-signed queries
     log_offset: int = 0
     cpu_start: float = 0.0
+    threads_start: dict[int, float] = field(default_factory=dict)
+    cpu_samples: deque[tuple[float, float]] = field(default_factory=deque)  # (monotonic, CPU s)
 
 
-def soa_serial(address: str, port: int, zone: str) -> int | None:
+_KEY_STATEMENT = re.compile(
+    r'key\s+"(?P<name>[^"]+)"\s*\{\s*algorithm\s+(?P<alg>[\w-]+)\s*;\s*secret\s+"(?P<secret>[^"]+)"\s*;'
+)
+
+
+@dataclass(frozen=True)
+class Tsig:
+    """A TSIG key from a BIND key statement file (the file goes to dig as -k; never argv)."""
+
+    file: Path
+    name: str
+    algorithm: str
+    secret: str
+
+    @classmethod
+    def read(cls, path: Path) -> Tsig:
+        match = _KEY_STATEMENT.search(path.read_text())
+        if match is None:
+            raise RuntimeError(f"{path}: no BIND key statement")
+        return cls(path, match["name"], match["alg"], match["secret"])
+
+
+def soa_serial(address: str, port: int, zone: str, tsig: Tsig | None = None) -> int | None:
     """The SOA serial the listener serves for the zone, or None while it serves none."""
     query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    if tsig is not None:
+        keyring = dns.tsigkeyring.from_text({tsig.name: (tsig.algorithm, tsig.secret)})
+        query.use_tsig(keyring, keyname=tsig.name, algorithm=tsig.algorithm)
     try:
         reply = dns.query.udp(query, address, port=port, timeout=0.3)
-    except (dns.exception.Timeout, OSError):
+    except (dns.exception.DNSException, OSError):
+        # Timeouts, and the signer's unsigned NOTAUTH to a TSIG query while it has no such zone
+        # (dnspython: "response requires a TSIG but does not have one").
         return None
     if reply.rcode() != dns.rcode.NOERROR:
         return None
@@ -280,21 +446,33 @@ def soa_serial(address: str, port: int, zone: str) -> int | None:
     return None
 
 
-def axfr_count(address: str, port: int, zone: str) -> AxfrCount:
+def axfr_count(address: str, port: int, zone: str, tsig_key_file: Path | None = None) -> AxfrCount:
+    """Count the records of an AXFR by type (dig: dnspython needs about 20 s for the 400k records).
+
+    tsig_key_file: a BIND key statement, for signers that only transfer with TSIG.
+    """
     started = time.monotonic()
-    counts: Counter[int] = Counter()
+    argv = ["dig", f"@{address}", "-p", str(port), zone, "AXFR", "+noall", "+answer", "+time=60", "+tries=1"]
+    if tsig_key_file is not None:
+        argv += ["-k", str(tsig_key_file)]
+    out = run(argv, timeout=300).stdout
+    counts: Counter[str] = Counter()
     serial = 0
-    for message in dns.query.xfr(address, zone, port=port, lifetime=300, relativize=False):
-        for rrset in message.answer:
-            counts[rrset.rdtype] += len(rrset)
-            if rrset.rdtype == dns.rdatatype.SOA and not serial:
-                serial = int(rrset[0].serial)
-    counts[dns.rdatatype.SOA] -= 1  # AXFR sends the SOA first and last
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or line.startswith(";"):
+            if "failed" in line.lower():
+                raise RuntimeError(f"{' '.join(argv)}: {line}")
+            continue
+        counts[fields[3]] += 1
+        if fields[3] == "SOA" and not serial:
+            serial = int(fields[6])
+    counts["SOA"] -= 1  # AXFR sends the SOA first and last
     return AxfrCount(
         serial=serial,
         records=sum(counts.values()),
-        rrsig=counts[dns.rdatatype.RRSIG],
-        nsec3=counts[dns.rdatatype.NSEC3],
+        rrsig=counts["RRSIG"],
+        nsec3=counts["NSEC3"],
         seconds=time.monotonic() - started,
     )
 
@@ -323,7 +501,8 @@ class Window:
     machine_busy_s: float = 0.0
     load_before: float = 0.0
     load_after: float = 0.0
-    other_busy_s: float = 0.0  # machine CPU seconds not spent by the signers watched
+    busy_at_first_signconf: float | None = None  # machine busy CPU s when the first signer started
+    other_busy_s: float = 0.0  # from the first signconf to the last node serving: CPU s not the signers'
 
     @property
     def span_s(self) -> float | None:
@@ -336,6 +515,12 @@ class Window:
     @property
     def signatures(self) -> int:
         return sum(n.signatures or 0 for n in self.nodes)
+
+    @property
+    def other_cores(self) -> float | None:
+        """How many cores other work (not the watched signers) used, on average, during the span."""
+        span = self.span_s
+        return self.other_busy_s / span if span and self.busy_at_first_signconf is not None else None
 
     @property
     def aggregate_rate(self) -> float | None:
@@ -353,9 +538,71 @@ class Window:
             "aggregate_rate": self.aggregate_rate,
             "machine_busy_s": self.machine_busy_s,
             "other_busy_s": self.other_busy_s,
+            "other_cores": self.other_cores,
             "load_before": self.load_before,
             "load_after": self.load_after,
         }
+
+
+def _sample_cpu(w: Watched, interval: float = 1.0) -> None:
+    """Keep the signer's CPU time over the last second; note its highest use (in cores)."""
+    now, cpu = time.monotonic(), cpu_seconds(w.signer_pid)
+    samples = w.cpu_samples
+    samples.append((now, cpu))
+    while len(samples) > 1 and samples[1][0] <= now - interval:
+        samples.popleft()
+    first_t, first_cpu = samples[0]
+    if now - first_t >= interval:
+        cores = (cpu - first_cpu) / (now - first_t)
+        w.result.peak_cores = max(w.result.peak_cores or 0.0, cores)
+
+
+def _poll_once(watched: list[Watched], zone: str, label: str) -> None:
+    for w in watched:
+        r = w.result
+        if r.signconf_at is None and w.signconf.exists():
+            r.signconf_at = w.signconf.stat().st_mtime_ns / 1e9
+        if r.served_at is None and r.signconf_at is not None:
+            _sample_cpu(w)
+        if r.served_at is None:
+            serial = soa_serial(w.address, w.port, zone, w.tsig)
+            if serial is not None:
+                r.served_at = time.time()
+                r.served_serial = serial
+                r.signer_cpu_s = cpu_seconds(w.signer_pid) - w.cpu_start
+                now = thread_cpu_seconds(w.signer_pid)
+                spent = [now[t] - w.threads_start.get(t, 0.0) for t in now]
+                r.thread_cpu_s = sorted((round(x, 2) for x in spent if x > 0.1), reverse=True)
+                log.info("%s: node %s serves %s serial %d", label, w.name, zone, serial)
+
+
+def _wait_served(window: Window, watched: list[Watched], trigger: Sequence[str], timeout: float) -> None:
+    """Run the trigger and poll (signconf, SOA) until it has ended and every node serves the zone."""
+    log.info("%s: %s", window.label, " ".join(trigger))
+    window.trigger_started = time.time()
+    proc = subprocess.Popen(list(trigger), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not (window.trigger_ended and all(w.result.served_at is not None for w in watched)):
+            if proc.poll() is not None and not window.trigger_ended:
+                window.trigger_ended = time.time()
+                if proc.returncode != 0:
+                    output = proc.stdout.read() if proc.stdout else ""
+                    raise RuntimeError(f"{' '.join(trigger)} exited {proc.returncode}: {output}")
+            _poll_once(watched, window.zone, window.label)
+            if window.busy_at_first_signconf is None and any(w.result.signconf_at for w in watched):
+                window.busy_at_first_signconf = machine_busy_seconds()
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{window.label}: not every node served {window.zone} within {timeout:.0f} s"
+                )
+            time.sleep(POLL_INTERVAL)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        if proc.stdout:
+            proc.stdout.close()
 
 
 def measure(label: str, zone: str, watched: list[Watched], trigger: Sequence[str], timeout: float) -> Window:
@@ -364,45 +611,20 @@ def measure(label: str, zone: str, watched: list[Watched], trigger: Sequence[str
     for w in watched:
         w.log_offset = w.log_file.stat().st_size
         w.cpu_start = cpu_seconds(w.signer_pid)
+        w.threads_start = thread_cpu_seconds(w.signer_pid)
         if w.signconf.exists():
             raise RuntimeError(f"{w.signconf} exists before the measurement")
     window.load_before = loadavg()
     busy_start = machine_busy_seconds()
-    window.trigger_started = time.time()
-    log.info("%s: %s", label, " ".join(trigger))
-    proc = subprocess.Popen(list(trigger), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None and not window.trigger_ended:
-                window.trigger_ended = time.time()
-                if proc.returncode != 0:
-                    output = proc.stdout.read() if proc.stdout else ""
-                    raise RuntimeError(f"{' '.join(trigger)} exited {proc.returncode}: {output}")
-            for w in watched:
-                r = w.result
-                if r.signconf_at is None and w.signconf.exists():
-                    r.signconf_at = w.signconf.stat().st_mtime_ns / 1e9
-                if r.served_at is None:
-                    serial = soa_serial(w.address, w.port, zone)
-                    if serial is not None:
-                        r.served_at = time.time()
-                        r.served_serial = serial
-                        r.signer_cpu_s = cpu_seconds(w.signer_pid) - w.cpu_start
-                        log.info("%s: node %s serves %s serial %d", label, w.name, zone, serial)
-            if window.trigger_ended and all(w.result.served_at is not None for w in watched):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{label}: not every node served {zone} within {timeout:.0f} s")
-            time.sleep(POLL_INTERVAL)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-    window.machine_busy_s = machine_busy_seconds() - busy_start
+    _wait_served(window, watched, trigger, timeout)
+    busy_end = machine_busy_seconds()
+    window.machine_busy_s = busy_end - busy_start
     window.load_after = loadavg()
-    window.other_busy_s = window.machine_busy_s - sum(n.signer_cpu_s or 0 for n in window.nodes)
+    # The signers' CPU is counted from the trigger, but they idle until their signconf comes.
+    signers = sum(n.signer_cpu_s or 0 for n in window.nodes)
+    window.other_busy_s = busy_end - (window.busy_at_first_signconf or busy_start) - signers
     for w in watched:
+        w.result.from_trigger_end_s = (w.result.served_at or 0) - window.trigger_ended
         for _ in range(50):  # the STATS line is written around the time the zone goes out
             w.result.stats = read_stats(w.log_file, w.log_offset, zone)
             if w.result.stats is not None:
@@ -410,15 +632,29 @@ def measure(label: str, zone: str, watched: list[Watched], trigger: Sequence[str
             time.sleep(0.1)
     # Only now, with every signer done, transfer (the transfers cost CPU).
     for w in watched:
-        w.result.axfr = axfr_count(w.address, w.port, zone)
         r = w.result
+        try:
+            r.axfr = axfr_count(w.address, w.port, zone, w.tsig.file if w.tsig else None)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            log.warning(
+                "%s: node %s: AXFR failed, counting the signer's STATS instead: %s", label, w.name, exc
+            )
+            continue
         log.info(
-            "%s: node %s wall %.2f s, %s signatures (STATS new=%s), %.0f sig/s, cpu %.2f s",
-            label, w.name, r.wall_s or -1, r.signatures, r.stats.rrsig_new if r.stats else "?",
-            r.rate or 0, r.signer_cpu_s or 0,
-        )  # fmt: skip
-        if r.axfr and r.served_serial != r.axfr.serial:
-            log.warning("%s: node %s served serial %s, AXFR serial %s", label, w.name, r.served_serial, r.axfr.serial)
+            "%s: node %s wall %.2f s, %s signatures (STATS new=%s), %.0f sig/s, cpu %.2f s, AXFR %.1f s",
+            label,
+            w.name,
+            r.wall_s or -1,
+            r.signatures,
+            r.stats.rrsig_new if r.stats else "?",
+            r.rate or 0,
+            r.signer_cpu_s or 0,
+            r.axfr.seconds,
+        )
+        if r.served_serial != r.axfr.serial:
+            log.warning(
+                "%s: node %s served serial %s, AXFR has %s", label, w.name, r.served_serial, r.axfr.serial
+            )
     return window
 
 
@@ -427,12 +663,13 @@ def measure(label: str, zone: str, watched: list[Watched], trigger: Sequence[str
 
 @dataclass
 class OpenSSLSpeed:
+    when: str
     processes: int
     sign_per_s: float
     verify_per_s: float
 
 
-def openssl_speed(seconds: int, processes: int) -> OpenSSLSpeed:
+def openssl_speed(seconds: int, processes: int, when: str) -> OpenSSLSpeed:
     argv = ["openssl", "speed", "-seconds", str(seconds)]
     if processes > 1:
         argv += ["-multi", str(processes)]
@@ -442,34 +679,43 @@ def openssl_speed(seconds: int, processes: int) -> OpenSSLSpeed:
     for line in out.splitlines():
         if "ecdsa (nistp256)" in line:
             numbers = line.split()
-            return OpenSSLSpeed(processes, float(numbers[-2]), float(numbers[-1]))
+            return OpenSSLSpeed(when, processes, float(numbers[-2]), float(numbers[-1]))
     raise RuntimeError(f"no ecdsa (nistp256) line in openssl speed output:\n{out}")
 
 
 # --------------------------------------------------------------------------- the duo (the lab)
 
 
+def _tsig(duo: ResolvedDuo) -> Tsig | None:
+    """The duo's transfer TSIG key, when this version of ods-duo has one."""
+    path = getattr(duo, "tsig_key_path", None)
+    return Tsig.read(path) if isinstance(path, Path) and path.exists() else None
+
+
 class Duo:
     """The lab duo, driven through the ods-duo command line only."""
 
-    def __init__(self, ods_duo: Path, lab_dir: Path, base_address: str) -> None:
-        self.ods_duo = ods_duo
+    def __init__(self, lab_dir: Path, base_address: str) -> None:
         self.dir = lab_dir
         self.base_address = base_address
         self.config = lab_dir / "duo.toml"
         self.nodes = ("a", "b")
 
     def cli(self, *args: str, timeout: float = 300.0) -> str:
-        return run([str(self.ods_duo), "--config", str(self.config), *args], timeout=timeout).stdout
+        return run([*ODS_DUO, "--config", str(self.config), *args], timeout=timeout).stdout
 
     def up(self) -> None:
         log.info("duo: lab up in %s", self.dir)
-        run([str(self.ods_duo), "lab", "up", "--dir", str(self.dir), "--base-address", self.base_address])
+        run([*ODS_DUO, "lab", "up", "--dir", str(self.dir), "--base-address", self.base_address])
 
     def down(self) -> None:
         if self.config.exists():
             log.info("duo: lab down")
-            run([str(self.ods_duo), "lab", "down", "--dir", str(self.dir)], check=False)
+            done = run([*ODS_DUO, "lab", "down", "--dir", str(self.dir)], check=False)
+            log.info("duo: %s", " ".join((done.stdout + done.stderr).split()))
+        # Whatever lab down could not stop (a broken ods-duo, say), stop here by the recorded pids.
+        for record in sorted(self.dir.glob("**/*.json")):
+            stop_recorded_process(record)
 
     def set_threads(self, worker: int, signer: int) -> None:
         """Write the thread settings into every [nodes.X] of duo.toml, then re-render and restart."""
@@ -482,7 +728,9 @@ class Duo:
                 out += [f"worker_threads = {worker}", f"signer_threads = {signer}"]
         text = "\n".join(out) + "\n"
         raw = tomllib.loads(text)
-        assert all(n["worker_threads"] == worker and n["signer_threads"] == signer for n in raw["nodes"].values())
+        assert all(
+            n["worker_threads"] == worker and n["signer_threads"] == signer for n in raw["nodes"].values()
+        )
         self.config.write_text(text)
         duo = load_config(self.config)
         for name in self.nodes:
@@ -508,12 +756,17 @@ class Duo:
                 raise RuntimeError(f"node {name}: signer not running")
             watched.append(
                 Watched(
-                    name=name, address=node.address, port=node.port, signconf=node.paths.signconf(zone),
-                    log_file=node.paths.log / "signerd.log", signer_pid=record.pid,
+                    name=name,
+                    address=node.address,
+                    port=node.port,
+                    signconf=node.paths.signconf(zone),
+                    log_file=node.paths.log / "signerd.log",
+                    signer_pid=record.pid,
                     result=NodeResult(node=name, zone=zone, threads=threads),
-                )  # fmt: skip
+                    tsig=_tsig(duo),
+                )
             )
-        trigger = [str(self.ods_duo), "--config", str(self.config), "key", "create", zone]
+        trigger = [*ODS_DUO, "--config", str(self.config), "key", "create", zone]
         try:
             return measure(f"duo {threads}", zone, watched, trigger, timeout)
         finally:
@@ -526,22 +779,33 @@ class Duo:
 class Single:
     """One plain OpenDNSSEC: own token, ODS makes its own keys, started the way the lab starts nodes."""
 
-    def __init__(self, base: Path, address: str, port: int, policy: PolicyConfig) -> None:
-        self.policy = policy
+    def __init__(self, base: Path, address: str, port: int, duo_config: Path) -> None:
         self.base = base
         self.address = address
         self.port = port
+        self.duo_config = duo_config  # the single instance signs under the duo's policy
         self.node = self._node(2, 2)
+
+    @property
+    def policy(self) -> PolicyConfig:
+        return load_config(self.duo_config).config.policy
 
     def _node(self, worker: int, signer: int) -> Node:
         config = NodeConfig(
-            address=self.address, port=self.port, base_dir=str(self.base), token_label="BENCH-SINGLE",
-            worker_threads=worker, signer_threads=signer,
-        )  # fmt: skip
+            address=self.address,
+            port=self.port,
+            base_dir=str(self.base),
+            token_label="BENCH-SINGLE",  # noqa: S106 (a label, no secret)
+            worker_threads=worker,
+            signer_threads=signer,
+        )
         return Node(
-            name="single", config=config, paths=NodePaths(self.base),
-            input_dir=self.base / "input", pin_file=self.base / "secrets" / "pin",
-        )  # fmt: skip
+            name="single",
+            config=config,
+            paths=NodePaths(self.base),
+            input_dir=self.base / "input",
+            pin_file=self.base / "secrets" / "pin",
+        )
 
     def configure(self, worker: int, signer: int) -> None:
         """(Re)write conf.xml etc. for these threads; the project's templates, minus ManualKeyGeneration."""
@@ -560,8 +824,13 @@ class Single:
         files = [
             (p.conf_xml, conf, "conf", 0o600),
             (p.kasp_xml, render("kasp.xml.j2", kasp_view(self.policy)), "kasp", 0o644),
-            (p.zonelist_xml, render("zonelist.xml.j2", zonelist_view(node, self.policy.name, [])), "zonelist", 0o644),
-            (p.addns_xml, render("addns.xml.j2", addns_view(node, [])), "addns", 0o600),
+            (
+                p.zonelist_xml,
+                render("zonelist.xml.j2", zonelist_view(node, self.policy.name, [])),
+                "zonelist",
+                0o644,
+            ),
+            (p.addns_xml, PLAIN_ADDNS, "addns", 0o600),
         ]
         for path, text, schema, mode in files:
             check_ods_xml(text, schema, str(path))
@@ -591,16 +860,36 @@ class Single:
             raise RuntimeError("single: signer not running")
         watched = [
             Watched(
-                name="single", address=self.address, port=self.port, signconf=p.signconf(zone),
-                log_file=p.log / "signerd.log", signer_pid=record.pid,
+                name="single",
+                address=self.address,
+                port=self.port,
+                signconf=p.signconf(zone),
+                log_file=p.log / "signerd.log",
+                signer_pid=record.pid,
                 result=NodeResult(node="single", zone=zone, threads=threads),
-            )  # fmt: skip
+            )
         ]
         trigger = [
-            "ods-enforcer", "-s", str(p.enforcer_sock), "zone", "add", "--zone", zone,
-            "--policy", self.policy.name, "--signerconf", str(p.signconf(zone)),
-            "--in-type", "File", "--input", str(unsigned), "--out-type", "DNS", "--output", str(p.addns_xml),
-        ]  # fmt: skip
+            "ods-enforcer",
+            "-s",
+            str(p.enforcer_sock),
+            "zone",
+            "add",
+            "--zone",
+            zone,
+            "--policy",
+            self.policy.name,
+            "--signerconf",
+            str(p.signconf(zone)),
+            "--in-type",
+            "File",
+            "--input",
+            str(unsigned),
+            "--out-type",
+            "DNS",
+            "--output",
+            str(p.addns_xml),
+        ]
         try:
             return measure(f"single {threads}", zone, watched, trigger, timeout)
         finally:
@@ -616,6 +905,7 @@ class Results:
     records: int
     machine: dict[str, Any]
     versions: dict[str, str]
+    source: dict[str, Any]
     openssl: list[OpenSSLSpeed] = field(default_factory=list)
     duo: list[Window] = field(default_factory=list)
     single: list[Window] = field(default_factory=list)
@@ -631,7 +921,11 @@ def log_oddities(workdir: Path) -> dict[str, list[str]]:
         counts: Counter[str] = Counter()
         for line in path.read_text(errors="replace").splitlines():
             if "Segmentation fault" in line or "] error  :" in line:
-                counts[re.sub(r"^\[[^]]*\] |\(pid: \d+\)|ods-\w+\[\d\]", "", line).strip()] += 1
+                text = re.sub(r"^\[[^]]*\] |\(pid: \d+\)|ods-\w+\[\d\]", "", line).strip()
+                text = re.sub(r"bench-[ds]\d+\.test", "bench-*.test", text)
+                if "[axfr] unable to open file" in text:
+                    text += " (the benchmark's SOA polls before the zone is out)"
+                counts[text] += 1
         if counts:
             found[str(path.relative_to(workdir))] = [f"{n} x {text}" for text, n in counts.most_common(12)]
     return found
@@ -639,10 +933,13 @@ def log_oddities(workdir: Path) -> dict[str, list[str]]:
 
 def machine_info() -> dict[str, Any]:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         "?",
-    )  # fmt: skip
+    )
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return {
         "nproc": os.cpu_count(),
@@ -655,10 +952,19 @@ def machine_info() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     out = run(
-        ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n",
-         "opendnssec-signer", "opendnssec-enforcer-sqlite3", "softhsm2", "openssl", "libssl3"],
+        [
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package} ${Version}\\n",
+            "opendnssec-signer",
+            "opendnssec-enforcer-sqlite3",
+            "softhsm2",
+            "openssl",
+            "libssl3",
+        ],
         check=False,
-    ).stdout  # fmt: skip
+    ).stdout
     found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     found["python"] = platform.python_version()
     found["dnspython"] = dns.version.version
@@ -673,75 +979,93 @@ def step(name: str) -> Iterator[None]:
     log.info("== %s done in %.1f s", name, time.monotonic() - started)
 
 
-def best(windows: list[Window]) -> Window | None:
-    rated = [w for w in windows if w.aggregate_rate]
-    return max(rated, key=lambda w: w.aggregate_rate or 0) if rated else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sign.md")
-    parser.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"'W,S W,S ...' (default {DEFAULT_SETTINGS!r})")
-    parser.add_argument("--single-settings", help="thread settings for the single instance (default: --settings)")
+    parser.add_argument(
+        "--settings",
+        default=DEFAULT_SETTINGS,
+        help=f"(worker_threads,signer_threads) to measure, in order (default {DEFAULT_SETTINGS!r})",
+    )
+    parser.add_argument("--no-single", action="store_true", help="measure the duo only")
     parser.add_argument("--base-address", default="127.0.0.90", help="the lab's base: nodes on +1 and +2")
     parser.add_argument("--single-address", default="127.0.0.95")
     parser.add_argument("--openssl-seconds", type=int, default=5)
-    parser.add_argument("--timeout", type=float, default=300.0, help="per measurement")
+    parser.add_argument("--timeout", type=float, default=180.0, help="per measurement")
     parser.add_argument("--workdir", type=Path, help="default: a new folder under /tmp")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, tokens) afterwards")
-    parser.add_argument("--ods-duo", type=Path, default=Path(sys.executable).parent / "ods-duo")
+    parser.add_argument(
+        "--source",
+        default="worktree",
+        help="the ods-duo code to run: a frozen copy of the working tree (default) or a git revision",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    args.out = Path(os.environ.get(CWD_ENV, ".")) / args.out  # the caller's folder, not the work folder
+    if os.geteuid() != 0:
+        parser.error("run as root (ODS, SoftHSM, mount namespaces)")
+    return args
+
+
+def run_all(args: argparse.Namespace, results: Results, duo: Duo, single: Single | None, zones: Path) -> None:
+    """OpenSSL first (quiet machine), then per setting: the duo, then the single instance right after."""
+    serial = int(time.strftime("%Y%m%d")) * 100
+
+    def zone_file(zone: str) -> Path:
+        path = zones / zone
+        path.write_text(generate_zone(zone, args.records, serial))
+        return path
+
+    with step("raw OpenSSL ECDSA P-256 (before)"):
+        results.openssl.append(openssl_speed(args.openssl_seconds, 1, "before"))
+        results.openssl.append(openssl_speed(args.openssl_seconds, os.cpu_count() or 1, "before"))
+    with step("lab up"):
+        duo.up()
+    for i, threads in enumerate(parse_settings(args.settings), 1):
+        with step(f"setting {i}: worker_threads={threads[0]} signer_threads={threads[1]}"):
+            duo.set_threads(*threads)
+            zone = f"bench-d{i}.test"
+            results.duo.append(duo.sign(zone, zone_file(zone), threads, args.timeout))
+            if single is not None:
+                single.restart(*threads)
+                zone = f"bench-s{i}.test"
+                results.single.append(single.sign(zone, zone_file(zone), threads, args.timeout))
+                single.stop()  # idle, but out of the way of the next duo measurement
+    duo.down()
+    with step("raw OpenSSL ECDSA P-256 (after)"):
+        results.openssl.append(openssl_speed(args.openssl_seconds, 1, "after"))
+        results.openssl.append(openssl_speed(args.openssl_seconds, os.cpu_count() or 1, "after"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    if os.geteuid() != 0:
-        parser.error("run as root (ODS, SoftHSM, mount namespaces)")
-    settings = parse_settings(args.settings)
-    single_settings = parse_settings(args.single_settings) if args.single_settings else settings
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sign-bench-"))
+    workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="sign-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "zones").mkdir(exist_ok=True)
     log.info("work folder %s", workdir)
-
     results = Results(
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         records=args.records,
         machine=machine_info(),
         versions=versions(),
+        source=json.loads((workdir / "source.json").read_text())
+        if (workdir / "source.json").exists()
+        else {},
     )
     t0 = time.monotonic()
-    serial = int(time.strftime("%Y%m%d")) * 100
-    zones_dir = workdir / "zones"
-    zones_dir.mkdir(exist_ok=True)
-
-    def zone_file(zone: str) -> Path:
-        path = zones_dir / zone
-        path.write_text(generate_zone(zone, args.records, serial))
-        return path
-
-    duo = Duo(args.ods_duo, workdir / "lab", args.base_address)
-    single: Single | None = None
+    duo = Duo(workdir / "lab", args.base_address)
+    single = None
+    if not args.no_single:
+        # The duo's own policy (the lab's), so both sign under the same kasp.xml.
+        single = Single(workdir / "single", args.single_address, 53, duo.config)
     try:
-        with step("raw OpenSSL ECDSA P-256"):
-            results.openssl.append(openssl_speed(args.openssl_seconds, 1))
-            results.openssl.append(openssl_speed(args.openssl_seconds, os.cpu_count() or 1))
-        with step("duo"):
-            duo.up()
-            for i, (worker, signer) in enumerate(settings, 1):
-                duo.set_threads(worker, signer)
-                zone = f"bench-d{i}.test"
-                results.duo.append(duo.sign(zone, zone_file(zone), (worker, signer), args.timeout))
-            duo.down()
-        with step("single"):
-            policy = load_config(duo.config).config.policy  # the duo's policy, as rendered for the duo
-            single = Single(workdir / "single", args.single_address, 53, policy)
-            for i, (worker, signer) in enumerate(single_settings, 1):
-                single.restart(worker, signer)
-                zone = f"bench-s{i}.test"
-                results.single.append(single.sign(zone, zone_file(zone), (worker, signer), args.timeout))
+        run_all(args, results, duo, single, workdir / "zones")
     except Exception as exc:
         results.error = f"{type(exc).__name__}: {exc}"
         log.exception("benchmark failed")
@@ -764,27 +1088,103 @@ def _f(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f} %"
 
 
+def mean_rate_by_threads(windows: list[Window]) -> dict[tuple[int, int], float]:
+    """The mean aggregate sig/s of each thread setting (a setting may be measured more than once)."""
+    rates: dict[tuple[int, int], list[float]] = {}
+    for w in windows:
+        if w.aggregate_rate:
+            rates.setdefault(w.nodes[0].threads, []).append(w.aggregate_rate)
+    return {threads: sum(r) / len(r) for threads, r in rates.items()}
+
+
+def _best(windows: list[Window]) -> tuple[tuple[int, int], float] | None:
+    means = mean_rate_by_threads(windows)
+    return max(means.items(), key=lambda item: item[1]) if means else None
+
+
+def _node_rows(results: Results) -> list[str]:
+    rows = [
+        "| # | run | threads (worker, signer) | node | signatures | wall s | from key create end s | sig/s "
+        "| signer CPU s | CPU s per busy thread | sig/CPU-s | cores mean / peak 1 s | STATS new "
+        "| STATS RR/NSEC3/RRSIG/total s | STATS sig/s | other work, cores | load before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, windows in (("duo", results.duo), ("single", results.single)):
+        for i, w in enumerate(windows, 1):
+            for n in w.nodes:
+                st = n.stats
+                times = f"{st.rr_time}/{st.nsec3_time}/{st.rrsig_time}/{st.total_time}" if st else "-"
+                from_end = _f(n.from_trigger_end_s, 2) if kind == "duo" else "-"
+                rows.append(
+                    f"| {i} | {kind} | {n.threads} | {n.node} | {_f(n.signatures)} | {_f(n.wall_s, 2)} "
+                    f"| {from_end} | {_f(n.rate)} | {_f(n.signer_cpu_s, 2)} "
+                    f"| {' + '.join(f'{x:.1f}' for x in n.thread_cpu_s) or '-'} | {_f(n.rate_per_cpu_s)} "
+                    f"| {_f(n.cores, 2)} / {_f(n.peak_cores, 2)} "
+                    f"| {_f(st.rrsig_new if st else None)} | {times} | {_f(n.daemon_rate)} "
+                    f"| {_f(w.other_cores, 2)} | {w.load_before:.2f}/{w.load_after:.2f} |"
+                )
+    return rows
+
+
+def _comparison_rows(results: Results, raw_one: float | None, raw_all: float | None) -> list[str]:
+    rows = [
+        "| # | threads | duo a sig/s | duo b sig/s | duo both sig/s | single sig/s | node a / single "
+        "| node b / single | duo both / single | single / raw all cores | duo both / raw all cores "
+        "| single / raw 1 core |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, w in enumerate(results.duo):
+        single = results.single[i] if i < len(results.single) else None
+        single_rate = single.aggregate_rate if single else None
+        a, b = (w.nodes[0].rate, w.nodes[1].rate) if len(w.nodes) > 1 else (w.nodes[0].rate, None)
+        both = w.aggregate_rate
+        ratios = [_ratio(a, single_rate), _ratio(b, single_rate), _ratio(both, single_rate)]
+        rows.append(
+            f"| {i + 1} | {w.nodes[0].threads} | {_f(a)} | {_f(b)} | {_f(both)} | {_f(single_rate)} | "
+            + " | ".join(_f(r, 2) for r in ratios)
+            + f" | {_pct(_ratio(single_rate, raw_all))} | {_pct(_ratio(both, raw_all))} "
+            f"| {_pct(_ratio(single_rate, raw_one))} |"
+        )
+    return rows
+
+
+def _source_text(source: dict[str, Any]) -> str:
+    if not source:
+        return "as installed in the venv"
+    commit = str(source.get("commit", "?"))[:10]
+    if source.get("source") == "worktree":
+        changed = source.get("uncommitted_files", 0)
+        return f"a frozen copy of the working tree at start (HEAD {commit} + {changed} uncommitted files)"
+    return f"git revision {source.get('source')} ({commit})"
+
+
 def write_results(results: Results, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    raw_one = next((o.sign_per_s for o in results.openssl if o.processes == 1), None)
-    raw_all = next((o.sign_per_s for o in results.openssl if o.processes > 1), None)
-    singles = {w.nodes[0].threads: w for w in results.single}
-    best_duo, best_single = best(results.duo), best(results.single)
-
+    # The raw limit: the best of the OpenSSL runs (before and after), the least disturbed.
+    raw_one = max((o.sign_per_s for o in results.openssl if o.processes == 1), default=None)
+    raw_all = max((o.sign_per_s for o in results.openssl if o.processes > 1), default=None)
+    best_duo, best_single = _best(results.duo), _best(results.single)
     data: dict[str, Any] = {
         "started": results.started,
         "records": results.records,
         "machine": results.machine,
         "versions": results.versions,
+        "source": results.source,
         "openssl": [asdict(o) for o in results.openssl],
         "duo": [w.summary() for w in results.duo],
         "single": [w.summary() for w in results.single],
-        "best_duo_threads": best_duo.nodes[0].threads if best_duo else None,
-        "best_single_threads": best_single.nodes[0].threads if best_single else None,
+        "duo_mean_rate_by_threads": {str(k): v for k, v in mean_rate_by_threads(results.duo).items()},
+        "single_mean_rate_by_threads": {str(k): v for k, v in mean_rate_by_threads(results.single).items()},
+        "best_duo": best_duo,
+        "best_single": best_single,
         "wall_total_s": results.wall_total_s,
         "error": results.error,
         "log_oddities": results.log_oddities,
@@ -802,79 +1202,60 @@ def write_results(results: Results, out: Path) -> None:
         + ", ".join(f"{k} {v}" for k, v in results.versions.items())
         + ".",
         "",
-        "The machine is shared: other work (the lead's tests) may have run during the measurements. "
-        "`other CPU s` is the machine's busy CPU time during each measurement minus the watched signers' own; "
-        "`sig/CPU-s` (signatures per second of signer CPU time) is the number least disturbed by that.",
+        f"ods-duo code: {_source_text(results.source)}.",
+        "",
+        "The machine is shared and noisy: other work (the lead's tests, other benchmarks) may run during "
+        "the measurements. `other work, cores` is the machine's busy CPU time from the first signer's start "
+        "to the last node serving, minus the watched signers' own, over that span: how many of the "
+        f"{m['nproc']} cores other work took on average. `sig/CPU-s` (signatures per second of signer CPU "
+        "time) is the figure least disturbed by it; `cores mean / peak 1 s` is how much CPU each signer got "
+        "(mean over its wall time, and its best 1 s).",
     ]
     if results.error:
         lines += ["", f"**The run failed:** `{results.error}`; the tables hold what was measured before."]
-    lines += ["", "## Raw limit: `openssl speed ecdsap256`", "", "| processes | sign/s | verify/s |", "|---|---|---|"]
-    lines += [f"| {o.processes} | {_f(o.sign_per_s)} | {_f(o.verify_per_s)} |" for o in results.openssl]
-
+    lines += [
+        "",
+        "## Raw limit: `openssl speed ecdsap256`",
+        "",
+        "Run before and after the ODS measurements; the raw limit used below is the better of the two.",
+        "",
+        "| when | processes | sign/s | verify/s |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {o.when} | {o.processes} | {_f(o.sign_per_s)} | {_f(o.verify_per_s)} |" for o in results.openssl
+    ]
     lines += [
         "",
         "## Per node",
         "",
-        "Wall = from the enforcer writing the zone's signconf (its mtime) until the node's listener answers "
-        "SOA for the signed zone; it includes reading the 100k records, NSEC3, signing and writing out. "
-        "Signatures = RRSIGs in an AXFR of the node afterwards. STATS = the signer's own log line "
-        "(`RRSIG new=N time=T(sec)`, whole seconds, so its rate is coarse).",
+        "Wall = from the enforcer writing the zone's signconf (its mtime: the signer starts then) until the "
+        "node's listener answers SOA for the zone (the signed zone is out); it includes reading the records, "
+        "NSEC3, signing and writing out. `from key create end` = the same end, counted from the end of "
+        "`ods-duo key create` (the first node's signer starts before that command returns). Signatures = "
+        "RRSIGs in an AXFR of the node afterwards. STATS = the signer's own log line (`RRSIG new=N "
+        "time=T(sec)`, whole seconds, so its rate is coarse).",
         "",
-        "| run | threads (worker, signer) | node | signatures | wall s | sig/s | signer CPU s | sig/CPU-s "
-        "| STATS new | STATS RR/NSEC3/RRSIG/total s | STATS sig/s | other CPU s | load before/after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for kind, windows in (("duo", results.duo), ("single", results.single)):
-        for w in windows:
-            for n in w.nodes:
-                s = n.stats
-                stats_times = f"{s.rr_time}/{s.nsec3_time}/{s.rrsig_time}/{s.total_time}" if s else "-"
-                lines.append(
-                    f"| {kind} | {n.threads} | {n.node} | {_f(n.signatures)} | {_f(n.wall_s, 2)} | {_f(n.rate)} "
-                    f"| {_f(n.signer_cpu_s, 2)} | {_f(n.rate_per_cpu_s)} | {_f(s.rrsig_new if s else None)} "
-                    f"| {stats_times} | {_f(n.daemon_rate)} | {_f(w.other_busy_s, 1)} "
-                    f"| {w.load_before:.2f}/{w.load_after:.2f} |"
-                )
-
-    lines += [
+        *_node_rows(results),
         "",
         "## Duo against single, per thread setting",
         "",
-        "Per node = each duo node's sig/s over the single instance's at the same setting. Duo total = "
-        "both nodes' signatures over the span from the first signconf to the last node serving. "
-        f"Raw fractions are of the {m['nproc']}-process `openssl speed -multi` sign rate"
-        + (f" ({_f(raw_all)}/s)" if raw_all else "")
-        + " (the whole machine's raw limit), and of one core"
-        + (f" ({_f(raw_one)}/s)" if raw_one else "")
-        + ".",
+        "Each duo measurement is followed at once by the single instance at the same setting. Duo both = "
+        "both nodes' signatures over the span from the first signconf to the last node serving. Raw "
+        f"fractions are of `openssl speed -multi {m['nproc']}` ({_f(raw_all)} sign/s: the machine's raw "
+        f"limit) and of one core ({_f(raw_one)} sign/s).",
         "",
-        "| threads | duo a sig/s | duo b sig/s | duo total sig/s | single sig/s | per node a / b vs single "
-        "| duo total / single | single / raw all cores | duo total / raw all cores | single / raw 1 core |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for w in results.duo:
-        threads = w.nodes[0].threads
-        single_window = singles.get(threads)
-        single_rate = single_window.aggregate_rate if single_window else None
-        node_rates = [n.rate for n in w.nodes]
-        ratios = " / ".join(f"{r / single_rate:.2f}" if r and single_rate else "-" for r in node_rates)
-        total = w.aggregate_rate
-        lines.append(
-            f"| {threads} | {_f(node_rates[0])} | {_f(node_rates[1] if len(node_rates) > 1 else None)} "
-            f"| {_f(total)} | {_f(single_rate)} | {ratios} "
-            f"| {f'{total / single_rate:.2f}' if total and single_rate else '-'} "
-            f"| {_pct(single_rate / raw_all if single_rate and raw_all else None)} "
-            f"| {_pct(total / raw_all if total and raw_all else None)} "
-            f"| {_pct(single_rate / raw_one if single_rate and raw_one else None)} |"
-        )
-    lines += [
+        *_comparison_rows(results, raw_one, raw_all),
         "",
-        "## Best setting",
+        "## Best setting (mean sig/s per setting)",
         "",
-        f"Duo: {best_duo.nodes[0].threads if best_duo else '-'} "
-        f"({_f(best_duo.aggregate_rate if best_duo else None)} sig/s both nodes together). "
-        f"Single: {best_single.nodes[0].threads if best_single else '-'} "
-        f"({_f(best_single.aggregate_rate if best_single else None)} sig/s).",
+        "Duo (both nodes): "
+        + ", ".join(f"{k}: {_f(v)}" for k, v in mean_rate_by_threads(results.duo).items())
+        + f". Best {best_duo[0] if best_duo else '-'}.",
+        "",
+        "Single: "
+        + ", ".join(f"{k}: {_f(v)}" for k, v in mean_rate_by_threads(results.single).items())
+        + f". Best {best_single[0] if best_single else '-'}.",
         "",
     ]
     if results.log_oddities:
