@@ -44,7 +44,7 @@ def render_zones(duo: Duo, secondary: str, mode: str, zones: list[str]) -> str:
     return render(
         "named-zones.conf.j2",
         {"secondary": secondary, "mode": mode, "servers": servers, "zones": views,
-         "key_name": duo.config.transfer.key_name},
+         "key_name": duo.config.transfer.key_name, "axfr_tsig": duo.config.transfer.axfr_tsig},
     )  # fmt: skip
 
 

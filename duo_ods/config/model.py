@@ -168,6 +168,11 @@ class TransferConfig(_Model):
     tsig_key_file: str = "secrets/duo-transfer.key"  # a BIND key statement, 0600; made when missing
     key_name: str = "duo-transfer"
     algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
+    # TSIG on the secondaries' AXFRs. Off by default: ods-signerd 2.1.12 signs a multi-message AXFR
+    # in a way BIND 9.18 rejects ("expected a TSIG or SIG(0)"), so any zone larger than one message
+    # never reaches the secondaries. Off, the signers allow the secondaries by address; NOTIFY and
+    # ods-duo's own transfers keep the key. Turn it on once the signer's TSIG handling is fixed.
+    axfr_tsig: bool = False
     # Besides the secondaries, who may transfer from the signers (with the key): `ods-duo check`.
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8"])
     mode: Literal["failover", "split"] = "failover"

@@ -31,7 +31,8 @@ def render_node_configs(duo: Duo, node: Node, zones: list[str]) -> list[Rendered
     secondaries = [(s.address, s.port) for s in duo.config.secondaries]
     key = read_tsig_key(duo.tsig_key_path)
     tsig = TsigView(key.name, key.algorithm, key.secret)
-    addns = addns_view(node, secondaries, duo.config.transfer.allow, tsig)
+    t = duo.config.transfer
+    addns = addns_view(node, secondaries, t.allow, tsig, t.axfr_tsig)
     files = [
         # conf.xml holds the token PIN (ODS reads it from there): owner-only.
         RenderedFile(

@@ -208,10 +208,13 @@ def _host_prefix(address: str) -> str:
     return f"{address}/{ipaddress.ip_address(address).max_prefixlen}"
 
 
-def addns_view(node: Node, secondaries: list[tuple[str, int]], allow: list[str], tsig: TsigView) -> AddnsView:
-    """Transfers only to the secondaries and the `allow` prefixes (ods-duo check), all with the TSIG
-    key; NOTIFY to every secondary, signed with it."""
-    peers = [PeerView(prefix=_host_prefix(address), key=tsig.name) for address, _ in secondaries]
+def addns_view(
+    node: Node, secondaries: list[tuple[str, int]], allow: list[str], tsig: TsigView, axfr_tsig: bool
+) -> AddnsView:
+    """Transfers only to the secondaries (with the TSIG key when axfr_tsig, else by address) and to the
+    `allow` prefixes with the key (ods-duo check); NOTIFY to every secondary, signed with the key."""
+    secondary_key = tsig.name if axfr_tsig else None
+    peers = [PeerView(prefix=_host_prefix(address), key=secondary_key) for address, _ in secondaries]
     peers += [PeerView(prefix=prefix, key=tsig.name) for prefix in allow]
     notify = [RemoteView(address=address, port=port, key=tsig.name) for address, port in secondaries]
     return AddnsView(node=node.name, tsig_keys=[tsig], transfer_peers=peers, notify=notify)

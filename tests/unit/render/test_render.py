@@ -78,16 +78,20 @@ def test_addns_transfer_and_notify() -> None:
         Path("/x/pin"),
     )
     tsig = TsigView("duo-transfer", "hmac-sha256", "c2VjcmV0")
-    text = render(
-        "addns.xml.j2", addns_view(node, [("127.0.0.31", 53), ("2001:db8::53", 53)], ["127.0.0.1/32"], tsig)
-    )
+    secondaries = [("127.0.0.31", 53), ("2001:db8::53", 53)]
+    text = render("addns.xml.j2", addns_view(node, secondaries, ["127.0.0.1/32"], tsig, axfr_tsig=True))
     assert "<Peer><Prefix>127.0.0.31/32</Prefix><Key>duo-transfer</Key></Peer>" in text
     assert "<Peer><Prefix>2001:db8::53/128</Prefix><Key>duo-transfer</Key></Peer>" in text
     assert "<Peer><Prefix>127.0.0.1/32</Prefix><Key>duo-transfer</Key></Peer>" in text
     assert "<Remote><Address>127.0.0.31</Address><Port>53</Port><Key>duo-transfer</Key></Remote>" in text
     assert "<Name>duo-transfer</Name>" in text and "<Secret>c2VjcmV0</Secret>" in text
     check_ods_xml(text, "addns", "addns.xml")
-    text = render("addns.xml.j2", addns_view(node, [], ["127.0.0.0/8"], tsig))
+    # By default the secondaries are allowed by address (see TransferConfig.axfr_tsig), the rest by key.
+    text = render("addns.xml.j2", addns_view(node, secondaries[:1], ["127.0.0.0/8"], tsig, axfr_tsig=False))
+    assert "<Peer><Prefix>127.0.0.31/32</Prefix></Peer>" in text
+    assert "<Peer><Prefix>127.0.0.0/8</Prefix><Key>duo-transfer</Key></Peer>" in text
+    check_ods_xml(text, "addns", "addns.xml")
+    text = render("addns.xml.j2", addns_view(node, [], ["127.0.0.0/8"], tsig, axfr_tsig=False))
     assert text.count("<Peer>") == 1
     assert "<Notify>" not in text
 
