@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import dns.zone
-
 Severity = Literal["critical", "warning", "info"]
 
 
@@ -15,15 +13,6 @@ class Problem:
     severity: Severity
     source: str  # a node, secondary, file, or "duo" for cross-source findings
     message: str
-
-
-@dataclass
-class Source:
-    """One copy of a zone: from a signer or secondary by AXFR, or a saved file."""
-
-    name: str
-    zone: dns.zone.Zone | None = None
-    error: str | None = None
 
 
 @dataclass

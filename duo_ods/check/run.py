@@ -1,30 +1,202 @@
-"""Run the checks for zones of a duo (live) or for given sources (offline)."""
+"""Run the checks for zones of a duo (live) or for given sources (offline).
+
+Each copy is fetched, parsed and checked on its own in a worker process, one per core, so the
+copies of both signers are verified at the same time. A worker sends back only findings (see
+checks.SourceFindings), plus what it received, should a second phase need it: verifying one
+copy's signatures under another copy's keys is needed only where those key sets differ; under an
+identical key set the copy's own results are the answer, so no signature is verified twice under
+the same keys. Copies beyond the first wave (the secondaries) get the verifications already done
+and only verify what differs.
+"""
 
 from __future__ import annotations
 
+import gc
+import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import dns.rrset
 
 from duo_ods.bind.tsig import TsigKey, read_tsig_key
 from duo_ods.check.checks import (
-    Context,
-    Nsec3Params,
+    SourceFindings,
     check_ds,
     check_expiry,
-    check_nsec3,
-    check_signatures,
     compare_sources,
+    count_failures,
+    cross_needed,
+    findings,
+    verify_all,
 )
-from duo_ods.check.model import Source, Thresholds, ZoneReport
-from duo_ods.check.sources import fetch_axfr, load_file, parse_source
-from duo_ods.check.verify import Verifier
-from duo_ods.check.zoneview import ZoneView, analyse
+from duo_ods.check.model import Thresholds, ZoneReport
+from duo_ods.check.sources import AxfrSource, FileSource, Raw, Source, SourceError, load, parse_source, reload
+from duo_ods.check.verify import KeySet
+from duo_ods.check.zoneview import unsigned_records
 from duo_ods.config.resolve import Duo
-from duo_ods.errors import DuoError
+from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.transport.base import Transport
 from duo_ods.zones.check import normalize_zone_name
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Job:
+    zone: str
+    now: float
+
+
+@dataclass
+class Outcome:
+    """What a worker sends back for one source."""
+
+    name: str
+    error: str = ""
+    findings: SourceFindings | None = None
+    raw: Raw | None = None  # for a second phase
+    valid: frozenset[bytes] = frozenset()  # verifications done and valid (checks.verification_key)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Reading a copy makes a million objects and no reference cycles: the cycle collector would
+    only scan them again and again (it doubles the time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def check_source(job: Job, source: Source, known: frozenset[bytes], record: bool) -> Outcome:
+    """Fetch, parse and check one copy (in a worker)."""
+    with _no_gc():
+        return _check_source(job, source, known, record)
+
+
+def _check_source(job: Job, source: Source, known: frozenset[bytes], record: bool) -> Outcome:
+    started = time.monotonic()
+    try:
+        raw, view = load(source, job.zone)
+    except SourceError as exc:
+        return Outcome(source.name, error=str(exc))
+    loaded = time.monotonic()
+    keys = KeySet(view.dnskeys) if view.dnskeys is not None else None
+    results, valid = verify_all(view, keys, job.now, known, record) if keys else (None, set[bytes]())
+    verified = time.monotonic()
+    found = findings(view, source.name, results)
+    found.keyset = keys.id if keys else None
+    found.data = unsigned_records(view)
+    log.debug(
+        "%s %s: %d records read in %.1f s, %d signatures verified in %.1f s, other checks %.1f s",
+        job.zone, source.name, view.data.records, loaded - started, len(view.data.rrsigs), verified - loaded,
+        time.monotonic() - verified,
+    )  # fmt: skip
+    return Outcome(source.name, findings=found, raw=raw, valid=frozenset(valid))
+
+
+def cross_check(job: Job, raw: Raw, keysets: Sequence[dns.rrset.RRset]) -> dict[str, int]:
+    """How many of the copy's signatures fail under each of other copies' key sets (in a worker)."""
+    with _no_gc():
+        view = reload(raw, job.zone)
+        return {keys.id: count_failures(view, keys, job.now) for keys in map(KeySet, keysets)}
+
+
+class _Inline(Executor):
+    """Runs each call at once, here: for one source or one core."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def default_workers(sources: int) -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), sources))
+
+
+def pool(workers: int) -> Executor:
+    if workers <= 1:
+        return _Inline()
+    # fork: the workers start at once with everything imported (the default on Linux before 3.14)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
+class ZoneCheck:
+    """The check of one zone: started on the workers at once, finished once the DS records
+    (from the enforcers, meanwhile) are known."""
+
+    def __init__(  # noqa: PLR0917
+        self, executor: Executor, workers: int, zone: str, sources: Sequence[Source], limits: Thresholds,
+        now: float | None = None,
+    ) -> None:  # fmt: skip
+        self.executor = executor
+        self.job = Job(zone, time.time() if now is None else now)
+        self.limits = limits
+        self.rest = list(sources[workers:])
+        record = bool(self.rest)
+        self.first = [
+            executor.submit(check_source, self.job, s, frozenset(), record) for s in sources[:workers]
+        ]
+
+    def finish(self, ds_records: Sequence[str] = ()) -> ZoneReport:
+        started = time.monotonic()
+        outcomes = [f.result() for f in self.first]
+        log.debug("%s: waited %.1f s for the first copies", self.job.zone, time.monotonic() - started)
+        if self.rest:
+            known = frozenset().union(*(o.valid for o in outcomes))
+            later = [self.executor.submit(check_source, self.job, s, known, False) for s in self.rest]
+            outcomes += [f.result() for f in later]
+        report = ZoneReport(self.job.zone)
+        copies = []
+        for outcome in outcomes:
+            found = outcome.findings
+            if found is None:
+                report.add("critical", outcome.name, outcome.error or "no data")
+                continue
+            report.serials[found.name] = found.serial
+            report.problems += found.problems
+            if found.signatures is not None:
+                report.signatures[found.name] = found.signatures
+            check_ds(found, ds_records, report)
+            check_expiry(found, self.job.now, self.limits, report)
+            copies.append(found)
+        if len(copies) > 1:
+            started = time.monotonic()
+            compare_sources(copies, self._cross(outcomes, copies), self.limits, report)
+            log.debug("%s: copies compared in %.1f s", self.job.zone, time.monotonic() - started)
+        return report
+
+    def _cross(
+        self, outcomes: Sequence[Outcome], copies: Sequence[SourceFindings]
+    ) -> dict[tuple[str, str], int]:
+        """The second phase, for copies whose key sets differ (the broken case): verify again."""
+        raws = {o.name: o.raw for o in outcomes}
+        dnskeys = {c.keyset: c.dnskeys for c in copies if c.keyset is not None and c.dnskeys is not None}
+        futures = {}
+        for name, keysets in cross_needed(copies).items():
+            raw = raws[name]
+            assert raw is not None
+            futures[name] = self.executor.submit(
+                cross_check, self.job, raw, [dnskeys[k] for k in sorted(keysets)]
+            )
+        return {(name, keyset): n for name, f in futures.items() for keyset, n in f.result().items()}
 
 
 def check_zone(  # noqa: PLR0917 (all but the first two have defaults)
@@ -33,70 +205,69 @@ def check_zone(  # noqa: PLR0917 (all but the first two have defaults)
     ds_records: Sequence[str] = (),
     limits: Thresholds | None = None,
     now: float | None = None,
-    verifier: Verifier | None = None,
+    workers: int | None = None,
 ) -> ZoneReport:
     """All checks on the copies of one zone; a missing copy is a problem, the rest still runs."""
-    ctx = Context(verifier or Verifier(), time.time() if now is None else now, limits or Thresholds())
-    report = ZoneReport(zone)
-    views: dict[str, ZoneView] = {}
-    params: dict[str, Nsec3Params | None] = {}
-    for source in sources:
-        if source.zone is None:
-            report.add("critical", source.name, source.error or "no data")
-            continue
-        view = analyse(source.zone)
-        views[source.name] = view
-        report.serials[source.name] = view.serial
-        check_signatures(view, source.name, ctx, report)
-        params[source.name] = check_nsec3(view, source.name, report)
-        check_ds(view, source.name, ds_records, ctx, report)
-        check_expiry(view, source.name, ctx, report)
-    if len(views) > 1:
-        compare_sources(views, params, ctx, report)
-    return report
+    workers = workers or default_workers(len(sources))
+    with pool(workers) as executor:
+        return ZoneCheck(executor, workers, zone, sources, limits or Thresholds(), now).finish(ds_records)
 
 
 def live_sources(duo: Duo, zone: str) -> list[Source]:
     """The zone from every signer's listener, then from every configured secondary (TSIG)."""
     tsig = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
-    sources = [fetch_axfr(name, n.address, n.port, zone, tsig) for name, n in duo.nodes.items()]
-    sources += [fetch_axfr(s.name, s.address, s.port, zone, tsig) for s in duo.config.secondaries]
+    sources: list[Source] = [AxfrSource(name, n.address, n.port, tsig) for name, n in duo.nodes.items()]
+    sources += [AxfrSource(s.name, s.address, s.port, tsig) for s in duo.config.secondaries]
     return sources
 
 
-def check_duo(duo: Duo, transport: Transport, zones: Sequence[str], limits: Thresholds) -> list[ZoneReport]:
+def _enforcer_view(duo: Duo, transport: Transport, zone: str) -> tuple[list[str], list[str], str]:
+    """The published DS records, key state drift between the nodes, and an error reading them."""
+    try:
+        ds_records = ds_for_zone(duo, transport, zone).ds
+        drift = [
+            f"{r['role']} {r['keytag']}: " + ", ".join(f"{n} {v['state']}" for n, v in r["nodes"].items())
+            + (f", missing on {', '.join(r['missing_on'])}" if r["missing_on"] else "")
+            for r in list_keys(duo, transport, zone)
+            if r["differs"]
+        ]  # fmt: skip
+    except DuoError as exc:
+        return [], [], str(exc)
+    return ds_records, drift, ""
+
+
+def check_duo(
+    duo: Duo, transport: Transport, zones: Sequence[str], limits: Thresholds, workers: int | None = None
+) -> list[ZoneReport]:
     """Check zones (default: every zone on any node) on every signer and secondary."""
     if not zones:
         found: set[str] = set()
+        silent: list[str] = []
         for node in duo.nodes:
             try:
                 found |= {z["name"] for z in transport.call(node, "zone-list")["zones"]}
-            except DuoError:
-                continue  # reported per zone below through its missing copy
+            except DuoError as exc:
+                silent.append(str(exc))  # a node that answers still names the zones to check
+        if not found and silent:
+            # Nothing to check is not "all valid": say that the nodes could not be asked.
+            raise NodeError("cannot list the zones to check: " + "; ".join(silent))
         zones = sorted(found)
     reports = []
-    verifier = Verifier()
-    for zone in (normalize_zone_name(z) for z in zones):
-        ds_records: list[str] = []
-        drift: list[str] = []
-        try:
-            ds_records = ds_for_zone(duo, transport, zone).ds
-            drift = [
-                f"{r['role']} {r['keytag']}: " + ", ".join(f"{n} {v['state']}" for n, v in r["nodes"].items())
-                + (f", missing on {', '.join(r['missing_on'])}" if r["missing_on"] else "")
-                for r in list_keys(duo, transport, zone)
-                if r["differs"]
-            ]  # fmt: skip
-        except DuoError as exc:
-            enforcer_error = str(exc)
-        else:
-            enforcer_error = ""
-        report = check_zone(zone, live_sources(duo, zone), ds_records, limits, verifier=verifier)
-        if enforcer_error:
-            report.add("critical", "duo", f"cannot read the enforcers' keys: {enforcer_error}")
-        if drift:
-            report.add("warning", "duo", "enforcer key states differ between the nodes: " + "; ".join(drift))
-        reports.append(report)
+    workers = workers or default_workers(len(duo.nodes) + len(duo.config.secondaries))
+    with pool(workers) as executor:
+        for zone in (normalize_zone_name(z) for z in zones):
+            started = ZoneCheck(executor, workers, zone, live_sources(duo, zone), limits)
+            asked = time.monotonic()
+            ds_records, drift, enforcer_error = _enforcer_view(duo, transport, zone)  # while the workers work
+            log.debug("%s: enforcers asked in %.1f s", zone, time.monotonic() - asked)
+            report = started.finish(ds_records)
+            if enforcer_error:
+                report.add("critical", "duo", f"cannot read the enforcers' keys: {enforcer_error}")
+            if drift:
+                report.add(
+                    "warning", "duo", "enforcer key states differ between the nodes: " + "; ".join(drift)
+                )
+            reports.append(report)
     return reports
 
 
@@ -109,14 +280,14 @@ def check_given(
 ) -> ZoneReport:
     """Offline (or ad hoc) check of saved files and/or servers given with --source."""
     zone = normalize_zone_name(zone)
-    sources = []
+    sources: list[Source] = []
     file_names = [t.name for t in map(parse_source, specs) if isinstance(t, Path)]
     for spec in specs:
         target = parse_source(spec)
         if isinstance(target, tuple):
-            sources.append(fetch_axfr(spec, target[0], target[1], zone, tsig))
+            sources.append(AxfrSource(spec, target[0], target[1], tsig))
         else:
             # Short names read better; fall back to the path when two files share a name.
             unique = file_names.count(target.name) == 1
-            sources.append(load_file(target, zone, target.name if unique else str(target)))
+            sources.append(FileSource(target.name if unique else str(target), target))
     return check_zone(zone, sources, ds_records, limits)

@@ -8,7 +8,7 @@ import dns.rdatatype
 from duo_ods.check.model import ZoneReport
 from duo_ods.check.output import as_json, as_nagios, as_table
 from duo_ods.check.sources import parse_source
-from duo_ods.check.zoneview import bitmap_types
+from duo_ods.check.wire import decode_bitmap, encode_bitmap
 
 
 def report(*problems: tuple[str, str, str]) -> ZoneReport:
@@ -60,4 +60,8 @@ def test_bitmap_types() -> None:
         dns.rdatatype.NSEC3,
         "1 0 0 - 0123456789ABCDEFGHIJKLMNOPQRSTUV A NS SOA RRSIG DNSKEY NSEC3PARAM TYPE65534",
     )
-    assert bitmap_types(rd.windows) == {1, 2, 6, 46, 48, 51, 65534}  # type: ignore[attr-defined]
+    wire = rd.to_wire()
+    assert wire is not None
+    bitmap = wire[6 + 20 :]  # after algorithm, flags, iterations, salt length 0, hash length, hash
+    assert decode_bitmap(bitmap) == {1, 2, 6, 46, 48, 51, 65534}
+    assert encode_bitmap(frozenset({1, 2, 6, 46, 48, 51, 65534})) == bitmap
