@@ -21,9 +21,11 @@ from duo_ods import process
 from duo_ods.bind.render import check_named_conf, primaries_for, render_named_conf, render_zones
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import LabError
+from duo_ods.keys.listing import list_keys
 from duo_ods.lab.net import check_free
 from duo_ods.proc import run
 from duo_ods.render.engine import write_atomic
+from duo_ods.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,16 @@ def sync(duo: Duo, zones: list[str]) -> None:
     for name in duo.secondary_dirs:
         if process.running(_files(duo.secondary_dirs[name])["record"]) is not None:
             reconfigure(duo, name, zones)
+
+
+def sync_signed(duo: Duo, transport: Transport) -> None:
+    """The secondaries ods-duo runs itself get the zones that have keys (so are signed or about to
+    be). A zone without keys is not served by the signers: a secondary would only fail to refresh
+    it, again and again, and that delays its real transfers."""
+    if not duo.secondary_dirs:
+        return
+    signed = sorted({row["zone"] for row in list_keys(duo, transport)})
+    sync(duo, signed)
 
 
 def stop(duo: Duo, name: str) -> str:

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 import click
 
+from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.keys.flow import ROLE_CHOICES, create_key
 from duo_ods.keys.kek import kek_init
@@ -25,6 +26,7 @@ def key() -> None:
 def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -> None:
     """Make a key on one node, copy it to every node and the backup, then let every enforcer use it."""
     created = create_key(ctx.duo, ctx.transport, zone_name, role, origin)
+    managed.sync_signed(ctx.duo, ctx.transport)  # the lab's secondaries take the newly signed zone
     lines = [
         f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
         f"in the enforcers of {', '.join(k.imported_on)}"

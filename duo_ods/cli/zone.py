@@ -9,7 +9,7 @@ import click
 
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
-from duo_ods.zones.manage import add_zone, list_zones, node_zones, remove_zone, update_zone
+from duo_ods.zones.manage import add_zone, list_zones, remove_zone, update_zone
 
 
 @click.group()
@@ -18,9 +18,8 @@ def zone() -> None:
 
 
 def _sync_managed_secondaries(ctx: Ctx) -> None:
-    """The secondaries ods-duo runs itself (the lab's) follow the zone list at once."""
-    if ctx.duo.secondary_dirs:
-        managed.sync(ctx.duo, sorted(set().union(*node_zones(ctx.duo, ctx.transport).values())))
+    """The secondaries ods-duo runs itself (the lab's) follow the list of signed zones at once."""
+    managed.sync_signed(ctx.duo, ctx.transport)
 
 
 @zone.command("add")

@@ -129,9 +129,9 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
             actions.append(
                 f"{key.role} {key.locator} (key tag {key.keytag}) shared by {', '.join(key.imported_on)}"
             )
-    all_zones = sorted(set().union(*node_zones(duo, transport).values()))
+    signed = sorted({row["zone"] for row in list_keys(duo, transport)})  # zones without keys are not served
     for name in duo.secondary_dirs:
-        pid = secondaries.start(duo, name, all_zones, layout.address_ledger)
+        pid = secondaries.start(duo, name, signed, layout.address_ledger)
         config = next(s for s in duo.config.secondaries if s.name == name)
         actions.append(f"secondary {name} (named pid {pid}) on {config.address} port {config.port}")
     _wait_for_secondaries(duo, EXAMPLE_ZONE)

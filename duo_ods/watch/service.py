@@ -170,7 +170,9 @@ class Watcher:
         except DuoError as exc:
             log.warning("waiting for every node to answer before making keys: %s", exc)
             return
-        for zone in sorted(self.pending_keys & everywhere):
+        # One zone per tick: a key takes seconds, and file events and SIGTERM must not wait for a
+        # thousand of them.
+        for zone in sorted(self.pending_keys & everywhere)[:1]:
             try:
                 if not list_keys(self.duo, self.transport, zone):
                     create_key(self.duo, self.transport, zone, None, self.node.name)
@@ -182,8 +184,7 @@ class Watcher:
 
     def _after_new_zone(self) -> None:
         """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
-        if self.duo.secondary_dirs:
-            managed.sync(self.duo, sorted(set().union(*node_zones(self.duo, self.transport).values())))
+        managed.sync_signed(self.duo, self.transport)
 
     # --- running -----------------------------------------------------------------------------
 

@@ -99,7 +99,9 @@ def update_checked(duo: Duo, transport: Transport, checked: CheckedZone, nodes: 
     name = checked.name
     result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
     served = {n: s for n, s in served_serials(duo, name).items() if s is not None}
-    target = next_serial(served.values(), duo.config.policy.serial) if served else None
+    # Above every served serial and above the input's own: the signer never goes below the input's
+    # serial (it picks its own then, and the nodes would not wait for the same one).
+    target = next_serial([*served.values(), checked.serial], duo.config.policy.serial) if served else None
     result["output_serial"] = target
     payload = {"zone": name, "text": checked.text, "serial": target}
 
