@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -9,19 +10,39 @@ from pathlib import Path
 import click
 
 from duo_ods import __version__
-from duo_ods.cli.backup import backup
-from duo_ods.cli.bind import bind_config
-from duo_ods.cli.check import check
 from duo_ods.cli.context import Ctx
-from duo_ods.cli.key import kek, key
-from duo_ods.cli.lab import lab
-from duo_ods.cli.node import node
-from duo_ods.cli.watch import watch
-from duo_ods.cli.zone import zone
 from duo_ods.errors import DuoError
 
+# Command name -> "module:object". Loaded on use: every node operation is a fresh `ods-duo node op`
+# process (one per step of key create, two per watcher update), and importing every command's
+# dependencies (check's crypto, the lab, BIND rendering) cost each of them about 0.1 s.
+COMMANDS = {
+    "lab": "duo_ods.cli.lab:lab",
+    "node": "duo_ods.cli.node:node",
+    "zone": "duo_ods.cli.zone:zone",
+    "key": "duo_ods.cli.key:key",
+    "kek": "duo_ods.cli.key:kek",
+    "check": "duo_ods.cli.check:check",
+    "bind-config": "duo_ods.cli.bind:bind_config",
+    "watch": "duo_ods.cli.watch:watch",
+    "backup": "duo_ods.cli.backup:backup",
+}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, name = COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="duo config file (TOML)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging and tracebacks")
@@ -36,17 +57,6 @@ def cli(ctx: click.Context, config_path: Path | None, as_json: bool, verbose: bo
         stream=sys.stderr,
     )
     ctx.obj = Ctx(config_path=config_path, json=as_json, verbose=verbose)
-
-
-cli.add_command(lab)
-cli.add_command(node)
-cli.add_command(zone)
-cli.add_command(key)
-cli.add_command(kek)
-cli.add_command(check)
-cli.add_command(bind_config)
-cli.add_command(watch)
-cli.add_command(backup)
 
 
 def main() -> None:
