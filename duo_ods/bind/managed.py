@@ -93,7 +93,7 @@ def _answers(address: str, port: int) -> bool:
 
 def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 30.0) -> int:
     """Start (or reconfigure) the secondary; returns its pid."""
-    config = next(s for s in duo.config.secondaries if s.name == name)
+    config = duo.secondary(name)
     files = _files(duo.secondary_dirs[name])
     record = process.running(files["record"])
     if record is None:
@@ -142,10 +142,13 @@ def sync_signed(duo: Duo, transport: Transport) -> None:
     """The secondaries ods-duo runs itself get the zones that have keys (so are signed or about to
     be). A zone without keys is not served by the signers: a secondary would only fail to refresh
     it, again and again, and that delays its real transfers."""
-    if not duo.secondary_dirs:
-        return
-    signed = sorted({row["zone"] for row in list_keys(duo, transport)})
-    sync(duo, signed)
+    if duo.secondary_dirs:
+        sync(duo, signed_zones(duo, transport))
+
+
+def signed_zones(duo: Duo, transport: Transport) -> list[str]:
+    """The zones that have keys: the ones the signers serve (or are about to)."""
+    return sorted({row["zone"] for row in list_keys(duo, transport)})
 
 
 def stop(duo: Duo, name: str) -> str:
@@ -153,7 +156,7 @@ def stop(duo: Duo, name: str) -> str:
 
 
 def status(duo: Duo, name: str) -> dict[str, Any]:
-    config = next(s for s in duo.config.secondaries if s.name == name)
+    config = duo.secondary(name)
     directory = duo.secondary_dirs.get(name)
     files = _files(directory) if directory else None
     record = process.running(files["record"]) if files else None
@@ -168,15 +171,3 @@ def status(duo: Duo, name: str) -> dict[str, Any]:
         "pid": record.pid if record else None,
         "config": str(duo.config_path),
     }
-
-
-def serial(address: str, port: int, zone: str) -> int | None:
-    """The serial a secondary serves for the zone, or None (not loaded yet, or down)."""
-    query = dns.message.make_query(zone, dns.rdatatype.SOA)
-    try:
-        reply = dns.query.udp(query, address, port=port, timeout=2)
-    except (dns.exception.DNSException, OSError):
-        return None
-    if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
-        return None
-    return int(reply.answer[0][0].serial)

@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from duo_ods.config.resolve import Duo
+from duo_ods.config.resolve import Duo, zone_file_name
 from duo_ods.errors import RenderError
 from duo_ods.proc import run
 from duo_ods.render.engine import render
@@ -28,19 +28,19 @@ class ZoneView:
 def primaries_for(duo: Duo, secondary: str, mode: str) -> list[str]:
     """The nodes a secondary pulls from: its configured list, else every node in order (failover)
     or one node per secondary, round robin (split: each set of name servers from its own signer)."""
-    names = [s.name for s in duo.config.secondaries]
-    config = duo.config.secondaries[names.index(secondary)]
+    config = duo.secondary(secondary)
     if config.primaries:
         return list(config.primaries)
     nodes = list(duo.nodes)
-    return nodes if mode == "failover" else [nodes[names.index(secondary) % len(nodes)]]
+    index = duo.config.secondaries.index(config)
+    return nodes if mode == "failover" else [nodes[index % len(nodes)]]
 
 
 def render_zones(duo: Duo, secondary: str, mode: str, zones: list[str]) -> str:
     servers = [
         ServerView(n, duo.nodes[n].address, duo.nodes[n].port) for n in primaries_for(duo, secondary, mode)
     ]
-    views = [ZoneView(z, f"zones/{'root' if z == '.' else z}.db") for z in sorted(zones)]
+    views = [ZoneView(z, f"zones/{zone_file_name(z)}.db") for z in sorted(zones)]
     return render(
         "named-zones.conf.j2",
         {"secondary": secondary, "mode": mode, "servers": servers, "zones": views,
@@ -49,7 +49,7 @@ def render_zones(duo: Duo, secondary: str, mode: str, zones: list[str]) -> str:
 
 
 def render_named_conf(duo: Duo, secondary: str, directory: Path, key_file: Path, zones_file: Path) -> str:
-    config = next(s for s in duo.config.secondaries if s.name == secondary)
+    config = duo.secondary(secondary)
     t = duo.config.transfer
     return render(
         "named.conf.j2",

@@ -17,6 +17,7 @@ import dns.name
 import dns.tsig
 import dns.tsigkeyring
 
+from duo_ods.config.resolve import Duo
 from duo_ods.errors import ConfigError
 from duo_ods.render.engine import render
 
@@ -62,3 +63,8 @@ def ensure_tsig_key(path: Path, name: str, algorithm: str) -> TsigKey:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(render("tsig.key.j2", key))
     return key
+
+
+def transfer_key(duo: Duo) -> TsigKey | None:
+    """The duo's transfer key for ods-duo's own queries, transfers and NOTIFYs; None before there is one."""
+    return read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None

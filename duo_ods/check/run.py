@@ -25,7 +25,7 @@ from typing import ParamSpec, TypeVar
 
 import dns.rrset
 
-from duo_ods.bind.tsig import TsigKey, read_tsig_key
+from duo_ods.bind.tsig import TsigKey, transfer_key
 from duo_ods.check.checks import (
     SourceFindings,
     check_ds,
@@ -215,7 +215,7 @@ def check_zone(  # noqa: PLR0917 (all but the first two have defaults)
 
 def live_sources(duo: Duo, zone: str) -> list[Source]:
     """The zone from every signer's listener, then from every configured secondary (TSIG)."""
-    tsig = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
+    tsig = transfer_key(duo)
     sources: list[Source] = [AxfrSource(name, n.address, n.port, tsig) for name, n in duo.nodes.items()]
     sources += [AxfrSource(s.name, s.address, s.port, tsig) for s in duo.config.secondaries]
     return sources

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from duo_ods.bind.tsig import TsigKey, read_tsig_key
+from duo_ods.bind.tsig import TsigKey, transfer_key
 from duo_ods.check.model import Thresholds
 from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
 from duo_ods.check.run import check_duo, check_given
@@ -18,10 +18,10 @@ from duo_ods.errors import DuoError
 def _transfer_key(ctx: Ctx) -> TsigKey | None:
     """The duo's transfer key for --source servers, when a duo config is at hand (files need none)."""
     try:
-        path = ctx.duo.tsig_key_path
+        duo = ctx.duo
     except DuoError:
         return None
-    return read_tsig_key(path) if path.exists() else None
+    return transfer_key(duo)
 
 
 @click.command("check")

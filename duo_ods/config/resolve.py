@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from duo_ods.config.model import BackupConfig, DuoConfig, NodeConfig
+from duo_ods.config.model import BackupConfig, DuoConfig, NodeConfig, SecondaryConfig
 from duo_ods.errors import ConfigError
 
 
@@ -166,6 +166,12 @@ class Duo:
     @property
     def backup_dir(self) -> Path:
         return self.backup.dir
+
+    def secondary(self, name: str) -> SecondaryConfig:
+        for sec in self.config.secondaries:
+            if sec.name == name:
+                return sec
+        raise ConfigError(str(self.config_path), [f"[secondaries] no secondary named {name!r}"])
 
     def node(self, name: str) -> Node:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from duo_ods import process
 from duo_ods.bind import managed as secondaries
+from duo_ods.bind.query import soa_serial
 from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
@@ -129,10 +130,10 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
             actions.append(
                 f"{key.role} {key.locator} (key tag {key.keytag}) shared by {', '.join(key.imported_on)}"
             )
-    signed = sorted({row["zone"] for row in list_keys(duo, transport)})  # zones without keys are not served
+    signed = secondaries.signed_zones(duo, transport)  # zones without keys are not served
     for name in duo.secondary_dirs:
         pid = secondaries.start(duo, name, signed, layout.address_ledger)
-        config = next(s for s in duo.config.secondaries if s.name == name)
+        config = duo.secondary(name)
         actions.append(f"secondary {name} (named pid {pid}) on {config.address} port {config.port}")
     _wait_for_secondaries(duo, EXAMPLE_ZONE)
     for name, node in duo.nodes.items():
@@ -151,7 +152,7 @@ def _wait_for_secondaries(duo: Duo, zone: str, timeout: float = 60.0) -> None:
     for sec in duo.config.secondaries:
         if sec.name not in duo.secondary_dirs:
             continue
-        while secondaries.serial(sec.address, sec.port, zone) is None:
+        while soa_serial(sec.address, sec.port, zone) is None:
             if time.monotonic() > deadline:
                 raise LabError(
                     f"secondary {sec.name} does not serve {zone} after {timeout:.0f} s; see its named.log"

@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rdatatype
-
 from duo_ods.bind.notify import send_notify
-from duo_ods.bind.tsig import read_tsig_key
+from duo_ods.bind.query import soa_serial
+from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.transport.base import Transport
@@ -139,7 +135,7 @@ def _wait_served(
 
 
 def notify_secondaries(duo: Duo, zone: str) -> dict[str, str]:
-    key = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
+    key = transfer_key(duo)
     outcome = {}
     for sec in duo.config.secondaries:
         problem = send_notify(sec.address, sec.port, zone, key)
@@ -151,19 +147,10 @@ def notify_secondaries(duo: Duo, zone: str) -> dict[str, str]:
 
 def served_serials(duo: Duo, zone: str, timeout: float = 2.0) -> dict[str, int | None]:
     """The SOA serial each signer serves now (None: not signed yet, or not answering in time)."""
-    key = read_tsig_key(duo.tsig_key_path) if duo.tsig_key_path.exists() else None
+    key = transfer_key(duo)
 
     def ask(node: str) -> int | None:
-        n = duo.nodes[node]
-        query = dns.message.make_query(zone, dns.rdatatype.SOA)
-        if key is not None:
-            query.use_tsig(key.keyring(), key.name)
-        try:
-            reply = dns.query.udp(query, n.address, port=n.port, timeout=timeout)
-        except (dns.exception.DNSException, OSError):
-            return None
-        soa = [rr for rrset in reply.answer for rr in rrset if rr.rdtype == dns.rdatatype.SOA]
-        return int(soa[0].serial) if soa else None
+        return soa_serial(duo.nodes[node].address, duo.nodes[node].port, zone, key, timeout)
 
     with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
         return dict(zip(duo.nodes, pool.map(ask, duo.nodes), strict=True))
