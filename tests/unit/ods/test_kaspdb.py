@@ -1,0 +1,168 @@
+"""kasp.db access against a database made from ODS's own schema.sqlite (no daemon needed)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from duo_ods.errors import NodeError
+from duo_ods.ods import kaspdb
+
+SCHEMA = Path("/usr/share/opendnssec/schema.sqlite")
+pytestmark = pytest.mark.skipif(not SCHEMA.exists(), reason="needs opendnssec's schema.sqlite")
+
+
+def _insert(conn: sqlite3.Connection, table: str, **values: object) -> int:
+    """A row with every NOT NULL column filled: the given values, else 0."""
+    row: dict[str, object] = {}
+    for _, name, _type, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})"):
+        if pk or default is not None:
+            continue
+        if notnull:
+            row[name] = 0
+    row.update(values)
+    cols = ", ".join(row)
+    cur = conn.execute(
+        f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values())
+    )
+    return int(cur.lastrowid or 0)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "kasp.db"
+    subprocess.run(["sqlite3", str(path)], input=SCHEMA.read_text(), text=True, check=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO databaseVersion (version) VALUES (1)")
+        policy = _insert(conn, "policy", name="duo", description="d")
+        zone = _insert(
+            conn,
+            "zone",
+            name="example.test",
+            policyId=policy,
+            signconfPath="/x",
+            inputAdapterType="File",
+            inputAdapterUri="/i",
+            outputAdapterType="DNS",
+            outputAdapterUri="/o",
+            ttlEndDs=11,
+        )
+        for locator, role in (("aa" * 16, 1), ("bb" * 16, 2)):
+            hsm = _insert(
+                conn,
+                "hsmKey",
+                policyId=policy,
+                locator=locator,
+                state=2,
+                bits=256,
+                algorithm=13,
+                role=role,
+                repository="duo",
+                keyType=1,
+            )
+            key = _insert(
+                conn, "keyData", zoneId=zone, hsmKeyId=hsm, algorithm=13, role=role, keytag=role * 100
+            )
+            for kind in range(4):
+                _insert(conn, "keyState", keyDataId=key, type=kind, state=0, lastChange=1000 + kind, ttl=3600)
+    return path
+
+
+def test_read_states_names_every_record(db: Path) -> None:
+    [zone] = kaspdb.read_states(db)
+    assert zone.zone == "example.test"
+    assert zone.fields["ttlEndDs"] == 11
+    assert [(k.role, k.keytag) for k in zone.keys] == [("KSK", 100), ("ZSK", 200)]
+    assert zone.keys[0].summary() == {
+        "ds": "hidden",
+        "rrsig": "hidden",
+        "dnskey": "hidden",
+        "rrsigdnskey": "hidden",
+    }
+
+
+def test_write_states_round_trip_through_json(db: Path, tmp_path: Path) -> None:
+    [zone] = kaspdb.read_states(db)
+    ksk = zone.keys[0]
+    records = tuple(kaspdb.RecordState(r.type, "omnipresent", 5000, r.minimize, r.ttl) for r in ksk.records)
+    changed = kaspdb.ZoneState(
+        zone.zone,
+        {**zone.fields, "ttlEndDk": 77},
+        (
+            kaspdb.KeyStates(**{**ksk.__dict__, "records": records, "flags": {**ksk.flags, "dsAtParent": 3}}),
+            zone.keys[1],
+        ),
+        ((ksk.locator, zone.keys[1].locator, 2),),
+    )
+    restored = kaspdb.ZoneState.from_json(changed.to_json())
+    assert kaspdb.write_states(db, [restored]) == 2
+    [again] = kaspdb.read_states(db, "example.test")
+    assert again == changed
+
+
+def test_write_refuses_a_key_the_database_lacks(db: Path) -> None:
+    [zone] = kaspdb.read_states(db)
+    ghost = kaspdb.KeyStates(**{**zone.keys[0].__dict__, "locator": "cc" * 16})
+    with pytest.raises(NodeError, match="not in"):
+        kaspdb.write_states(db, [kaspdb.ZoneState(zone.zone, zone.fields, (ghost,), ())])
+    assert kaspdb.read_states(db) == [zone]  # all or nothing
+
+
+def test_pool_add_is_idempotent_and_remove_only_takes_unused(db: Path) -> None:
+    args = {
+        "policy": "duo",
+        "locator": "dd" * 16,
+        "role": "ZSK",
+        "algorithm": 13,
+        "bits": 256,
+        "inception": 1,
+        "repository": "duo",
+    }
+    assert kaspdb.pool_add(db, **args) is True
+    assert kaspdb.pool_add(db, **args) is False
+    assert kaspdb.pool_keys(db) == ["dd" * 16]
+    assert kaspdb.pool_remove(db, "aa" * 16) is False  # in use by the zone
+    assert kaspdb.pool_remove(db, "dd" * 16) is True
+    assert kaspdb.pool_keys(db) == []
+
+
+def test_pool_add_names_a_missing_policy(db: Path) -> None:
+    with pytest.raises(NodeError, match="policy other"):
+        kaspdb.pool_add(
+            db,
+            policy="other",
+            locator="ee" * 16,
+            role="KSK",
+            algorithm=13,
+            bits=256,
+            inception=1,
+            repository="duo",
+        )
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ("UPDATE databaseVersion SET version = 2", "database version"),
+        ("ALTER TABLE hsmKey ADD COLUMN extra INT", "table hsmKey"),
+    ],
+)
+def test_unknown_schema_is_refused_before_any_write(db: Path, sql: str, problem: str) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql)
+    with pytest.raises(NodeError, match=problem):
+        kaspdb.pool_add(
+            db,
+            policy="duo",
+            locator="ff" * 16,
+            role="KSK",
+            algorithm=13,
+            bits=256,
+            inception=1,
+            repository="duo",
+        )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM hsmKey WHERE locator = ?", ("ff" * 16,)).fetchone()[0] == 0
