@@ -11,6 +11,7 @@ from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.keys.flow import ROLE_CHOICES, create_key
 from duo_ods.keys.kek import kek_init
 from duo_ods.keys.listing import ds_for_zone, list_keys
+from duo_ods.keys.rollover import ROLLOVER_ROLES, mark_ds, rollover
 
 
 @click.group()
@@ -33,6 +34,49 @@ def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -
         for k in created
     ]
     ctx.emit({"keys": [asdict(k) for k in created]}, "\n".join(lines))
+
+
+@key.command("rollover")
+@click.argument("zone_name", metavar="ZONE")
+@click.option("--role", type=click.Choice(ROLLOVER_ROLES), required=True)
+@click.option(
+    "--origin", help="node whose HSM makes the successor (default: key_origin, else the first node)"
+)
+@pass_ctx
+def key_rollover(ctx: Ctx, zone_name: str, role: str, origin: str | None) -> None:
+    """Roll a zone's ZSK or KSK on every node in step, to one shared successor."""
+    done = rollover(ctx.duo, ctx.transport, zone_name, role, origin)
+    managed.sync_signed(ctx.duo, ctx.transport)
+    text = (
+        f"zone {done.zone}: {done.role} rollover to {done.locator} (key tag {done.keytag}, "
+        f"made on {done.origin}) started on {', '.join(done.started)}, {done.spread:.2f} s apart"
+    )
+    ctx.emit({**asdict(done), "spread": done.spread}, text)
+
+
+def _ds_command(action: str) -> click.Command:
+    @click.argument("zone_name", metavar="ZONE")
+    @click.option("--keytag", type=int, required=True, help="the KSK whose DS is meant")
+    @pass_ctx
+    def command(ctx: Ctx, zone_name: str, keytag: int) -> None:
+        result = mark_ds(ctx.duo, ctx.transport, zone_name, keytag, action)
+        ran = ", ".join(
+            f"{n}: {' + '.join(r['ran']) or 'already ' + action}" for n, r in result["nodes"].items()
+        )
+        ctx.emit(
+            result, f"zone {result['zone']} key {keytag}: DS {action} ({ran}; {result['spread']:.2f} s apart)"
+        )
+
+    command.__doc__ = (
+        "The parent publishes the DS of this KSK now; tell every enforcer at once."
+        if action == "seen"
+        else "The parent no longer publishes the DS of this KSK; tell every enforcer at once."
+    )
+    return click.command(f"ds-{action}")(command)
+
+
+key.add_command(_ds_command("seen"))
+key.add_command(_ds_command("gone"))
 
 
 @key.command("list")

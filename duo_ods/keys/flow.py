@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,15 +61,21 @@ class CreatedKey:
     imported_on: list[str] = field(default_factory=list)
 
 
-class _Undo:
+class Undo:
     """What this run put where, so a failure before import can take it back."""
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.hsm: list[tuple[str, str]] = []  # (node, locator)
         self.bundles: list[str] = []
+        self.pool: list[tuple[str, str]] = []  # (node, locator) in the enforcer's spare-key pool
 
     def run(self) -> None:
+        for node, locator in reversed(self.pool):
+            try:
+                self.transport.call(node, "key-pool-remove", {"locator": locator})
+            except DuoError as exc:
+                log.error("undo: could not take key %s out of node %s's key pool: %s", locator, node, exc)
         for node, locator in reversed(self.hsm):
             try:
                 self.transport.call(node, "key-delete", {"locator": locator})
@@ -81,13 +88,34 @@ class _Undo:
                 log.error("undo: could not remove bundle %s from the backup: %s", locator, exc)
 
 
-def _step(
-    name: str, target: str, transport: Transport, op: str, payload: dict[str, Any] | None = None
-) -> Any:
+def step(name: str, target: str, transport: Transport, op: str, payload: dict[str, Any] | None = None) -> Any:
     try:
         return transport.call(target, op, payload)
     except DuoError as exc:
         raise KeyFlowError(f"step {name} on {target}: {exc}") from exc
+
+
+def on_every_node(
+    duo: Duo, transport: Transport, name: str, op: str, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One step on every node at once (threads), so the enforcers act within the same second.
+
+    ODS stamps state changes with the time a command runs: nodes told seconds apart stay
+    that far apart through the whole rollover. Raises after every node has answered.
+    """
+    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
+        futures = {node: pool.submit(transport.call, node, op, payload) for node in duo.nodes}
+    results: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for node, future in futures.items():
+        try:
+            results[node] = future.result()
+        except DuoError as exc:
+            failed[node] = str(exc)
+    if failed:
+        done = f"; done on {', '.join(results)}" if results else ""
+        raise KeyFlowError(f"step {name}: " + "; ".join(f"{n}: {e}" for n, e in failed.items()) + done)
+    return results
 
 
 def preflight(duo: Duo, transport: Transport, zone: str) -> str:
@@ -98,7 +126,7 @@ def preflight(duo: Duo, transport: Transport, zone: str) -> str:
     fingerprints: dict[str, str | None] = {}
     algorithm = duo.config.policy.algorithm
     for target in [*duo.nodes, "backup"]:
-        status = _step("preflight", target, transport, "kek-status", {"algorithm": algorithm})
+        status = step("preflight", target, transport, "kek-status", {"algorithm": algorithm})
         fingerprints[target] = status["fingerprint"]
         if not status["can_wrap"]:
             raise KeyFlowError(
@@ -111,10 +139,72 @@ def preflight(duo: Duo, transport: Transport, zone: str) -> str:
     if len(set(fingerprints.values())) != 1:
         raise KeyFlowError(f"step preflight: the KEKs differ: {fingerprints}")
     for node in duo.nodes:
-        zones = [z["name"] for z in _step("preflight", node, transport, "zone-list")["zones"]]
+        zones = [z["name"] for z in step("preflight", node, transport, "zone-list")["zones"]]
         if zone not in zones:
             raise KeyFlowError(f"step preflight: zone {zone} is not on node {node}; zone add it first")
     return str(next(iter(fingerprints.values())))
+
+
+def share_keys(
+    duo: Duo,
+    transport: Transport,
+    *,
+    zone: str,
+    enforcer_roles: list[str],
+    origin: str,
+    inception: int,
+    undo: Undo,
+) -> list[KeyBundle]:
+    """Steps generate, wrap, copy and backup for each role: the keys in every HSM and the backup.
+
+    No enforcer learns of them here. What is made is recorded in `undo`, for the caller to take
+    back if this or a later step fails.
+    """
+    kek = preflight(duo, transport, zone)
+    policy = duo.config.policy
+    assert policy.bits is not None
+    peers = [n for n in duo.nodes if n != origin]
+    bundles: list[KeyBundle] = []
+    for enforcer_role in enforcer_roles:
+        made = step(
+            "generate",
+            origin,
+            transport,
+            "key-generate",
+            {"algorithm": policy.algorithm, "bits": policy.bits},
+        )
+        locator = made["locator"]
+        undo.hsm.append((origin, locator))
+        wrapped = step("wrap", origin, transport, "key-wrap", {"locator": locator})
+        public = base64.b64decode(made["public"])
+        bundle = KeyBundle(
+            zone=zone, role=enforcer_role, algorithm=policy.algorithm, bits=int(made["bits"]),
+            locator=locator, inception=inception, origin=origin, public=made["public"],
+            wrapped=wrapped["wrapped"], kek=wrapped["kek"],
+            keytag=keytag(make_dnskey(enforcer_role, policy.algorithm, public)),
+        )  # fmt: skip
+        if bundle.kek != kek:
+            raise KeyFlowError(f"step wrap on {origin}: wrapped under KEK {bundle.kek}, expected {kek}")
+        for peer in peers:
+            payload = {k: getattr(bundle, k) for k in ("locator", "algorithm", "bits", "public", "wrapped")}
+            reply = step("copy", peer, transport, "key-unwrap", payload)
+            undo.hsm.append((peer, locator))
+            if not reply.get("confirmed"):
+                raise KeyFlowError(f"step copy on {peer}: the HSM did not confirm key {locator}")
+        digest = step("backup", "backup", transport, "bundle-put", {"bundle": bundle.to_json()})["digest"]
+        undo.bundles.append(locator)
+        if digest != bundle.digest():
+            raise KeyFlowError(
+                f"step backup: the backup confirmed digest {digest}, expected {bundle.digest()}"
+            )
+        bundles.append(bundle)
+    return bundles
+
+
+def pick_origin(duo: Duo, origin: str | None) -> str:
+    origin = origin or duo.config.key_origin or next(iter(duo.nodes))
+    duo.node(origin)  # a clear error for an unknown node
+    return origin
 
 
 def create_key(
@@ -122,54 +212,19 @@ def create_key(
 ) -> list[CreatedKey]:
     zone = normalize_zone_name(zone)
     enforcer_roles = roles_for(duo.config.policy.keys, role)
-    origin = origin or duo.config.key_origin or next(iter(duo.nodes))
-    duo.node(origin)  # a clear error for an unknown node
-    peers = [n for n in duo.nodes if n != origin]
-    kek = preflight(duo, transport, zone)
-    policy = duo.config.policy
-    assert policy.bits is not None
+    origin = pick_origin(duo, origin)
     inception = int(time.time())
-
-    bundles: list[KeyBundle] = []
-    undo = _Undo(transport)
+    undo = Undo(transport)
     try:
-        for enforcer_role in enforcer_roles:
-            made = _step(
-                "generate",
-                origin,
-                transport,
-                "key-generate",
-                {"algorithm": policy.algorithm, "bits": policy.bits},
-            )
-            locator = made["locator"]
-            undo.hsm.append((origin, locator))
-            wrapped = _step("wrap", origin, transport, "key-wrap", {"locator": locator})
-            public = base64.b64decode(made["public"])
-            bundle = KeyBundle(
-                zone=zone, role=enforcer_role, algorithm=policy.algorithm, bits=int(made["bits"]),
-                locator=locator, inception=inception, origin=origin, public=made["public"],
-                wrapped=wrapped["wrapped"], kek=wrapped["kek"],
-                keytag=keytag(make_dnskey(enforcer_role, policy.algorithm, public)),
-            )  # fmt: skip
-            if bundle.kek != kek:
-                raise KeyFlowError(f"step wrap on {origin}: wrapped under KEK {bundle.kek}, expected {kek}")
-            for peer in peers:
-                payload = {
-                    k: getattr(bundle, k) for k in ("locator", "algorithm", "bits", "public", "wrapped")
-                }
-                reply = _step("copy", peer, transport, "key-unwrap", payload)
-                undo.hsm.append((peer, locator))
-                if not reply.get("confirmed"):
-                    raise KeyFlowError(f"step copy on {peer}: the HSM did not confirm key {locator}")
-            digest = _step("backup", "backup", transport, "bundle-put", {"bundle": bundle.to_json()})[
-                "digest"
-            ]
-            undo.bundles.append(locator)
-            if digest != bundle.digest():
-                raise KeyFlowError(
-                    f"step backup: the backup confirmed digest {digest}, expected {bundle.digest()}"
-                )
-            bundles.append(bundle)
+        bundles = share_keys(
+            duo,
+            transport,
+            zone=zone,
+            enforcer_roles=enforcer_roles,
+            origin=origin,
+            inception=inception,
+            undo=undo,
+        )
     except DuoError:
         undo.run()
         raise
@@ -182,9 +237,9 @@ def create_key(
                 "zone": zone, "locator": bundle.locator, "role": bundle.role, "algorithm": bundle.algorithm,
                 "bits": bundle.bits, "inception": inception,
             }  # fmt: skip
-            _step("import", node, transport, "key-import", payload)
+            step("import", node, transport, "key-import", payload)
             key.imported_on.append(node)
     for node in duo.nodes:
-        _step("enforce", node, transport, "enforce")
+        step("enforce", node, transport, "enforce")
     log.info("zone %s: keys %s on %s", zone, [k.locator for k in created], ", ".join(duo.nodes))
     return created

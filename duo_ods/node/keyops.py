@@ -15,6 +15,7 @@ from duo_ods.errors import CommandError, NodeError
 from duo_ods.hsm import kek, keys
 from duo_ods.node.ops import Payload, enforcer
 from duo_ods.node.tokenref import KEK_LABEL, TRANSPORT_LABEL, TokenRef
+from duo_ods.ods import kaspdb
 from duo_ods.ods.parse import parse_key_list_debug, parse_key_list_verbose
 from duo_ods.render.views import REPOSITORY
 
@@ -188,6 +189,71 @@ def op_key_list(duo: Duo, node: Node, payload: Payload) -> Payload:
     return {"node": node.name, "keys": rows}
 
 
+# --- What ODS has no command for: the spare-key pool, and reading key states -------------
+
+
+def op_db_schema(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Refuses a database this code cannot write to; lists the keys waiting in the spare-key pool."""
+    return {"schema": kaspdb.SCHEMA_VERSION, "pool": kaspdb.pool_keys(node.paths.kasp_db)}
+
+
+def op_key_pool_add(duo: Duo, node: Node, payload: Payload) -> Payload:
+    added = kaspdb.pool_add(
+        node.paths.kasp_db, policy=duo.config.policy.name, locator=payload["locator"], role=payload["role"],
+        algorithm=int(payload["algorithm"]), bits=int(payload["bits"]), inception=int(payload["inception"]),
+        repository=REPOSITORY,
+    )  # fmt: skip
+    return {"added": added}
+
+
+def op_key_pool_remove(duo: Duo, node: Node, payload: Payload) -> Payload:
+    return {"removed": kaspdb.pool_remove(node.paths.kasp_db, payload["locator"])}
+
+
+def op_key_states(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """The enforcer's state of every key, read from its database (so also while it is stopped)."""
+    zones = kaspdb.read_states(node.paths.kasp_db, payload.get("zone"))
+    return {"node": node.name, "zones": [z.to_json() for z in zones]}
+
+
+def op_key_rollover(duo: Duo, node: Node, payload: Payload) -> Payload:
+    client = enforcer(node)
+    at = time.time()
+    client("key", "rollover", "--zone", payload["zone"], "--keytype", payload["role"])
+    return {"node": node.name, "at": at}
+
+
+# dsAtParent (enforcer/src/db/key_data.h) and the commands that move a KSK's DS on:
+# `ds-seen` wants it submitted and `ds-gone` retracted, so a step before them is run first.
+DS_AT_PARENT = {0: "unsubmitted", 1: "submit", 2: "submitted", 3: "seen", 4: "retract", 5: "retracted"}
+DS_STEPS: dict[str, dict[str, list[str]]] = {
+    "seen": {"submit": ["ds-submit", "ds-seen"], "submitted": ["ds-seen"], "seen": []},
+    "gone": {"retract": ["ds-retract", "ds-gone"], "retracted": ["ds-gone"], "unsubmitted": []},
+}
+
+
+def op_key_ds(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Tell the enforcer the parent's DS for a KSK is there (seen) or gone; idempotent."""
+    zone, keytag, action = payload["zone"], int(payload["keytag"]), payload["action"]
+    ksks = [
+        k for z in kaspdb.read_states(node.paths.kasp_db, zone) for k in z.keys
+        if k.keytag == keytag and k.role in {"KSK", "CSK"}
+    ]  # fmt: skip
+    if not ksks:
+        raise NodeError(f"node {node.name}: zone {zone} has no KSK with keytag {keytag}")
+    ds = DS_AT_PARENT.get(ksks[0].flags["dsAtParent"], "unknown")
+    steps = DS_STEPS[action].get(ds)
+    if steps is None:
+        raise NodeError(
+            f"node {node.name}: zone {zone} key {keytag}: DS is {ds!r} here, so it cannot be marked {action}"
+        )
+    client = enforcer(node)
+    at = time.time()
+    for command in steps:
+        client("key", command, "--zone", zone, "--keytag", str(keytag))
+    return {"node": node.name, "was": ds, "ran": steps, "at": at}
+
+
 KEY_OPERATIONS: dict[str, Any] = {
     **kek_ops(node_token),
     "key-generate": op_key_generate,
@@ -199,4 +265,10 @@ KEY_OPERATIONS: dict[str, Any] = {
     "key-import": op_key_import,
     "enforce": op_enforce,
     "key-list": op_key_list,
+    "db-schema": op_db_schema,
+    "key-pool-add": op_key_pool_add,
+    "key-pool-remove": op_key_pool_remove,
+    "key-states": op_key_states,
+    "key-rollover": op_key_rollover,
+    "key-ds": op_key_ds,
 }
