@@ -9,7 +9,9 @@ import click
 
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
-from duo_ods.zones.manage import add_zone, list_zones, remove_zone, update_zone
+from duo_ods.zones.check import normalize_zone_name
+from duo_ods.zones.level import level_zone
+from duo_ods.zones.manage import add_zone, list_zones, node_zones, remove_zone, update_zone
 
 
 @click.group()
@@ -66,6 +68,27 @@ def zone_remove(ctx: Ctx, zone_name: str) -> None:
     result = remove_zone(ctx.duo, ctx.transport, zone_name)
     _sync_managed_secondaries(ctx)
     ctx.emit({"zone": zone_name, "removed": result}, f"zone {zone_name} removed from {', '.join(result)}")
+
+
+@zone.command("level")
+@click.argument("zone_names", metavar="[ZONE]...", nargs=-1)
+@click.option("--max-spread", type=click.IntRange(min=0), help="default: [serials] max_spread")
+@pass_ctx
+def zone_level(ctx: Ctx, zone_names: tuple[str, ...], max_spread: int | None) -> None:
+    """Bring a node whose SOA serial lags the other's too far up to it (default: every zone)."""
+    names = list(zone_names) or sorted(
+        {z for zones in node_zones(ctx.duo, ctx.transport).values() for z in zones}
+    )
+    results = [level_zone(ctx.duo, ctx.transport, normalize_zone_name(z), max_spread) for z in names]
+    lines = []
+    for r in results:
+        served = " ".join(f"{n}={s}" for n, s in r["served"].items())
+        did = f"levelled {', '.join(r['levelled'])} to {r['target']}" if r["levelled"] else "within bound"
+        failed = "".join(f"; {n} failed: {e}" for n, e in r["failed"].items())
+        lines.append(f"{r['zone']}: {served}: {did}{failed}")
+    ctx.emit({"zones": results}, "\n".join(lines))
+    if any(r["failed"] for r in results):
+        raise SystemExit(1)
 
 
 @zone.command("list")

@@ -202,6 +202,15 @@ class WatchConfig(_Model):
     remove_zones: bool = False
 
 
+class SerialConfig(_Model):
+    """The nodes' SOA serials for a zone drift apart as each re-signs on its own schedule."""
+
+    # Further apart than this, the lagging node is brought up to the leading node's serial.
+    max_spread: int = Field(default=5, ge=0)
+    # How often (seconds) the key_origin node's watcher compares them; 0: never (zone level by hand).
+    level_interval: float = Field(default=300.0, ge=0)
+
+
 class DuoConfig(_Model):
     """The whole duo: its nodes, one policy, the backup store and the secondaries."""
 
@@ -213,6 +222,7 @@ class DuoConfig(_Model):
     transfer: TransferConfig = TransferConfig()
     key_origin: str | None = None  # node that makes keys for new zones (so two watchers never race)
     watch: WatchConfig = WatchConfig()
+    serials: SerialConfig = SerialConfig()
 
     @field_validator("nodes")
     @classmethod

@@ -87,6 +87,16 @@ def _write_config(layout: LabLayout, options: LabOptions) -> None:
     write_atomic(layout.config, text)
 
 
+def write_config(lab_dir: Path, options: LabOptions) -> Path:
+    """Only the lab's config, refusing to overwrite one (lab up uses whatever is there)."""
+    layout = LabLayout(lab_dir.resolve())
+    if layout.config.exists():
+        raise LabError(f"{layout.config} exists already: edit it or remove the lab folder")
+    layout.dir.mkdir(parents=True, exist_ok=True)
+    _write_config(layout, options)
+    return layout.config
+
+
 def _today_serial() -> int:
     return int(time.strftime("%Y%m%d")) * 100
 

@@ -190,6 +190,15 @@ def op_zone_update(duo: Duo, node: Node, payload: Payload) -> Payload:
     return {"node": node.name, "zone": zone, "signing": True}
 
 
+def op_zone_resign(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Sign the zone's current input again with a given serial (serial levelling)."""
+    zone, serial = payload["zone"], int(payload["serial"])
+    if daemons.running(node, "signerd") is None:
+        raise NodeError(f"node {node.name}: signer is not running")
+    Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(f"sign {zone} --serial {serial}")
+    return {"node": node.name, "zone": zone, "serial": serial}
+
+
 def op_zone_remove(duo: Duo, node: Node, payload: Payload) -> Payload:
     zone: str = payload["zone"]
     known = [z.name for z in _zones(node)]
@@ -212,5 +221,6 @@ OPERATIONS: dict[str, Operation] = {
     "zone-add": op_zone_add,
     "zone-add-batch": op_zone_add_batch,
     "zone-update": op_zone_update,
+    "zone-resign": op_zone_resign,
     "zone-remove": op_zone_remove,
 }

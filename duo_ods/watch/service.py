@@ -35,6 +35,7 @@ from duo_ods.transport.base import Transport
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
 from duo_ods.zones.check import CheckedZone, zone_name_from_filename
+from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import check_file, node_zones, update_checked
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,11 @@ class Watcher:
         self.state = load_state(self.state_file)
         self.pending_keys: set[str] = set()
         self.node_inputs: dict[str, str | None] = {}  # zone -> sha256 of the node's current input
-        self.is_key_origin = (
-            self.config.create_keys and (duo.config.key_origin or next(iter(duo.nodes))) == node.name
-        )
+        origin = (duo.config.key_origin or next(iter(duo.nodes))) == node.name
+        self.is_key_origin = self.config.create_keys and origin
+        # One watcher (the key origin's) levels serials, so two never re-sign the same zone at once.
+        self.level_interval = duo.config.serials.level_interval if origin else 0.0
+        self.next_level = time.monotonic() + self.level_interval
 
     # --- looking at the input directory ------------------------------------------------------
 
@@ -182,6 +185,14 @@ class Watcher:
             except DuoError as exc:
                 log.error("zone %s: no keys yet: %s (will retry)", zone, exc)
 
+    def level_serials_when_due(self) -> None:
+        """Every [serials] level_interval: bring a node whose serial lags too far up (zones.level)."""
+        if not self.level_interval or time.monotonic() < self.next_level:
+            return
+        self.next_level = time.monotonic() + self.level_interval
+        for zone in sorted(self.state):
+            level_zone(self.duo, self.transport, zone)
+
     def _after_new_zone(self) -> None:
         """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
         managed.sync_signed(self.duo, self.transport)
@@ -205,6 +216,7 @@ class Watcher:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
                     self._safely(partial(self.reconcile, zones))
                 self._safely(self.make_pending_keys)
+                self._safely(self.level_serials_when_due)
         finally:
             observer.stop()
             observer.join(timeout=10)

@@ -1,0 +1,49 @@
+"""Serial levelling: a node whose SOA serial for a zone lags too far is brought up.
+
+Each signer counts its own serial and re-signs on its own schedule, so the serials drift
+(ODS-FACTS: ...01 against ...06 in an afternoon). A secondary that fails over keeps the
+higher serial it has and ignores the lagging node until that node passes it; levelling keeps
+the gap small. The lagging node re-signs its current input with the leading node's serial.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError
+from duo_ods.transport.base import Transport
+from duo_ods.zones.manage import served_serials
+
+log = logging.getLogger(__name__)
+
+
+def lagging(served: dict[str, int | None], max_spread: int) -> tuple[int | None, list[str]]:
+    """The leading serial and the nodes more than `max_spread` below it (silent nodes are left alone)."""
+    known = {n: s for n, s in served.items() if s is not None}
+    if len(known) < 2:
+        return None, []
+    top = max(known.values())
+    return top, sorted(n for n, s in known.items() if top - s > max_spread)
+
+
+def level_zone(duo: Duo, transport: Transport, zone: str, max_spread: int | None = None) -> dict[str, Any]:
+    spread = duo.config.serials.max_spread if max_spread is None else max_spread
+    served = served_serials(duo, zone)
+    top, behind = lagging(served, spread)
+    result: dict[str, Any] = {"zone": zone, "served": served, "target": top, "levelled": [], "failed": {}}
+    for node in behind:
+        assert top is not None  # nodes lag only behind a known serial
+        try:
+            transport.call(node, "zone-resign", {"zone": zone, "serial": top})
+        except DuoError as exc:
+            result["failed"][node] = str(exc)
+            log.error(
+                "zone %s: could not bring node %s up from %s to %s: %s", zone, node, served[node], top, exc
+            )
+            continue
+        result["levelled"].append(node)
+        log.info("zone %s: node %s was at serial %s, %s behind; re-signed at %s", zone, node, served[node],
+                 top - (served[node] or 0), top)  # fmt: skip
+    return result
