@@ -25,7 +25,6 @@ import pwd
 import secrets
 import sqlite3
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,8 +55,7 @@ from duo_ods.node.plan import (
 )
 from duo_ods.node.secrets import ensure_secret
 from duo_ods.node.setup import create_enforcer_db, zonelist_zones
-from duo_ods.node.token import init_token
-from duo_ods.proc import run
+from duo_ods.node.token import init_token, token_labels
 from duo_ods.render.engine import render, write_atomic
 
 log = logging.getLogger(__name__)
@@ -154,20 +152,6 @@ def _path_state(path: Path) -> PathState | None:
     return PathState("other", perms)
 
 
-def _token_labels(want: WantToken) -> frozenset[str]:
-    """Labels in the wanted token store, read through a private copy of the wanted
-    softhsm2.conf (the real one may not exist yet or point elsewhere)."""
-    if not want.tokendir.is_dir():
-        return frozenset()
-    with tempfile.TemporaryDirectory(prefix="ods-duo-") as tmp:
-        conf = Path(tmp) / "softhsm2.conf"
-        conf.write_text(render("softhsm2.conf.j2", {"node": "probe", "tokendir": str(want.tokendir)}))
-        out = run(["softhsm2-util", "--show-slots"], env={"SOFTHSM2_CONF": str(conf)}, timeout=30).stdout
-    return frozenset(
-        line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("Label:")
-    )
-
-
 def _db_version(path: Path) -> int | None:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
@@ -191,7 +175,7 @@ def observe(wants: Sequence[Want]) -> Observed:
                 if isinstance(want, WantDatabase):
                     databases[want.path] = _db_version(want.path)
         elif isinstance(want, WantToken):
-            tokens = _token_labels(want)
+            tokens = token_labels(want.tokendir) if want.tokendir.is_dir() else frozenset()
         elif isinstance(want, WantUnit):
             units[want.name] = systemd.unit_state(want.name)
     return Observed(paths=paths, tokens=tokens, databases=databases, units=units)
