@@ -1,10 +1,28 @@
 """What a system node wants: Debian's paths and owners under its root, and one PIN everywhere."""
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
+import pytest
+from click.testing import CliRunner
+
+from duo_ods.cli.main import cli
 from duo_ods.config.load import load_config
-from duo_ods.node.plan import Note, WantDir, WantFile, WantSecret, WantToken, WantUnit
-from duo_ods.node.system import wanted
+from duo_ods.config.resolve import Node
+from duo_ods.node import systemd
+from duo_ods.node.plan import (
+    Note,
+    UnitState,
+    WantDir,
+    WantFile,
+    WantSecret,
+    WantToken,
+    WantUnit,
+    pending,
+    plan_steps,
+)
+from duo_ods.node.system import apply_step, observe, wanted
 
 CONFIG = """
 [nodes.a]
@@ -71,3 +89,31 @@ def test_units_only_where_systemd_runs_the_daemons(tmp_path: Path) -> None:
     without = wanted(duo, duo.nodes["a"], use_systemd=False)
     assert not any(isinstance(w, WantUnit) for w in without)
     assert any(isinstance(w, Note) and "node start a" in w.text for w in without)
+
+
+def test_units_are_driven_through_systemctl_in_plan_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(systemd, "systemctl", lambda *args: calls.append(args) or "")
+    monkeypatch.setattr(
+        systemd,
+        "unit_state",
+        lambda unit: UnitState(enabled=unit.startswith("opendnssec-signer"), active=False),
+    )
+    wants = [WantUnit(u) for u in systemd.UNITS.values()]
+    steps = plan_steps(wants, observe(wants))
+    for step in pending(steps):
+        apply_step(step, cast(Node, SimpleNamespace(name="a")))
+    assert calls == [
+        ("start", "opendnssec-signer.service"),
+        ("enable", "opendnssec-enforcer.service"),
+        ("start", "opendnssec-enforcer.service"),
+    ]
+
+
+def test_cli_dry_run_is_refused_for_a_lab_node(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(CONFIG)
+    result = CliRunner().invoke(
+        cli, ["--config", str(tmp_path / "duo.toml"), "node", "init", "b", "--dry-run"]
+    )
+    assert result.exit_code == 2
+    assert "lab layout" in result.output
