@@ -66,7 +66,35 @@ def _simple(operation: str, help_text: str) -> click.Command:
     return click.command(operation, help=help_text)(command)
 
 
-node.add_command(_simple("init", "Make the node's directories, token, enforcer database and configs."))
+@node.command("init")
+@click.argument("node_name", metavar="NODE")
+@click.option("--dry-run", is_flag=True, help="show the plan only (system-layout nodes)")
+@pass_ctx
+def node_init(ctx: Ctx, node_name: str, dry_run: bool) -> None:
+    """Make the node's directories, token, enforcer database and configs.
+
+    A system-layout node shows its plan first (what each step creates or changes, and what
+    already matches), then acts; run again, it finds nothing to do.
+    """
+    target = ctx.duo.node(node_name)
+    if target.config.layout != "system":
+        if dry_run:
+            raise click.UsageError(f"--dry-run: node {node_name} has the lab layout, which has no plan")
+        result = ctx.transport.call(node_name, "init")
+        ctx.emit(result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+        return
+    plan = ctx.transport.call(node_name, "init", {"dry_run": True})
+    header = f"node {node_name} (system layout, root {plan['root']}): plan"
+    if dry_run or not plan["pending"]:
+        ctx.emit(plan, f"{header}\n{plan['text']}")
+        return
+    if not ctx.json:
+        click.echo(f"{header}\n{plan['text']}")
+    result = ctx.transport.call(node_name, "init", {"dry_run": False})
+    done = "\n".join(f"  done     {d['kind']:<9} {d['target']}" for d in result["done"])
+    ctx.emit(result, f"node {node_name}: {len(result['done'])} step(s) done\n{done}")
+
+
 node.add_command(_simple("start", "Start the node's ods-signerd and ods-enforcerd."))
 node.add_command(_simple("stop", "Stop the node's daemons (by pid)."))
 node.add_command(_simple("status", "Show the node's daemons and zones."))

@@ -59,6 +59,10 @@ class NodeConfig(_Model):
     port: Port = 53
     transport: Literal["local"] = "local"
     base_dir: str  # node-local directory: configs, database, token, run, logs
+    # lab: everything under base_dir, daemons in a mount namespace (many nodes per machine).
+    # system: Debian's OpenDNSSEC/SoftHSM paths under `root`; base_dir keeps only ods-duo's own files.
+    layout: Literal["lab", "system"] = "lab"
+    root: str = "/"  # system layout: prefix of every system path ("/" on a real node; tests: a temp dir)
     input_dir: str | None = None  # watched zone input directory; default BASE/input
     hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     token_label: str = Field(min_length=1, max_length=32)

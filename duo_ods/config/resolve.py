@@ -104,6 +104,60 @@ class NodePaths:
     def signconf(self, zone: str) -> Path:
         return self.signconf_dir / f"{zone_file_name(zone)}.xml"
 
+    @property
+    def namespace(self) -> bool:
+        """Whether the daemons need `run` bind-mounted over /run/opendnssec in a mount namespace."""
+        return True
+
+
+@dataclass(frozen=True)
+class SystemNodePaths(NodePaths):
+    """A Debian OpenDNSSEC install, one node per machine: the packages' own paths under `root`.
+
+    /etc/opendnssec and /var/lib/opendnssec as opendnssec-common ships them, SoftHSM's
+    /etc/softhsm/softhsm2.conf and /var/lib/softhsm/tokens, and /run/opendnssec (tmpfiles.d).
+    `base` keeps only ods-duo's own files: secrets, state, daemon logs, the input directory.
+    """
+
+    root: Path = Path("/")
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc/opendnssec"
+
+    @property
+    def var(self) -> Path:
+        return self.root / "var/lib/opendnssec"
+
+    @property
+    def softhsm_conf(self) -> Path:
+        return self.root / "etc/softhsm/softhsm2.conf"
+
+    @property
+    def softhsm_dir(self) -> Path:
+        return self.root / "var/lib/softhsm"
+
+    @property
+    def tokens(self) -> Path:
+        return self.softhsm_dir / "tokens"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run/opendnssec"
+
+    @property
+    def prevent_startup(self) -> Path:
+        """Debian's flag file: while it exists the systemd units do not start the daemons."""
+        return self.etc / "prevent-startup"
+
+    @property
+    def namespace(self) -> bool:
+        # The signer's socket and pid file are fixed at /run/opendnssec and the enforcer calls
+        # `ods-signer update` on that socket. On the real root that is the node's own folder; under
+        # any other root the daemons must see ROOT/run/opendnssec there, or they would take the
+        # host's (or another test's) sockets: so the same bind-mount as the lab.
+        return self.root != Path("/")
+
 
 def zone_file_name(zone: str) -> str:
     """A file name for a zone; the root zone has no name of its own."""
@@ -190,10 +244,13 @@ def resolve(config: DuoConfig, config_path: Path) -> Duo:
     nodes: dict[str, Node] = {}
     for name, node in config.nodes.items():
         base = _abs(here, node.base_dir)
+        paths = (
+            SystemNodePaths(base, root=_abs(here, node.root)) if node.layout == "system" else NodePaths(base)
+        )
         nodes[name] = Node(
             name=name,
             config=node,
-            paths=NodePaths(base),
+            paths=paths,
             input_dir=_abs(here, node.input_dir) if node.input_dir else base / "input",
             pin_file=_abs(here, node.pin_file) if node.pin_file else base / "secrets" / "pin",
         )

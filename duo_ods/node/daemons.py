@@ -1,5 +1,8 @@
 """Start and stop a node's ods-signerd and ods-enforcerd, each in a private mount namespace.
 
+A system node on its machine's own root needs no namespace; where systemd runs, its
+Debian units start and stop the daemons instead (duo_ods.node.systemd).
+
 Each daemon runs in the foreground (-d) with its log in the node's log folder,
 and is stopped by pid (duo_ods.process). Never `ods-signer stop`/`ods-enforcer
 stop`: they find the daemon by name and, with two nodes on one host, wait on
@@ -15,6 +18,7 @@ from pathlib import Path
 from duo_ods import process
 from duo_ods.config.resolve import Node
 from duo_ods.errors import CommandError, NodeError
+from duo_ods.node import systemd
 from duo_ods.ods.client import Enforcer, Signer
 from duo_ods.process import ProcessRecord
 
@@ -26,12 +30,18 @@ def _record_path(node: Node, daemon: str) -> Path:
 
 
 def running(node: Node, daemon: str) -> ProcessRecord | None:
+    if systemd.uses_systemd(node):
+        pid = systemd.main_pid(systemd.UNITS[daemon])
+        start = process.proc_start_time(pid) if pid else None
+        return ProcessRecord(daemon, pid, start) if pid and start is not None else None
     return process.running(_record_path(node, daemon))
 
 
 def _command(node: Node, daemon: str) -> list[str]:
     conf = str(node.paths.conf_xml)
     binary = "/usr/sbin/ods-signerd" if daemon == "signerd" else "/usr/sbin/ods-enforcerd"
+    if not node.paths.namespace:  # a system node on its machine's own root: /run/opendnssec is its own
+        return [binary, "-c", conf, "-d"]
     return [
         "unshare", "-m", "--propagation", "private", "--",
         sys.executable, "-m", "duo_ods.node.nsexec", str(node.paths.run), "--",
@@ -54,6 +64,8 @@ def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
     """Start whatever of the node's daemons is not running; wait until each answers."""
     if not node.paths.conf_xml.exists():
         raise NodeError(f"node {node.name}: not initialised ({node.paths.conf_xml} missing); run node init")
+    if systemd.uses_systemd(node):
+        return _start_units(node, timeout)
     pids: dict[str, int] = {}
     for daemon in DAEMONS:
         logfile = node.paths.log / f"{daemon}.log"
@@ -83,6 +95,27 @@ def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
     return pids
 
 
+def _wait_ready(node: Node, daemon: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _ready(node, daemon):
+        if time.monotonic() > deadline:
+            raise NodeError(f"node {node.name}: {daemon} did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _start_units(node: Node, timeout: float) -> dict[str, int]:
+    """systemd runs the daemons: start the units (signer first) and wait until each answers."""
+    pids: dict[str, int] = {}
+    for daemon in DAEMONS:
+        systemd.systemctl("start", systemd.UNITS[daemon])
+        _wait_ready(node, daemon, timeout)
+        record = running(node, daemon)
+        if record is None:
+            raise NodeError(f"node {node.name}: {systemd.UNITS[daemon]} has no main pid after start")
+        pids[daemon] = record.pid
+    return pids
+
+
 def stop_recorded(state_dir: Path, timeout: float = 20.0) -> dict[str, str]:
     """Stop the daemons recorded in state_dir, enforcer first. Needs nothing but the records,
     so a node can be stopped even when its config no longer loads."""
@@ -90,7 +123,11 @@ def stop_recorded(state_dir: Path, timeout: float = 20.0) -> dict[str, str]:
 
 
 def stop(node: Node, timeout: float = 20.0) -> dict[str, str]:
-    """Stop the node's daemons by pid and remove their sockets."""
+    """Stop the node's daemons by pid (or their systemd units) and remove their sockets."""
+    if systemd.uses_systemd(node):
+        for daemon in reversed(DAEMONS):
+            systemd.systemctl("stop", systemd.UNITS[daemon])
+        return {daemon: "stopped by systemd" for daemon in reversed(DAEMONS)}
     result = stop_recorded(node.paths.state, timeout)
     for sock in (node.paths.signer_sock, node.paths.enforcer_sock):
         sock.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from duo_ods.errors import CommandError, DuoError, NodeError
 from duo_ods.node import daemons
 from duo_ods.node.configs import write_zonelist
 from duo_ods.node.setup import init_node
+from duo_ods.node.system import init_system_node
 from duo_ods.ods.client import Enforcer, Signer
 from duo_ods.ods.parse import parse_zone_list
 from duo_ods.render.engine import write_atomic
@@ -35,6 +36,11 @@ def enforcer(node: Node) -> Enforcer:
 
 
 def op_init(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Lab nodes: make what is missing. System nodes: plan, then act unless payload["dry_run"]."""
+    if node.config.layout == "system":
+        return init_system_node(duo, node, dry_run=bool(payload.get("dry_run")))
+    if payload.get("dry_run"):
+        raise NodeError(f"node {node.name}: --dry-run needs a system-layout node; lab nodes just init")
     return init_node(duo, node)
 
 

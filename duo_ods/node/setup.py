@@ -44,15 +44,20 @@ def init_enforcer_db(node: Node) -> bool:
     db = node.paths.kasp_db
     if db.exists():
         return False
+    create_enforcer_db(db)
+    return True
+
+
+def create_enforcer_db(db: Path, mode: int = 0o600) -> None:
+    """A new enforcer database at db, from ODS's schema file (db must not exist)."""
     tmp = db.with_suffix(".new")
     tmp.unlink(missing_ok=True)
     with sqlite3.connect(tmp) as conn:
         conn.executescript(ODS_SQLITE_SCHEMA.read_text(encoding="utf-8"))
         conn.execute("INSERT INTO databaseVersion (version) VALUES (1)")
     conn.close()
+    tmp.chmod(mode)
     tmp.rename(db)
-    db.chmod(0o600)
-    return True
 
 
 def zonelist_zones(node: Node) -> list[str]:

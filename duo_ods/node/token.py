@@ -7,6 +7,7 @@ answer the prompts with pexpect so the PINs never appear in argv.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pexpect
@@ -52,3 +53,34 @@ def init_token(conf: Path, label: str, pin: str, so_pin: str, owner: str) -> boo
     if child.exitstatus != 0 or not token_exists(conf, label):
         raise NodeError(f"{owner}: token {label} was not created")
     return True
+
+
+# SoftHSM 2's file object store: token.object is an 8-byte generation, then attribute records
+# (type, kind, [length,] value; big-endian u64s). The token label is CKA_OS_TOKENLABEL, a byte string.
+_CKA_OS_TOKENLABEL = 0x80005349
+_BYTE_STRING = 3
+
+
+def token_object_label(data: bytes) -> str | None:
+    """The label in a SoftHSM token.object (None when it holds none)."""
+    marker = struct.pack(">QQ", _CKA_OS_TOKENLABEL, _BYTE_STRING)
+    at = data.find(marker)
+    if at < 0 or len(data) < at + 24:
+        return None
+    (length,) = struct.unpack_from(">Q", data, at + 16)
+    value = data[at + 24 : at + 24 + length]
+    return value.decode("utf-8", errors="replace").rstrip(" \0") if len(value) == length else None
+
+
+def token_labels(tokendir: Path) -> frozenset[str]:
+    """The labels of the tokens in a SoftHSM token directory, read from their files.
+
+    Not through softhsm2-util --show-slots: that rewrites every token's `generation` file, so a
+    look would change what it looks at (node init's second run must change nothing).
+    """
+    labels = set()
+    for token_object in sorted(tokendir.glob("*/token.object")):
+        label = token_object_label(token_object.read_bytes())
+        if label is not None:
+            labels.add(label)
+    return frozenset(labels)

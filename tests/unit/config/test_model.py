@@ -109,3 +109,41 @@ def test_csk_policy_refused_with_the_ods_reason() -> None:
     assert problem.startswith(
         "[policy.keys] 'csk' cannot work with OpenDNSSEC 2.1.12: its key import gives a CSK"
     )
+
+
+SYSTEM = GOOD.replace('base_dir = "nodes/a"', 'base_dir = "/var/lib/ods-duo"\nlayout = "system"')
+
+
+def test_system_layout_uses_debian_paths_on_the_real_root(tmp_path: Path) -> None:
+    path = tmp_path / "duo.toml"
+    path.write_text(SYSTEM)
+    a = load_config(path).nodes["a"]
+    assert a.config.layout == "system"
+    assert a.paths.conf_xml == Path("/etc/opendnssec/conf.xml")
+    assert a.paths.kasp_db == Path("/var/lib/opendnssec/kasp.db")
+    assert a.paths.signconf("example.com") == Path("/var/lib/opendnssec/signconf/example.com.xml")
+    assert a.paths.unsigned_zone("example.com") == Path("/var/lib/opendnssec/unsigned/example.com")
+    assert a.paths.softhsm_conf == Path("/etc/softhsm/softhsm2.conf")
+    assert a.paths.tokens == Path("/var/lib/softhsm/tokens")
+    assert a.paths.signer_sock == Path("/run/opendnssec/engine.sock")
+    assert a.paths.namespace is False  # the machine's own /run/opendnssec
+    assert a.pin_file == Path("/var/lib/ods-duo/secrets/pin")  # ods-duo's own files stay in base_dir
+    assert load_config(path).nodes["b"].paths.namespace is True  # the lab layout is unchanged
+
+
+def test_system_layout_under_a_root_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "duo.toml"
+    path.write_text(SYSTEM.replace('layout = "system"', 'layout = "system"\nroot = "sysroot"'))
+    a = load_config(path).nodes["a"]
+    root = tmp_path / "sysroot"
+    assert a.paths.conf_xml == root / "etc/opendnssec/conf.xml"
+    assert a.paths.enforcer_sock == root / "run/opendnssec/enforcer.sock"
+    assert a.paths.tokens == root / "var/lib/softhsm/tokens"
+    # Not the machine's /run/opendnssec: the daemons get ROOT/run/opendnssec bind-mounted there.
+    assert a.paths.namespace is True
+
+
+def test_layout_is_checked() -> None:
+    assert any(
+        "layout" in p for p in problems(GOOD.replace('token_label = "A"', 'token_label = "A"\nlayout = "x"'))
+    )
