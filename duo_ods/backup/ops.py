@@ -67,6 +67,22 @@ def op_bundle_verify(duo: Duo, backup: Backup, payload: Payload) -> Payload:
     return {"locator": bundle.locator, "ok": True, "problem": None}
 
 
+def op_snapshot_put(duo: Duo, backup: Backup, payload: Payload) -> Payload:
+    return {"path": str(BackupStore(backup.dir).put_snapshot(payload["snapshot"]))}
+
+
+def op_snapshot_get(duo: Duo, backup: Backup, payload: Payload) -> Payload:
+    return {"snapshot": BackupStore(backup.dir).latest_snapshot()}
+
+
+def op_dead_since(duo: Duo, backup: Backup, payload: Payload) -> Payload:
+    """Read the retention ledger; with "ledger", replace it first."""
+    store = BackupStore(backup.dir)
+    if "ledger" in payload:
+        store.save_dead_since({k: float(v) for k, v in payload["ledger"].items()})
+    return {"ledger": store.dead_since()}
+
+
 BACKUP_OPERATIONS: dict[str, Any] = {
     "init": op_init,
     **kek_ops(backup_token),
@@ -74,4 +90,7 @@ BACKUP_OPERATIONS: dict[str, Any] = {
     "bundle-list": op_bundle_list,
     "bundle-remove": op_bundle_remove,
     "bundle-verify": op_bundle_verify,
+    "snapshot-put": op_snapshot_put,
+    "snapshot-get": op_snapshot_get,
+    "dead-since": op_dead_since,
 }

@@ -6,15 +6,21 @@ comparing digests, so "the backup has it" means it is on disk and readable.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.render.engine import write_atomic
 
 log = logging.getLogger(__name__)
+
+
+SNAPSHOTS_KEPT = 20
 
 
 class BackupError(DuoError):
@@ -64,6 +70,50 @@ class BackupStore:
 
     def remove(self, locator: str) -> None:
         self.path(locator).unlink(missing_ok=True)
+
+    # --- snapshots: the duo's zones and enforcer key states, to rebuild nodes from -------
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    def put_snapshot(self, snapshot: dict[str, Any], keep: int = SNAPSHOTS_KEPT) -> Path:
+        """Store a snapshot (0600), confirmed by reading it back; the oldest beyond `keep` go."""
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(float(snapshot["taken"])))
+        path = self.snapshots_dir / f"{stamp}.json"
+        text = json.dumps(snapshot, sort_keys=True)
+        try:
+            write_atomic(path, text + "\n", mode=0o600)
+            if json.loads(path.read_text(encoding="utf-8")) != json.loads(text):
+                raise BackupError(f"backup store {path}: read-back does not match what was written")
+        except OSError as exc:
+            raise BackupError(f"backup store {path}: cannot write: {exc.strerror}") from None
+        for old in sorted(self.snapshots_dir.glob("*.json"))[:-keep]:
+            old.unlink()
+        return path
+
+    def latest_snapshot(self) -> dict[str, Any] | None:
+        paths = sorted(self.snapshots_dir.glob("*.json")) if self.snapshots_dir.exists() else []
+        if not paths:
+            return None
+        data: dict[str, Any] = json.loads(paths[-1].read_text(encoding="utf-8"))
+        return data
+
+    # --- retention: when each key was first seen dead on every node ------------------------
+
+    @property
+    def dead_ledger(self) -> Path:
+        return self.root / "state" / "dead-since.json"
+
+    def dead_since(self) -> dict[str, float]:
+        if not self.dead_ledger.exists():
+            return {}
+        return {k: float(v) for k, v in json.loads(self.dead_ledger.read_text(encoding="utf-8")).items()}
+
+    def save_dead_since(self, ledger: dict[str, float]) -> None:
+        self.dead_ledger.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.dead_ledger, json.dumps(ledger, sort_keys=True, indent=1) + "\n", mode=0o600)
 
     def list(self) -> list[KeyBundle]:
         if not self.bundles_dir.exists():

@@ -7,6 +7,9 @@ import sys
 import click
 
 from duo_ods.backup.report import backup_list, backup_verify
+from duo_ods.backup.restore import SOURCES, restore_node
+from duo_ods.backup.retention import prune
+from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.cli.context import Ctx, pass_ctx
 
 
@@ -36,3 +39,44 @@ def backup_verify_cmd(ctx: Ctx) -> None:
     text = [f"{result['bundles']} bundles; " + ("all restore" if result["ok"] else "PROBLEMS:")]
     ctx.emit(result, "\n".join([*text, *[f"  {p}" for p in result["problems"]]]))
     sys.exit(0 if result["ok"] else 1)
+
+
+@backup.command("snapshot")
+@click.option("--node", help="node to take it from (default: the first that answers)")
+@pass_ctx
+def backup_snapshot_cmd(ctx: Ctx, node: str | None) -> None:
+    """Keep the zones and every key's enforcer state in the backup store (restore rebuilds from it)."""
+    result = take_snapshot(ctx.duo, ctx.transport, node)
+    ctx.emit(result, f"snapshot of node {result['node']}: {result['zones']} zones in {result['path']}")
+
+
+@backup.command("restore")
+@click.option("--node", required=True, help="the wiped node to rebuild")
+@click.option(
+    "--from", "source", type=click.Choice(SOURCES),
+    help="state from the live peer or the backup's latest snapshot (default: the peer if it answers)",
+)  # fmt: skip
+@pass_ctx
+def backup_restore_cmd(ctx: Ctx, node: str, source: str | None) -> None:
+    """Rebuild a wiped node: token, KEK, keys, enforcer database, zones and key states."""
+    r = restore_node(ctx.duo, ctx.transport, node, source)
+    text = [
+        f"node {r['node']} restored from {r['from']} ({r['source']}): {len(r['zones'])} zones, "
+        f"{r['keys']} keys, KEK {r['kek']}",
+        f"  serving: {', '.join(r['serving']) or 'nothing yet'}",
+    ]
+    ctx.emit(r, "\n".join(text))
+
+
+@backup.command("prune")
+@click.option("--dry-run", is_flag=True, help="say what would go, remove nothing")
+@pass_ctx
+def backup_prune_cmd(ctx: Ctx, dry_run: bool) -> None:
+    """Remove bundles of keys dead on every node for longer than [backup] retention."""
+    r = prune(ctx.duo, ctx.transport, dry_run)
+    if r["undecided"]:
+        ctx.emit(r, r["undecided"])
+        return
+    verb = "would remove" if dry_run else "removed"
+    ctx.emit(r, f"{verb} {len(r['removed'])} bundles; {len(r['dead'])} keys dead on every node, kept until "
+             f"the retention ({ctx.duo.config.backup.retention}) has passed")  # fmt: skip

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 import click
 
+from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.keys.flow import ROLE_CHOICES, create_key
@@ -19,6 +20,11 @@ def key() -> None:
     """Shared keys: one key in every node's HSM and the backup, one DS."""
 
 
+def _warn(warning: str | None) -> None:
+    if warning:
+        click.echo(f"ods-duo: warning: {warning}", err=True)
+
+
 @key.command("create")
 @click.argument("zone_name", metavar="ZONE")
 @click.option("--role", type=click.Choice(ROLE_CHOICES), help="default: pair (a KSK and a ZSK)")
@@ -28,6 +34,7 @@ def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -
     """Make a key on one node, copy it to every node and the backup, then let every enforcer use it."""
     created = create_key(ctx.duo, ctx.transport, zone_name, role, origin)
     managed.sync_signed(ctx.duo, ctx.transport)  # the lab's secondaries take the newly signed zone
+    _warn(snapshot_after(ctx.duo, ctx.transport, "key create"))
     lines = [
         f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
         f"in the enforcers of {', '.join(k.imported_on)}"
@@ -47,6 +54,7 @@ def key_rollover(ctx: Ctx, zone_name: str, role: str, origin: str | None) -> Non
     """Roll a zone's ZSK or KSK on every node in step, to one shared successor."""
     done = rollover(ctx.duo, ctx.transport, zone_name, role, origin)
     managed.sync_signed(ctx.duo, ctx.transport)
+    _warn(snapshot_after(ctx.duo, ctx.transport, "key rollover"))
     text = (
         f"zone {done.zone}: {done.role} rollover to {done.locator} (key tag {done.keytag}, "
         f"made on {done.origin}) started on {', '.join(done.started)}, {done.spread:.2f} s apart"
@@ -60,6 +68,7 @@ def _ds_command(action: str) -> click.Command:
     @pass_ctx
     def command(ctx: Ctx, zone_name: str, keytag: int) -> None:
         result = mark_ds(ctx.duo, ctx.transport, zone_name, keytag, action)
+        _warn(snapshot_after(ctx.duo, ctx.transport, f"key ds-{action}"))
         ran = ", ".join(
             f"{n}: {' + '.join(r['ran']) or 'already ' + action}" for n, r in result["nodes"].items()
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from duo_ods import process
+from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.bind import managed as secondaries
 from duo_ods.bind.query import soa_serial
 from duo_ods.bind.tsig import ensure_tsig_key
@@ -140,6 +141,8 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
             actions.append(
                 f"{key.role} {key.locator} (key tag {key.keytag}) shared by {', '.join(key.imported_on)}"
             )
+        snap = take_snapshot(duo, transport)
+        actions.append(f"backup snapshot of node {snap['node']} ({snap['zones']} zones)")
     signed = secondaries.signed_zones(duo, transport)  # zones without keys are not served
     for name in duo.secondary_dirs:
         pid = secondaries.start(duo, name, signed, layout.address_ledger)

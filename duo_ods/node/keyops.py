@@ -13,6 +13,7 @@ from typing import Any
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import CommandError, NodeError
 from duo_ods.hsm import kek, keys
+from duo_ods.node import daemons
 from duo_ods.node.ops import Payload, enforcer
 from duo_ods.node.tokenref import KEK_LABEL, TRANSPORT_LABEL, TokenRef
 from duo_ods.ods import kaspdb
@@ -216,6 +217,15 @@ def op_key_states(duo: Duo, node: Node, payload: Payload) -> Payload:
     return {"node": node.name, "zones": [z.to_json() for z in zones]}
 
 
+def op_key_states_write(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Set the enforcer state of keys this node has imported (a restore). Only with the enforcer
+    stopped: it keeps its own view of the rows while it runs."""
+    if daemons.running(node, "enforcerd") is not None:
+        raise NodeError(f"node {node.name}: stop its enforcer before writing key states")
+    zones = [kaspdb.ZoneState.from_json(z) for z in payload["zones"]]
+    return {"node": node.name, "keys": kaspdb.write_states(node.paths.kasp_db, zones)}
+
+
 def op_key_rollover(duo: Duo, node: Node, payload: Payload) -> Payload:
     client = enforcer(node)
     at = time.time()
@@ -270,5 +280,6 @@ KEY_OPERATIONS: dict[str, Any] = {
     "key-pool-remove": op_key_pool_remove,
     "key-states": op_key_states,
     "key-rollover": op_key_rollover,
+    "key-states-write": op_key_states_write,
     "key-ds": op_key_ds,
 }

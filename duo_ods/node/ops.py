@@ -65,6 +65,7 @@ def op_status(duo: Duo, node: Node, payload: Payload) -> Payload:
         "address": node.address,
         "port": node.port,
         "initialised": node.paths.conf_xml.exists(),
+        "has_database": node.paths.kasp_db.exists(),
         "daemons": pids,
         "input_dir": str(node.input_dir),
         "zones": [],
@@ -196,6 +197,16 @@ def op_zone_update(duo: Duo, node: Node, payload: Payload) -> Payload:
     return {"node": node.name, "zone": zone, "signing": True}
 
 
+def op_zone_export(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """The zone's last good input as the signer reads it (for snapshots and restores)."""
+    zone: str = payload["zone"]
+    path = node.paths.unsigned_zone(zone)
+    try:
+        return {"node": node.name, "zone": zone, "text": path.read_text(encoding="utf-8")}
+    except OSError as exc:
+        raise NodeError(f"node {node.name}: zone {zone}: cannot read {path}: {exc.strerror}") from None
+
+
 def op_zone_resign(duo: Duo, node: Node, payload: Payload) -> Payload:
     """Sign the zone's current input again with a given serial (serial levelling)."""
     zone, serial = payload["zone"], int(payload["serial"])
@@ -228,5 +239,6 @@ OPERATIONS: dict[str, Operation] = {
     "zone-add-batch": op_zone_add_batch,
     "zone-update": op_zone_update,
     "zone-resign": op_zone_resign,
+    "zone-export": op_zone_export,
     "zone-remove": op_zone_remove,
 }

@@ -1,0 +1,176 @@
+"""`backup restore --node NODE`: rebuild a wiped node so it signs again with the same keys.
+
+The node gets a fresh token, the KEK from the backup's token, every key its zones use from
+the bundles, a fresh enforcer database with the zones, and each key's enforcer state as the
+source had it. The source is the live peer when one answers (it has the newest state), else
+the backup store's latest snapshot (both nodes lost: "flatliners").
+
+Everything the rebuild needs is checked before the node is touched: a key without a bundle
+stops the restore before anything is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from duo_ods.backup.snapshot import node_state
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError
+from duo_ods.keys.bundle import KeyBundle
+from duo_ods.transport.base import Transport
+from duo_ods.zones.level import level_zone
+from duo_ods.zones.manage import served_serials
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("peer", "backup")
+SIGN_WAIT = 120.0  # seconds for the rebuilt node to serve every zone
+
+
+class RestoreError(DuoError):
+    """A node cannot be restored as asked; the error names the step."""
+
+
+def _step(
+    name: str, target: str, transport: Transport, op: str, payload: dict[str, Any] | None = None
+) -> Any:
+    try:
+        return transport.call(target, op, payload)
+    except DuoError as exc:
+        raise RestoreError(f"restore step {name} on {target}: {exc}") from exc
+
+
+def _source_state(
+    duo: Duo, transport: Transport, node: str, source: str | None
+) -> tuple[str, dict[str, Any]]:
+    """("peer" or "backup", the zones and key states to rebuild from): a live peer's, else the
+    latest snapshot."""
+    silent: list[str] = []
+    if source in (None, "peer"):
+        for peer in (n for n in duo.nodes if n != node):
+            try:
+                return "peer", node_state(transport, peer)
+            except DuoError as exc:
+                silent.append(f"{peer}: {exc}")
+        if source == "peer":
+            raise RestoreError("restore: no peer answers (" + "; ".join(silent) + "); use --from backup")
+    snapshot = _step("source", "backup", transport, "snapshot-get")["snapshot"]
+    if snapshot is None:
+        raise RestoreError("restore: no peer answers and the backup store has no snapshot")
+    if silent:
+        log.warning(
+            "restore: no peer answers (%s); using the snapshot of %s", "; ".join(silent), snapshot["node"]
+        )
+    return "backup", snapshot
+
+
+def _preflight(duo: Duo, transport: Transport, node: str, state: dict[str, Any]) -> dict[str, KeyBundle]:
+    status = _step("preflight", node, transport, "status")
+    running = [d for d, pid in status["daemons"].items() if pid]
+    if running:
+        raise RestoreError(
+            f"restore: node {node} runs {', '.join(running)}: restore rebuilds a dead node; stop it first"
+        )
+    if status.get("has_database"):
+        raise RestoreError(
+            f"restore: node {node} still has its enforcer database: restore rebuilds a wiped node; "
+            "move the node's state away first"
+        )
+    bundles = {
+        b.locator: b
+        for b in map(KeyBundle.from_json, _step("preflight", "backup", transport, "bundle-list")["bundles"])
+    }
+    missing = [
+        f"{z['zone']} {k['role']} {k['keytag']} ({k['locator']})"
+        for z in state["zones"] if z["states"]
+        for k in z["states"]["keys"] if k["locator"] not in bundles
+    ]  # fmt: skip
+    if missing:
+        raise RestoreError("restore: the backup store has no bundle for " + ", ".join(missing))
+    return bundles
+
+
+def _copy_kek(transport: Transport, node: str) -> str:
+    """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key)."""
+    want = _step("kek", "backup", transport, "kek-status")["fingerprint"]
+    if want is None:
+        raise RestoreError("restore step kek: the backup token has no KEK")
+    have = _step("kek", node, transport, "kek-status")
+    if have["has_kek"]:
+        if have["fingerprint"] != want:
+            raise RestoreError(
+                f"restore step kek: node {node}'s token has another KEK ({have['fingerprint']})"
+            )
+        return str(want)
+    public = _step("kek", node, transport, "kek-transport-key")["public"]
+    blob = _step("kek", "backup", transport, "kek-wrap-for", {"public": public})["blob"]
+    got = _step("kek", node, transport, "kek-unwrap", {"blob": blob})["fingerprint"]
+    if got != want:
+        raise RestoreError(f"restore step kek: node {node} holds KEK {got}, the backup {want}")
+    return str(got)
+
+
+def restore_node(duo: Duo, transport: Transport, node: str, source: str | None = None) -> dict[str, Any]:
+    duo.node(node)  # a clear error for an unknown node
+    if source is not None and source not in SOURCES:
+        raise RestoreError(f"--from {source}: choose one of {', '.join(SOURCES)}")
+    kind, state = _source_state(duo, transport, node, source)
+    bundles = _preflight(duo, transport, node, state)
+    zones = state["zones"]
+    keys = [(z["zone"], k) for z in zones if z["states"] for k in z["states"]["keys"]]
+    log.info("restore node %s from %s: %d zones, %d keys", node, state["node"], len(zones), len(keys))
+
+    _step("init", node, transport, "init")
+    kek = _copy_kek(transport, node)
+    for locator in sorted({k["locator"] for _, k in keys}):
+        b = bundles[locator]
+        payload = {"locator": b.locator, "algorithm": b.algorithm, "bits": b.bits, "public": b.public,
+                   "wrapped": b.wrapped}  # fmt: skip
+        if not _step("keys", node, transport, "key-unwrap", payload)["confirmed"]:
+            raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
+    _step("start", node, transport, "start")
+    _step("policy", node, transport, "policy-import")
+    _step(
+        "zones",
+        node,
+        transport,
+        "zone-add-batch",
+        {"zones": [{"zone": z["zone"], "text": z["text"]} for z in zones]},
+    )
+    for zone, key in keys:
+        b = bundles[key["locator"]]
+        payload = {"zone": zone, "locator": b.locator, "role": key["role"], "algorithm": b.algorithm,
+                   "bits": b.bits, "inception": key["inception"]}  # fmt: skip
+        _step("import", node, transport, "key-import", payload)
+    # The enforcer keeps its own view of rows while it runs: write the states with it stopped.
+    _step("states", node, transport, "stop")
+    written = _step(
+        "states", node, transport, "key-states-write", {"zones": [z["states"] for z in zones if z["states"]]}
+    )
+    _step("start", node, transport, "start")
+    _step("enforce", node, transport, "enforce")
+
+    serving = _wait_serving(duo, node, [z["zone"] for z in zones if z["states"]])
+    levelled = {zone: level_zone(duo, transport, zone, 0)["levelled"] for zone in serving}
+    return {
+        "node": node, "source": state["node"], "from": kind,
+        "snapshot_taken": state["taken"], "zones": [z["zone"] for z in zones], "keys": written["keys"],
+        "kek": kek, "serving": serving, "levelled": levelled,
+    }  # fmt: skip
+
+
+def _wait_serving(duo: Duo, node: str, zones: list[str]) -> list[str]:
+    """The zones the rebuilt node serves signed within SIGN_WAIT (zones with keys only)."""
+    deadline = time.monotonic() + SIGN_WAIT
+    serving: list[str] = []
+    for zone in zones:
+        while served_serials(duo, zone).get(node) is None:
+            if time.monotonic() > deadline:
+                log.warning("restore: node %s does not serve %s yet", node, zone)
+                break
+            time.sleep(1)
+        else:
+            serving.append(zone)
+    return serving

@@ -1,0 +1,60 @@
+"""Snapshots: what a rebuilt node needs besides its keys, kept in the backup store.
+
+A snapshot holds, from one node: every zone with its last good input, and the enforcer
+state of every key (kasp.db rows, see duo_ods.ods.kaspdb). Keys themselves are in the
+bundles. ods-duo takes one after every key command and on `backup snapshot` (run it from
+cron or a timer too: zone changes from the watcher do not take one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError
+from duo_ods.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+
+def node_state(transport: Transport, node: str) -> dict[str, Any]:
+    """One node's zones (with their inputs) and key states, as a snapshot holds them."""
+    zones = [z["name"] for z in transport.call(node, "zone-list")["zones"]]
+    states = {z["zone"]: z for z in transport.call(node, "key-states")["zones"]}
+    return {
+        "taken": time.time(),
+        "node": node,
+        "zones": [
+            {"zone": zone, "text": transport.call(node, "zone-export", {"zone": zone})["text"],
+             "states": states.get(zone)}
+            for zone in zones
+        ],
+    }  # fmt: skip
+
+
+def take_snapshot(duo: Duo, transport: Transport, node: str | None = None) -> dict[str, Any]:
+    """From `node`, else the first node that answers; stored in the backup store."""
+    tried: list[str] = []
+    for candidate in [node] if node else list(duo.nodes):
+        try:
+            snapshot = node_state(transport, candidate)
+        except DuoError as exc:
+            tried.append(f"{candidate}: {exc}")
+            continue
+        path = transport.call("backup", "snapshot-put", {"snapshot": snapshot})["path"]
+        log.info("snapshot of node %s (%d zones) in %s", candidate, len(snapshot["zones"]), path)
+        return {"node": candidate, "zones": len(snapshot["zones"]), "path": path, "taken": snapshot["taken"]}
+    raise DuoError("no node gave a snapshot: " + "; ".join(tried))
+
+
+def snapshot_after(duo: Duo, transport: Transport, what: str) -> str | None:
+    """After a key command: a snapshot, or a warning when it could not be taken (the command stands)."""
+    try:
+        take_snapshot(duo, transport)
+    except DuoError as exc:
+        warning = f"{what} done, but no backup snapshot was taken ({exc}); run `ods-duo backup snapshot`"
+        log.warning("%s", warning)
+        return warning
+    return None
