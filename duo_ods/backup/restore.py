@@ -16,12 +16,13 @@ import time
 from typing import Any
 
 from duo_ods.backup.snapshot import node_state
+from duo_ods.bind.query import soa_serial
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.transport.base import Transport
-from duo_ods.zones.level import level_zone
-from duo_ods.zones.manage import served_serials
+from duo_ods.zones.manage import notify_secondaries, served_serials
+from duo_ods.zones.serial import next_serial
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,41 @@ def restore_node(duo: Duo, transport: Transport, node: str, source: str | None =
     _step("enforce", node, transport, "enforce")
 
     serving = _wait_serving(duo, node, [z["zone"] for z in zones if z["states"]])
-    levelled = {zone: level_zone(duo, transport, zone, 0)["levelled"] for zone in serving}
+    serials = {zone: _catch_up(duo, transport, node, zone, above=kind == "backup") for zone in serving}
     return {
         "node": node, "source": state["node"], "from": kind,
         "snapshot_taken": state["taken"], "zones": [z["zone"] for z in zones], "keys": written["keys"],
-        "kek": kek, "serving": serving, "levelled": levelled,
+        "kek": kek, "serving": serving, "serials": serials,
     }  # fmt: skip
+
+
+def _catch_up(duo: Duo, transport: Transport, node: str, zone: str, above: bool) -> int | None:
+    """Give the rebuilt node's zone a serial the secondaries will take.
+
+    A fresh signer starts its serial over, below what the secondaries hold: they would keep
+    the old copy until its signatures expire. From a peer, the rebuilt node takes the highest
+    serial served (the secondaries have the peer's data); from a snapshot (no node was left),
+    one above every serial served anywhere, and the secondaries are told.
+    """
+    served = served_serials(duo, zone)
+    mine = served.get(node)
+    seen = [s for s in served.values() if s is not None]
+    seen += [
+        s for sec in duo.config.secondaries if (s := soa_serial(sec.address, sec.port, zone)) is not None
+    ]
+    if mine is None or not seen:
+        return mine
+    target = next_serial(seen, duo.config.policy.serial) if above else max(seen)
+    if mine >= target:
+        return mine
+    _step("serial", node, transport, "zone-resign", {"zone": zone, "serial": target})
+    log.info("restore: node %s signs %s with serial %d (it restarted at %d)", node, zone, target, mine)
+    deadline = time.monotonic() + 30
+    while (served_serials(duo, zone).get(node) or 0) < target and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if above:
+        notify_secondaries(duo, zone)
+    return target
 
 
 def _wait_serving(duo: Duo, node: str, zones: list[str]) -> list[str]:

@@ -309,7 +309,10 @@ def write_states(db: Path, zones: list[ZoneState]) -> int:
                 raise NodeError(f"zone {state.zone} is not in {db}; add it first")
             zone_id = int(row[0])
             conn.execute(
-                f"UPDATE zone SET {', '.join(c + ' = ?' for c in ZONE_STATE)}, rev = rev + 1 WHERE id = ?",
+                # signconfNeedsWriting: else the enforcer, seeing no state change of its own, never
+                # writes the rebuilt node's signconf and its signer has nothing to sign with.
+                f"UPDATE zone SET {', '.join(c + ' = ?' for c in ZONE_STATE)}, signconfNeedsWriting = 1,"
+                " rev = rev + 1 WHERE id = ?",
                 (*(state.fields[c] for c in ZONE_STATE), zone_id),
             )
             ids: dict[str, int] = {}

@@ -1,0 +1,165 @@
+"""Flatliner drills on a real duo: wipe a node (or both) and rebuild it from the backup (issue 7).
+
+The tests run in order on one lab: refusals first (they must leave everything as it was),
+then node b wiped and restored from its live peer, then both nodes wiped and restored, the
+first from the backup store's snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duo_ods.bind.query import soa_serial
+from duo_ods.config.load import load_config
+from duo_ods.config.resolve import Duo
+from duo_ods.transport import transport_for
+from tests.integration.conftest import Lab
+from tests.support.dnssec import cross_validate, dnskey_rrset
+
+pytestmark = pytest.mark.integration
+
+ZONE = "example.test"
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    return make_lab("127.0.0.180")
+
+
+@pytest.fixture(scope="module")
+def duo(lab: Lab) -> Duo:
+    return load_config(Path(lab.config))
+
+
+@pytest.fixture(scope="module")
+def before(lab: Lab, duo: Duo) -> dict[str, Any]:
+    """What must survive every drill: the DNSKEY RRset, the DS and the keys' enforcer states."""
+    return {"dnskeys": published(lab, "a"), "ds": ds(lab), "states": states(duo, "a")}
+
+
+def published(lab: Lab, node: str) -> set[str]:
+    return {k.to_text() for k in dnskey_rrset(lab.signed(node, ZONE))}
+
+
+def ds(lab: Lab) -> list[str]:
+    return list(json.loads(lab.duo("--json", "key", "ds", ZONE).stdout)["ds"])
+
+
+def states(duo: Duo, node: str) -> list[dict[str, Any]]:
+    """The zone's keys as the node's enforcer database has them."""
+    keys: list[dict[str, Any]] = transport_for(duo).call(node, "key-states", {"zone": ZONE})["zones"][0][
+        "keys"
+    ]
+    return keys
+
+
+def restored_from(restored: list[dict[str, Any]], source: list[dict[str, Any]], since: float) -> list[str]:
+    """Where the restored keys differ from the source's: each record must have the source's state
+    and change time, unless the restored enforcer moved it on itself after the restore began."""
+    theirs = {k["locator"]: k for k in source}
+    problems = []
+    if sorted(theirs) != sorted(k["locator"] for k in restored):
+        return [f"keys {sorted(k['locator'] for k in restored)} != {sorted(theirs)}"]
+    for key in restored:
+        origin = {r["type"]: r for r in theirs[key["locator"]]["records"]}
+        for rec in key["records"]:
+            was = origin[rec["type"]]
+            if (rec["state"], rec["last_change"]) != (was["state"], was["last_change"]) and rec[
+                "last_change"
+            ] < since:
+                problems.append(f"{key['role']} {key['keytag']} {rec['type']}: {rec} != {was}")
+    return problems
+
+
+def wipe(lab: Lab, duo: Duo, node: str) -> None:
+    """The node dies and its disk is lost: daemons stopped, token, database and zones gone."""
+    lab.duo("node", "stop", node)
+    shutil.rmtree(duo.node(node).paths.base)
+
+
+def assert_duo_whole(lab: Lab, before: dict[str, Any]) -> None:
+    for node in ("a", "b"):
+        assert published(lab, node) == before["dnskeys"]
+    assert ds(lab) == before["ds"]
+    a, b = lab.signed("a", ZONE), lab.signed("b", ZONE)
+    for signed, other in ((a, b), (b, a)):
+        result = cross_validate(signed, dnskey_rrset(other))
+        assert result.validated > 0
+        assert result.failures == []
+    report = json.loads(lab.duo("--json", "check").stdout)
+    assert report["ok"], report
+
+
+def test_lab_up_left_a_snapshot_and_keys_in_the_backup(lab: Lab, before: dict[str, Any]) -> None:
+    assert list((lab.dir / "backup" / "snapshots").glob("*.json"))
+    assert (lab.dir / "backup" / "snapshots").stat().st_mode & 0o077 == 0
+    verified = json.loads(lab.duo("--json", "backup", "verify").stdout)
+    assert verified["ok"] and verified["bundles"] == 2
+
+
+def test_restore_refuses_a_running_node(lab: Lab, duo: Duo, before: dict[str, Any]) -> None:
+    proc = lab.duo("backup", "restore", "--node", "b", check=False)
+    assert proc.returncode != 0
+    assert "node b runs" in proc.stderr
+    assert states(duo, "b") == before["states"]
+
+
+def test_restore_refuses_when_a_key_has_no_bundle_and_touches_nothing(
+    lab: Lab, duo: Duo, before: dict[str, Any], tmp_path: Path
+) -> None:
+    wipe(lab, duo, "b")
+    bundles = lab.dir / "backup" / "bundles"
+    [moved] = [p for p in bundles.glob("*.json") if json.loads(p.read_text())["role"] == "ZSK"]
+    shutil.move(moved, tmp_path / moved.name)
+    try:
+        proc = lab.duo("backup", "restore", "--node", "b", check=False)
+    finally:
+        shutil.move(tmp_path / moved.name, moved)
+    assert proc.returncode != 0
+    assert "no bundle for example.test ZSK" in proc.stderr
+    assert not duo.node("b").paths.base.exists(), "a refused restore must not start building the node"
+
+
+def test_node_b_wiped_is_restored_from_its_peer(lab: Lab, duo: Duo, before: dict[str, Any]) -> None:
+    source = states(duo, "a")
+    started = time.time()
+    result = json.loads(lab.duo("--json", "backup", "restore", "--node", "b").stdout)
+    assert result["from"] == "peer"
+    assert result["serving"] == [ZONE]
+    # Same keys with the same enforcer states (and state change times) as the peer had.
+    assert restored_from(states(duo, "b"), source, started) == []
+    assert_duo_whole(lab, before)
+
+
+def test_both_nodes_wiped_are_restored_from_the_backup(lab: Lab, duo: Duo, before: dict[str, Any]) -> None:
+    secondary = duo.config.secondaries[0]
+    held = soa_serial(secondary.address, secondary.port, ZONE)
+    assert held is not None
+    lab.duo("backup", "snapshot")
+    snapshot = states(duo, "a")
+    wipe(lab, duo, "a")
+    wipe(lab, duo, "b")
+    started = time.time()
+    first = json.loads(lab.duo("--json", "backup", "restore", "--node", "a").stdout)
+    assert first["from"] == "backup"
+    # Above what the secondaries hold, or they would keep the old copy until it expires.
+    assert first["serials"][ZONE] > held
+    second = json.loads(lab.duo("--json", "backup", "restore", "--node", "b").stdout)
+    assert second["from"] == "peer"
+    assert restored_from(states(duo, "a"), snapshot, started) == []
+    assert restored_from(states(duo, "b"), snapshot, started) == []
+    assert_duo_whole(lab, before)
+
+
+def test_prune_keeps_every_bundle_in_use(lab: Lab) -> None:
+    result = json.loads(lab.duo("--json", "backup", "prune").stdout)
+    assert result["removed"] == []
+    assert result["dead"] == {}
+    assert len(list((lab.dir / "backup" / "bundles").glob("*.json"))) == 2
