@@ -39,6 +39,7 @@ SSH_PORT = 2211
 SILENT = "127.0.1.21"  # takes TCP connections and never says a word
 NOBODY = "127.0.1.22"  # nothing listens
 FLAKY = "127.0.1.23"  # forwards to node b's sshd for a while, then is gone
+REPO = Path(__file__).resolve().parents[2]
 ODS_DUO = str(Path(sys.executable).with_name("ods-duo"))  # the venv's, as a node would have it
 CONNECT_TIMEOUT = 2
 SLACK = 4.0  # python start-up of the ods-duo process around the call
@@ -209,6 +210,21 @@ class SshLab:
         return "\n".join(f"== sshd {n}\n{s.log()[-3000:]}" for n, s in self.sshd.items())
 
 
+def shipped_wrapper(folder: Path, config: str) -> Path:
+    """contrib/ssh/ods-duo-forced-command with its two paths set for this lab, as an operator would."""
+    text = (REPO / "contrib" / "ssh" / "ods-duo-forced-command").read_text()
+    for line, value in (
+        ("ODS_DUO=/usr/local/bin/ods-duo\n", ODS_DUO),
+        ("CONFIG=/etc/ods-duo/duo.toml\n", config),
+    ):
+        assert line in text
+        text = text.replace(line, line.split("=")[0] + f"={value}\n")
+    path = folder / "ods-duo-forced-command"
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
 def kill_leftovers(sleeper: Path) -> None:
     """The sleeping forced command outlives the ssh client the transport killed: stop it, by pid."""
     for pid, _ in lab_processes(sleeper):
@@ -230,16 +246,19 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     silent.bind((SILENT, SSH_PORT))
     silent.listen(8)
+    forced = {  # node a through the shipped wrapper script, node b through `node serve-ssh` itself
+        "a": f"{shipped_wrapper(base, lab.config)} a",
+        "b": f"{ODS_DUO} --config {lab.config} node serve-ssh --node b",
+    }
     sshd: dict[str, Sshd] = {}
     try:
         for node, address in NODES.items():
-            forced = f"{ODS_DUO} --config {lab.config} node serve-ssh --node {node}"
             sshd[node] = start_sshd(
                 node,
                 address,
                 base / f"sshd-{node}",
                 [
-                    f'command="{forced}",restrict {client_pub}',
+                    f'command="{forced[node]}",restrict {client_pub}',
                     f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
                 ],
             )
@@ -443,3 +462,7 @@ def test_forced_command_runs_only_node_operations(ssh_lab: SshLab) -> None:
         assert proc.returncode == 1 and proc.stdout == ""
         (line,) = proc.stderr.splitlines()
         assert line.startswith("ods-duo serve-ssh: refused: ") and reason in line, line
+    # node a's key goes through the shipped wrapper script: the same rules
+    proc = ssh_direct(ssh_lab, "a", f"ods-duo --config {lab.config} node op zone-list --node b")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == "ods-duo serve-ssh: refused: this key may only reach node a, not 'b'\n"
