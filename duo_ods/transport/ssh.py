@@ -106,6 +106,7 @@ class SshTransport:
             ) from None
         if out.strip():
             return decode_reply(node, op, out)
+        log.debug("node %s: %s via %s exited %d: %s", node, op, self.where, proc.returncode, err.strip())
         lines = [line.strip() for line in err.replace("\r", "").splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit {proc.returncode}"
         if proc.returncode == SSH_FAILED:
