@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Lab, lab_processes, run_duo
-from tests.integration.test_keys import zone_text
 from tests.support.dnssec import dnskey_rrset
 
 pytestmark = pytest.mark.integration
@@ -41,6 +40,13 @@ NOBODY = "127.0.1.22"  # nothing listens
 FLAKY = "127.0.1.23"  # forwards to node b's sshd for a while, then is gone
 REPO = Path(__file__).resolve().parents[2]
 ODS_DUO = str(Path(sys.executable).with_name("ods-duo"))  # the venv's, as a node would have it
+ZONE = """$ORIGIN {zone}.
+$TTL 300
+@ IN SOA ns1 hostmaster 2026112800 3600 600 864000 300
+@ IN NS ns1
+ns1 IN A 192.0.2.1
+www IN A 192.0.2.80
+"""
 CONNECT_TIMEOUT = 2
 SLACK = 4.0  # python start-up of the ods-duo process around the call
 
@@ -296,7 +302,7 @@ def snapshot(lab: Lab) -> dict[str, set[str]]:
 
 def add_zone(lab: Lab, name: str, folder: Path) -> None:
     path = folder / name
-    path.write_text(zone_text(name))
+    path.write_text(ZONE.format(zone=name))
     lab.duo("zone", "add", name, "--file", str(path))
 
 
@@ -306,7 +312,7 @@ def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: SshLab, tmp_pa
     accepted = {n: s.accepted() for n, s in ssh_lab.sshd.items()}
     before = snapshot(lab)
     zone_file = tmp_path / "viassh.test"
-    zone_file.write_text(zone_text("viassh.test"))
+    zone_file.write_text(ZONE.format(zone="viassh.test"))
     ssh_lab.duo(config, "zone", "add", "viassh.test", "--file", str(zone_file))
     created = json.loads(ssh_lab.duo(config, "--json", "key", "create", "viassh.test").stdout)["keys"]
 
