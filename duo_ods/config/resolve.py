@@ -135,10 +135,6 @@ class Node:
     ssh: SshTarget | None = None  # set when the node's transport is ssh
 
     @property
-    def transport(self) -> str:
-        return self.config.transport
-
-    @property
     def address(self) -> str:
         return self.config.address
 
@@ -206,7 +202,7 @@ def _abs(base: Path, value: str) -> Path:
 
 
 def _ssh_target(here: Path, node: NodeConfig) -> SshTarget | None:
-    if node.transport != "ssh" or node.ssh is None:
+    if node.transport != "ssh" or node.ssh is None:  # an ssh table is ignored with "local"
         return None
     ssh = node.ssh
     return SshTarget(
