@@ -15,6 +15,7 @@ from duo_ods.errors import DuoError
 from duo_ods.node.keyops import KEY_OPERATIONS
 from duo_ods.node.ops import OPERATIONS
 from duo_ods.transport.base import Payload, encode_reply
+from duo_ods.transport.forced import RefusedCommand, parse_request
 
 
 @click.group()
@@ -31,12 +32,8 @@ def _operation(target: str, operation: str) -> Callable[..., Payload]:
     return function
 
 
-@node.command("op", hidden=True)
-@click.argument("operation")
-@click.option("--node", "node_name", required=True, help="a node name, or 'backup'")
-@pass_ctx
-def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
-    """Run one node-local operation: JSON payload on stdin, JSON reply on stdout."""
+def _run_operation(ctx: Ctx, operation: str, node_name: str) -> None:
+    """Run one operation on this host: JSON payload on stdin, JSON reply on stdout."""
     # The target's own token store decides SOFTHSM2_CONF (see TokenRef); one inherited from
     # the caller would point this process at another node's tokens.
     os.environ.pop("SOFTHSM2_CONF", None)
@@ -53,6 +50,40 @@ def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
         click.echo(encode_reply(error=DuoError(f"payload is not JSON: {exc}")))
         sys.exit(1)
     click.echo(encode_reply(result))
+
+
+@node.command("op", hidden=True)
+@click.argument("operation")
+@click.option("--node", "node_name", required=True, help="a node name, or 'backup'")
+@pass_ctx
+def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
+    """Run one node-local operation: JSON payload on stdin, JSON reply on stdout."""
+    _run_operation(ctx, operation, node_name)
+
+
+@node.command("serve-ssh")
+@click.option("--node", "only_node", help="accept operations for this one node only")
+@pass_ctx
+def serve_ssh(ctx: Ctx, only_node: str | None) -> None:
+    """Forced command for the controller's key in authorized_keys (see docs/ssh-transport.md).
+
+    Runs the one `ods-duo --config CONF node op OPERATION --node NODE` that
+    SSH_ORIGINAL_COMMAND asks for, where CONF is this command's own config;
+    refuses anything else with one line on stderr.
+    """
+    config = str(ctx.find_config())
+    try:
+        request = parse_request(
+            os.environ.get("SSH_ORIGINAL_COMMAND"),
+            config,
+            {*OPERATIONS, *KEY_OPERATIONS},
+            ctx.duo.config.nodes,
+            only_node,
+        )
+    except RefusedCommand as exc:
+        click.echo(f"ods-duo serve-ssh: refused: {exc}", err=True)
+        sys.exit(1)
+    _run_operation(ctx, request.operation, request.node)
 
 
 def _simple(operation: str, help_text: str) -> click.Command:

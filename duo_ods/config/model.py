@@ -52,12 +52,65 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# What may follow `ssh -l` / stand as the ssh destination: never an option (no leading '-').
+SSH_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*$")
+SSH_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _ssh_host(value: str) -> str:
+    if not SSH_HOST_RE.match(value):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return value
+
+
+def _ssh_user(value: str) -> str:
+    if not SSH_USER_RE.match(value):
+        raise ValueError(f"{value!r} is not a user name")
+    return value
+
+
+def _remote_command(value: str) -> str:
+    if not value or value.startswith("-") or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r}: give one program name or path (no spaces, no options)")
+    return value
+
+
+def _remote_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r}: the config path on the node must be absolute")
+    return value
+
+
+class SshConfig(_Model):
+    """How the controller reaches a node with `transport = "ssh"` (OpenSSH, key auth, checked host key)."""
+
+    host: Annotated[str, AfterValidator(_ssh_host)] | None = None  # default: the node's address
+    port: Port = 22
+    user: Annotated[str, AfterValidator(_ssh_user)] = "root"
+    identity_file: str  # the controller's private key for this node
+    known_hosts_file: str  # the node's host key; checked strictly, never learned on first use
+    remote_command: Annotated[str, AfterValidator(_remote_command)] = "ods-duo"  # ods-duo on the node
+    remote_config: Annotated[str, AfterValidator(_remote_path)] = "/etc/ods-duo/duo.toml"
+    connect_timeout: int = Field(default=10, ge=1, le=600)  # TCP connect + ssh handshake (s)
+    op_timeout: int = Field(default=300, ge=1, le=86400)  # one whole operation (s)
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> SshConfig:
+        if self.op_timeout <= self.connect_timeout:
+            raise ValueError(
+                f"op_timeout ({self.op_timeout} s) must be longer than "
+                f"connect_timeout ({self.connect_timeout} s)"
+            )
+        return self
+
+
 class NodeConfig(_Model):
     """One signer node: an OpenDNSSEC enforcer + signer pair with its own HSM token."""
 
     address: Address
     port: Port = 53
-    transport: Literal["local"] = "local"
+    transport: Literal["local", "ssh"] = "local"
+    ssh: SshConfig | None = None  # required with transport = "ssh"; ignored with "local"
     base_dir: str  # node-local directory: configs, database, token, run, logs
     # lab: everything under base_dir, daemons in a mount namespace (many nodes per machine).
     # system: Debian's OpenDNSSEC/SoftHSM paths under `root`; base_dir keeps only ods-duo's own files.
@@ -70,6 +123,15 @@ class NodeConfig(_Model):
     softhsm: bool = True  # manage a SoftHSM2 token (softhsm2.conf, token init) for this node
     worker_threads: int = Field(default=2, ge=1, le=64)
     signer_threads: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> NodeConfig:
+        if self.transport == "ssh" and self.ssh is None:
+            raise ValueError(
+                "transport 'ssh' needs an ssh table for this node "
+                "(at least identity_file and known_hosts_file)"
+            )
+        return self
 
 
 class PolicyConfig(_Model):

@@ -165,12 +165,28 @@ def zone_file_name(zone: str) -> str:
 
 
 @dataclass(frozen=True)
+class SshTarget:
+    """Where and how `transport = "ssh"` reaches a node; local paths absolute."""
+
+    host: str
+    port: int
+    user: str
+    identity_file: Path
+    known_hosts_file: Path
+    remote_command: str
+    remote_config: str  # a path on the node, used as written
+    connect_timeout: int
+    op_timeout: int
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     config: NodeConfig
     paths: NodePaths
     input_dir: Path
     pin_file: Path
+    ssh: SshTarget | None = None  # set when the node's transport is ssh
 
     @property
     def address(self) -> str:
@@ -239,6 +255,23 @@ def _abs(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+def _ssh_target(here: Path, node: NodeConfig) -> SshTarget | None:
+    if node.transport != "ssh" or node.ssh is None:  # an ssh table is ignored with "local"
+        return None
+    ssh = node.ssh
+    return SshTarget(
+        host=ssh.host or node.address,
+        port=ssh.port,
+        user=ssh.user,
+        identity_file=_abs(here, ssh.identity_file),
+        known_hosts_file=_abs(here, ssh.known_hosts_file),
+        remote_command=ssh.remote_command,
+        remote_config=ssh.remote_config,
+        connect_timeout=ssh.connect_timeout,
+        op_timeout=ssh.op_timeout,
+    )
+
+
 def resolve(config: DuoConfig, config_path: Path) -> Duo:
     here = config_path.parent
     nodes: dict[str, Node] = {}
@@ -253,6 +286,7 @@ def resolve(config: DuoConfig, config_path: Path) -> Duo:
             paths=paths,
             input_dir=_abs(here, node.input_dir) if node.input_dir else base / "input",
             pin_file=_abs(here, node.pin_file) if node.pin_file else base / "secrets" / "pin",
+            ssh=_ssh_target(here, node),
         )
     backup_dir = _abs(here, config.backup.dir)
     backup = Backup(

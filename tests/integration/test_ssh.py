@@ -1,0 +1,474 @@
+"""The ssh transport against real OpenSSH servers, one per lab node, with the forced command (issue 8).
+
+One lab on 127.0.1.10 (nodes a and b on .11 and .12); next to each node's ODS
+listener an sshd of its own on port 2211, with its own host key, whose
+authorized_keys lets the test's client key run only `ods-duo node serve-ssh`
+for that node. The controller-side configs are copies of the lab's config with
+the nodes' transport switched to ssh; the nodes serve with the lab's original
+(local) config. Addresses .21 to .23 stand in for a hung peer, an absent one and
+one that goes away in the middle of a key flow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Lab, lab_processes, run_duo
+from tests.support.dnssec import dnskey_rrset
+
+pytestmark = pytest.mark.integration
+
+BASE = "127.0.1.10"
+NODES = {"a": "127.0.1.11", "b": "127.0.1.12"}
+SSH_PORT = 2211
+SILENT = "127.0.1.21"  # takes TCP connections and never says a word
+NOBODY = "127.0.1.22"  # nothing listens
+FLAKY = "127.0.1.23"  # forwards to node b's sshd for a while, then is gone
+REPO = Path(__file__).resolve().parents[2]
+ODS_DUO = str(Path(sys.executable).with_name("ods-duo"))  # the venv's, as a node would have it
+ZONE = """$ORIGIN {zone}.
+$TTL 300
+@ IN SOA ns1 hostmaster 2026112800 3600 600 864000 300
+@ IN NS ns1
+ns1 IN A 192.0.2.1
+www IN A 192.0.2.80
+"""
+CONNECT_TIMEOUT = 2
+SLACK = 4.0  # python start-up of the ods-duo process around the call
+
+
+@dataclass
+class Sshd:
+    name: str
+    address: str
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    host_key_line: str  # "ssh-ed25519 AAAA..."
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "sshd.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def accepted(self) -> int:
+        return self.log().count("Accepted publickey for root")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def wait_banner(address: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sshd on {address} exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection((address, port), timeout=1) as s:
+                if s.recv(64).startswith(b"SSH-2.0-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"sshd on {address} port {port} does not answer:\n{log.read_text()}")
+
+
+def start_sshd(name: str, address: str, base: Path, authorized: list[str]) -> Sshd:
+    """A real sshd of the node's own: own host key, own config, own authorized_keys, in `base`."""
+    base.mkdir(parents=True, exist_ok=True)
+    host_key = base / "host_key"
+    public = keygen(host_key) if not host_key.exists() else host_key.with_suffix(".pub").read_text().strip()
+    (base / "authorized_keys").write_text("".join(line + "\n" for line in authorized))
+    config = base / "sshd_config"
+    config.write_text(
+        f"ListenAddress {address}:{SSH_PORT}\n"
+        f"HostKey {host_key}\n"
+        f"PidFile {base / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {base / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM no\n"
+        "StrictModes no\n"  # the pytest temp folders sit under world-writable /tmp
+        "LogLevel VERBOSE\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    with (base / "sshd.log").open("ab") as log:
+        proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
+        )
+    wait_banner(address, SSH_PORT, proc, base / "sshd.log")
+    return Sshd(name, address, base, proc, " ".join(public.split()[:2]))
+
+
+class FlakyForwarder:
+    """TCP forwarder to node b's sshd that serves `connections` connections, then stops listening.
+
+    A peer that answers the preflight and is unreachable once the key flow copies the key.
+    """
+
+    def __init__(self, address: str, upstream: tuple[str, int], connections: int) -> None:
+        self.upstream = upstream
+        self.left = connections
+        self.served = 0
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((address, SSH_PORT))
+        self.listener.listen(8)
+        self.open: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.left > 0:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.upstream)
+            self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            self.left -= 1
+            self.served += 1
+        self.listener.close()  # from now on: connection refused
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for s in [self.listener, *self.open]:
+            s.close()
+
+
+@dataclass
+class SshLab:
+    lab: Lab
+    dir: Path
+    sshd: dict[str, Sshd]
+    client_key: Path
+    hang_key: Path
+    sleeper: Path
+    known_hosts: Path
+
+    def config(self, name: str, **per_node: dict[str, Any]) -> str:
+        """A copy of the lab's config with both nodes on ssh; per_node changes a node's ssh table."""
+        text = Path(self.lab.config).read_text()
+        assert "transport" not in text
+        for node in NODES:
+            header = f"[nodes.{node}]\n"
+            assert header in text
+            text = text.replace(header, f'{header}transport = "ssh"\n', 1)
+        for node in NODES:
+            settings: dict[str, Any] = {
+                "port": SSH_PORT,
+                "identity_file": str(self.client_key),
+                "known_hosts_file": str(self.known_hosts),
+                "remote_command": ODS_DUO,
+                "remote_config": self.lab.config,
+                "connect_timeout": CONNECT_TIMEOUT,
+                "op_timeout": 120,
+            } | per_node.get(node, {})
+            text += f"\n[nodes.{node}.ssh]\n" + "".join(
+                f"{k} = {json.dumps(v)}\n" for k, v in settings.items()
+            )
+        path = self.lab.dir / f"{name}.toml"  # next to the original: relative paths resolve alike
+        path.write_text(text)
+        return str(path)
+
+    def duo(self, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_duo("--config", config, *args, check=check)
+
+    def logs(self) -> str:
+        return "\n".join(f"== sshd {n}\n{s.log()[-3000:]}" for n, s in self.sshd.items())
+
+
+def shipped_wrapper(folder: Path, config: str) -> Path:
+    """contrib/ssh/ods-duo-forced-command with its two paths set for this lab, as an operator would."""
+    text = (REPO / "contrib" / "ssh" / "ods-duo-forced-command").read_text()
+    for line, value in (
+        ("ODS_DUO=/usr/local/bin/ods-duo\n", ODS_DUO),
+        ("CONFIG=/etc/ods-duo/duo.toml\n", config),
+    ):
+        assert line in text
+        text = text.replace(line, line.split("=")[0] + f"={value}\n")
+    path = folder / "ods-duo-forced-command"
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def kill_leftovers(sleeper: Path) -> None:
+    """The sleeping forced command outlives the ssh client the transport killed: stop it, by pid."""
+    for pid, _ in lab_processes(sleeper):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
+    lab: Lab = make_lab(BASE)
+    base = tmp_path_factory.mktemp("ssh")
+    client = base / "client_key"
+    client_pub = keygen(client)
+    hang = base / "hang_key"
+    hang_pub = keygen(hang)
+    sleeper = base / "sleep-forever.py"
+    sleeper.write_text("import time\ntime.sleep(60)\n")
+    silent = socket.socket()  # a peer that hangs: the kernel completes the handshake, nobody speaks
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind((SILENT, SSH_PORT))
+    silent.listen(8)
+    forced = {  # node a through the shipped wrapper script, node b through `node serve-ssh` itself
+        "a": f"{shipped_wrapper(base, lab.config)} a",
+        "b": f"{ODS_DUO} --config {lab.config} node serve-ssh --node b",
+    }
+    sshd: dict[str, Sshd] = {}
+    try:
+        for node, address in NODES.items():
+            sshd[node] = start_sshd(
+                node,
+                address,
+                base / f"sshd-{node}",
+                [
+                    f'command="{forced[node]}",restrict {client_pub}',
+                    f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
+                ],
+            )
+        known_hosts = base / "known_hosts"
+        known_hosts.write_text(
+            "".join(f"[{s.address}]:{SSH_PORT} {s.host_key_line}\n" for s in sshd.values())
+            + f"[{FLAKY}]:{SSH_PORT} {sshd['b'].host_key_line}\n"
+        )
+        yield SshLab(lab, base, sshd, client, hang, sleeper, known_hosts)
+    finally:
+        for server in sshd.values():
+            server.stop()
+        silent.close()
+        kill_leftovers(sleeper)
+
+
+def hsm_locators(lab: Lab, node: str) -> set[str]:
+    """What the node's HSM holds, asked through the local transport (independent of ssh)."""
+    proc = lab.duo("node", "op", "hsm-list", "--node", node)
+    return {k["locator"] for k in json.loads(proc.stdout)["result"]["keys"]}
+
+
+def bundles(lab: Lab) -> set[str]:
+    return {p.stem for p in (lab.dir / "backup" / "bundles").glob("*.json")}
+
+
+def enforcer_locators(lab: Lab, node: str, zone: str) -> set[str]:
+    out = lab.enforcer(node, "key", "list", "-v", "-a")
+    return {line.split()[-3] for line in out.splitlines() if line.startswith(zone + " ")}
+
+
+def snapshot(lab: Lab) -> dict[str, set[str]]:
+    return {"a": hsm_locators(lab, "a"), "b": hsm_locators(lab, "b"), "backup": bundles(lab)}
+
+
+def add_zone(lab: Lab, name: str, folder: Path) -> None:
+    path = folder / name
+    path.write_text(ZONE.format(zone=name))
+    lab.duo("zone", "add", name, "--file", str(path))
+
+
+def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: SshLab, tmp_path: Path) -> None:
+    lab = ssh_lab.lab
+    config = ssh_lab.config("duo-ssh")
+    accepted = {n: s.accepted() for n, s in ssh_lab.sshd.items()}
+    before = snapshot(lab)
+    zone_file = tmp_path / "viassh.test"
+    zone_file.write_text(ZONE.format(zone="viassh.test"))
+    ssh_lab.duo(config, "zone", "add", "viassh.test", "--file", str(zone_file))
+    created = json.loads(ssh_lab.duo(config, "--json", "key", "create", "viassh.test").stdout)["keys"]
+
+    # it went over ssh: each node's sshd let the client in for the zone add and the key flow
+    for node, server in ssh_lab.sshd.items():
+        assert server.accepted() >= accepted[node] + 8, ssh_lab.logs()
+        assert "forced-command (key-option)" in server.log()
+    assert sorted(k["role"] for k in created) == ["KSK", "ZSK"]
+    locators = {k["locator"] for k in created}
+    for key in created:
+        assert key["origin"] == "a" and key["imported_on"] == ["a", "b"]
+
+    # the same outcome as the lab's example.test, whose keys the local transport made
+    after = snapshot(lab)
+    for holder in ("a", "b", "backup"):
+        assert after[holder] - before[holder] == locators, holder
+    for zone, keys in (("viassh.test", locators), ("example.test", None)):
+        za, zb = lab.signed("a", zone), lab.signed("b", zone)
+        assert dnskey_rrset(za) == dnskey_rrset(zb), zone
+        if keys is not None:
+            assert {k.flags for k in dnskey_rrset(za)} == {256, 257}
+            assert all(enforcer_locators(lab, n, zone) == keys for n in NODES)
+
+    # key list and backup list say the same through either transport
+    over_ssh = json.loads(ssh_lab.duo(config, "--json", "key", "list").stdout)
+    local = json.loads(lab.duo("--json", "key", "list").stdout)
+    assert over_ssh == local and over_ssh["ok"] is True
+    rows = {r["zone"]: r for r in over_ssh["keys"]}
+    assert set(rows) >= {"viassh.test", "example.test"}
+    for row in over_ssh["keys"]:
+        if row["zone"] in ("viassh.test", "example.test"):
+            assert set(row["nodes"]) == {"a", "b"} and not row["differs"]
+    backup_rows = json.loads(ssh_lab.duo(config, "--json", "backup", "list").stdout)["bundles"]
+    for zone in ("viassh.test", "example.test"):
+        mine = [r for r in backup_rows if r["zone"] == zone]
+        assert sorted(r["role"] for r in mine) == ["KSK", "ZSK"]
+        assert all(r["in_hsm"] == ["a", "b"] and len(r["in_enforcer"]) == 2 for r in mine)
+
+
+def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: SshLab) -> None:
+    lab = ssh_lab.lab
+    config = ssh_lab.config("duo-nobody", b={"host": NOBODY})
+    before = snapshot(lab)
+    start = time.monotonic()
+    proc = ssh_lab.duo(config, "key", "create", "example.test", "--role", "zsk", check=False)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"ods-duo: error: step preflight on b: node b: kek-status: cannot reach it (ssh {NOBODY} port "
+        f"{SSH_PORT}): ssh: connect to host {NOBODY} port {SSH_PORT}: Connection refused\n"
+    )
+    assert elapsed < CONNECT_TIMEOUT + SLACK
+    assert snapshot(lab) == before
+
+
+def test_peer_gone_in_the_middle_of_key_create_is_undone(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """b answers the preflight (kek-status, zone-list), then is unreachable when the key is copied."""
+    lab = ssh_lab.lab
+    add_zone(lab, "midway.test", tmp_path)
+    forwarder = FlakyForwarder(FLAKY, (NODES["b"], SSH_PORT), connections=2)
+    try:
+        config = ssh_lab.config("duo-flaky", b={"host": FLAKY})
+        before = snapshot(lab)
+        proc = ssh_lab.duo(config, "key", "create", "midway.test", "--origin", "a", check=False)
+    finally:
+        forwarder.close()
+    assert forwarder.served == 2
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        f"ods-duo: error: step copy on b: node b: key-unwrap: cannot reach it (ssh {FLAKY} port {SSH_PORT}): "
+    )
+    assert "Connection refused" in proc.stderr
+    # the key that a made was deleted again (over ssh); nothing reached b, the backup or an enforcer
+    assert snapshot(lab) == before
+    for node in NODES:
+        assert enforcer_locators(lab, node, "midway.test") == set()
+
+
+def test_hung_peer_fails_within_the_connect_timeout(ssh_lab: SshLab) -> None:
+    config = ssh_lab.config("duo-silent", b={"host": SILENT})
+    start = time.monotonic()
+    proc = ssh_lab.duo(config, "node", "status", "b", check=False)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"ods-duo: error: node b: status: cannot reach it (ssh {SILENT} port {SSH_PORT}): "
+        "Connection timed out during banner exchange\n"
+    )
+    assert CONNECT_TIMEOUT - 0.5 < elapsed < CONNECT_TIMEOUT + SLACK
+
+
+def test_operation_that_never_answers_fails_within_the_op_timeout(ssh_lab: SshLab) -> None:
+    """The connection is up, but the node's command hangs (a forced command that sleeps)."""
+    op_timeout = 4
+    config = ssh_lab.config("duo-hang", b={"identity_file": str(ssh_lab.hang_key), "op_timeout": op_timeout})
+    start = time.monotonic()
+    proc = ssh_lab.duo(config, "node", "status", "b", check=False)
+    elapsed = time.monotonic() - start
+    kill_leftovers(ssh_lab.sleeper)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"ods-duo: error: node b: status did not answer within {op_timeout} s "
+        f"(ssh {NODES['b']} port {SSH_PORT})\n"
+    )
+    assert op_timeout - 0.5 < elapsed < op_timeout + SLACK
+
+
+def test_host_key_mismatch_and_unknown_key_are_refused(ssh_lab: SshLab) -> None:
+    wrong = ssh_lab.dir / "known_hosts.wrong"  # b's address with a's host key
+    wrong.write_text(f"[{NODES['b']}]:{SSH_PORT} {ssh_lab.sshd['a'].host_key_line}\n")
+    stranger = ssh_lab.dir / "stranger_key"
+    if not stranger.exists():
+        keygen(stranger)
+    for name, change, reason in (
+        ("duo-wrong-host", {"known_hosts_file": str(wrong)}, "Host key verification failed."),
+        (
+            "duo-stranger",
+            {"identity_file": str(stranger)},
+            f"root@{NODES['b']}: Permission denied (publickey).",
+        ),
+    ):
+        proc = ssh_lab.duo(ssh_lab.config(name, b=change), "node", "status", "b", check=False)
+        assert proc.returncode == 1
+        assert proc.stderr == (
+            f"ods-duo: error: node b: status: cannot reach it (ssh {NODES['b']} port {SSH_PORT}): {reason}\n"
+        )
+
+
+def ssh_direct(ssh_lab: SshLab, node: str, command: str) -> subprocess.CompletedProcess[str]:
+    """The real ssh client with the controller's key, asking for an arbitrary command."""
+    return subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={ssh_lab.known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-i", str(ssh_lab.client_key),
+         "-o", "LogLevel=ERROR", "-p", str(SSH_PORT), "-l", "root", "--", NODES[node], command],
+        capture_output=True, text=True, timeout=30, input="{}", check=False,
+    )  # fmt: skip
+
+
+def test_forced_command_runs_only_node_operations(ssh_lab: SshLab) -> None:
+    lab = ssh_lab.lab
+    ok = ssh_direct(ssh_lab, "b", f"ods-duo --config {lab.config} node op zone-list --node b")
+    assert ok.returncode == 0, ok.stderr
+    assert "example.test" in [z["name"] for z in json.loads(ok.stdout)["result"]["zones"]]
+    for command, reason in (
+        ("id", "is not `ods-duo --config PATH node op OPERATION --node NODE`"),
+        (f"ods-duo --config {lab.config} lab down --dir /", "is not `ods-duo"),
+        ("ods-duo --config /tmp/other.toml node op zone-list --node b", "this key may only use"),
+        (f"ods-duo --config {lab.config} node op kek-import-raw --node b", "unknown operation"),
+        (f"ods-duo --config {lab.config} node op zone-list --node a", "only reach node b, not 'a'"),
+        (f"ods-duo --config {lab.config} node op status --node backup", "lives with the controller"),
+    ):
+        proc = ssh_direct(ssh_lab, "b", command)
+        assert proc.returncode == 1 and proc.stdout == ""
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("ods-duo serve-ssh: refused: ") and reason in line, line
+    # node a's key goes through the shipped wrapper script: the same rules
+    proc = ssh_direct(ssh_lab, "a", f"ods-duo --config {lab.config} node op zone-list --node b")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == "ods-duo serve-ssh: refused: this key may only reach node a, not 'b'\n"
