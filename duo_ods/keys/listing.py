@@ -55,7 +55,8 @@ def ds_for_zone(duo: Duo, transport: Transport, zone: str) -> DsReport:
     for node in duo.nodes:
         lines: list[str] = []
         for key in transport.call(node, "key-list", {"zone": zone})["keys"]:
-            if key["role"] not in ("KSK", "CSK") or key["state"] in ("generate", "dead"):
+            # The DS set the parent should have: a retiring KSK's DS is on its way out.
+            if key["role"] not in ("KSK", "CSK") or key["state"] in ("generate", "retire", "dead"):
                 continue
             public = transport.call(node, "key-public", {"locator": key["locator"]})
             if not public["present"]:

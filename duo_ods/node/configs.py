@@ -15,7 +15,7 @@ from duo_ods.bind.tsig import TsigKey, read_tsig_key
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.node.secrets import read_secret
 from duo_ods.render.engine import render, write_atomic
-from duo_ods.render.validate import check_ods_xml
+from duo_ods.render.validate import check_kasp, check_ods_xml
 from duo_ods.render.views import TsigView, addns_view, conf_view, kasp_view, zonelist_view
 
 
@@ -56,6 +56,7 @@ def render_node_configs(
     ]
     for f in files:
         check_ods_xml(f.text, f.schema, str(f.path))
+    check_kasp(files[0].text, files[1].text, str(p.kasp_xml))
     return files
 
 

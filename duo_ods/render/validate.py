@@ -27,3 +27,33 @@ def check_ods_xml(text: str, schema: str, what: str) -> None:
             first = next((ln for ln in exc.stderr.splitlines() if "fails to validate" not in ln), exc.stderr)
             first = first.replace(handle.name, what)
             raise RenderError(f"{what} does not validate against {rng}: {first.strip()}") from exc
+
+
+def check_kasp(conf_text: str, kasp_text: str, what: str) -> None:
+    """ods-kaspcheck: the policy's own rules beyond the schema (e.g. no more than 99 re-signs a
+    day with datecounter serials), which the enforcer otherwise refuses only at `policy import`.
+
+    Both files go to a private temporary folder (conf.xml carries the PIN), with an empty
+    zonelist so the check reads nothing of the node's.
+    """
+    with tempfile.TemporaryDirectory(prefix="ods-duo-kaspcheck-") as tmp:
+        folder = Path(tmp)
+        conf, kasp, zonelist = folder / "conf.xml", folder / "kasp.xml", folder / "zonelist.xml"
+        for path, text in ((conf, conf_text), (kasp, kasp_text), (zonelist, EMPTY_ZONELIST)):
+            path.write_text(text, encoding="utf-8")
+            path.chmod(0o600)
+        proc = run(
+            ["ods-kaspcheck", "-c", str(conf), "-k", str(kasp), "-z", str(zonelist)], timeout=30, check=False
+        )
+        # Only the policy's errors: the conf part complains about what a node not yet initialised
+        # lacks (its kasp.db), and conf.xml is checked against its schema above.
+        errors = [
+            ln
+            for ln in (proc.stdout + proc.stderr).splitlines()
+            if ln.startswith("ERROR") and str(kasp) in ln
+        ]
+        if errors:
+            raise RenderError(f"{what}: ods-kaspcheck: {errors[0].replace(str(kasp), what)}")
+
+
+EMPTY_ZONELIST = '<?xml version="1.0" encoding="UTF-8"?>\n<ZoneList/>\n'

@@ -1,5 +1,6 @@
 """Rendered files: exact output for the default policy, and schema-valid output for every variant."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,15 @@ def test_write_atomic_mode_and_content(tmp_path: Path) -> None:
     assert target.read_text() == "two"
     assert target.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["f.xml"]  # no temp file left
+
+
+@pytest.mark.skipif(shutil.which("ods-kaspcheck") is None, reason="needs ods-kaspcheck (opendnssec)")
+def test_a_policy_ods_kaspcheck_refuses_is_refused_before_use(make_duo) -> None:  # type: ignore[no-untyped-def]
+    # Valid XML, but re-signing every 20 s is more than the 99 a day a datecounter serial can count.
+    duo = make_duo('[policy]\nresign = "PT20S"\nserial = "datecounter"\n')
+    node = duo.nodes["a"]
+    with pytest.raises(RenderError, match=r"kasp.xml: ods-kaspcheck: ERROR: .*datecounter"):
+        render_node_configs(duo, node, [])
+    assert not node.paths.kasp_xml.exists()
+    duo = make_duo('[policy]\nresign = "PT20S"\nserial = "unixtime"\n')
+    assert len(render_node_configs(duo, duo.nodes["a"], [])) == 4
