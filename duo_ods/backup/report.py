@@ -35,6 +35,7 @@ def _where(duo: Duo, transport: Transport) -> tuple[dict[str, dict[str, set[str]
 
 def backup_list(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
     where, _problems = _where(duo, transport)
+    dead = transport.call("backup", "dead-since")["ledger"]
     now = time.time()
     rows = []
     for b in _bundles(transport):
@@ -43,6 +44,7 @@ def backup_list(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
             "zone": b.zone, "role": b.role, "keytag": b.keytag, "algorithm": b.algorithm,
             "locator": b.locator, "origin": b.origin, "age_days": round((now - b.inception) / 86400, 2),
             "in_hsm": sorted(live["hsm"]), "in_enforcer": sorted(live["enforcer"]),
+            "dead_since": dead.get(b.locator),  # first seen dead on every node (backup prune)
         })  # fmt: skip
     return sorted(rows, key=lambda r: (r["zone"], r["role"], r["locator"]))
 
