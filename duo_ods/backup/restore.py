@@ -20,6 +20,7 @@ from duo_ods.bind.query import soa_serial
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
+from duo_ods.ods.kaspdb import is_dead
 from duo_ods.transport.base import Transport
 from duo_ods.zones.manage import notify_secondaries, served_serials
 from duo_ods.zones.serial import next_serial
@@ -83,14 +84,28 @@ def _preflight(duo: Duo, transport: Transport, node: str, state: dict[str, Any])
         b.locator: b
         for b in map(KeyBundle.from_json, _step("preflight", "backup", transport, "bundle-list")["bundles"])
     }
+    # The states are live_states already: dead keys need no bundle.
     missing = [
         f"{z['zone']} {k['role']} {k['keytag']} ({k['locator']})"
-        for z in state["zones"] if z["states"]
-        for k in z["states"]["keys"] if k["locator"] not in bundles
+        for z in state["zones"]
+        if z["states"]
+        for k in z["states"]["keys"]
+        if k["locator"] not in bundles
     ]  # fmt: skip
     if missing:
         raise RestoreError("restore: the backup store has no bundle for " + ", ".join(missing))
     return bundles
+
+
+def live_states(zone_state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A zone's key states without its dead keys (kaspdb.is_dead): the rebuilt node needs neither
+    them nor their bundles, which retention may have removed."""
+    if zone_state is None:
+        return None
+    keys = [k for k in zone_state["keys"] if not is_dead(k)]
+    live = {k["locator"] for k in keys}
+    dependencies = [d for d in zone_state["dependencies"] if d[0] in live and d[1] in live]
+    return {**zone_state, "keys": keys, "dependencies": dependencies}
 
 
 def _copy_kek(transport: Transport, node: str) -> str:
@@ -118,40 +133,53 @@ def restore_node(duo: Duo, transport: Transport, node: str, source: str | None =
     if source is not None and source not in SOURCES:
         raise RestoreError(f"--from {source}: choose one of {', '.join(SOURCES)}")
     kind, state = _source_state(duo, transport, node, source)
+    state = {**state, "zones": [{**z, "states": live_states(z["states"])} for z in state["zones"]]}
     bundles = _preflight(duo, transport, node, state)
     zones = state["zones"]
     keys = [(z["zone"], k) for z in zones if z["states"] for k in z["states"]["keys"]]
     log.info("restore node %s from %s: %d zones, %d keys", node, state["node"], len(zones), len(keys))
 
-    _step("init", node, transport, "init")
-    kek = _copy_kek(transport, node)
-    for locator in sorted({k["locator"] for _, k in keys}):
-        b = bundles[locator]
-        payload = {"locator": b.locator, "algorithm": b.algorithm, "bits": b.bits, "public": b.public,
-                   "wrapped": b.wrapped}  # fmt: skip
-        if not _step("keys", node, transport, "key-unwrap", payload)["confirmed"]:
-            raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
-    _step("start", node, transport, "start")
-    _step("policy", node, transport, "policy-import")
-    _step(
-        "zones",
-        node,
-        transport,
-        "zone-add-batch",
-        {"zones": [{"zone": z["zone"], "text": z["text"]} for z in zones]},
-    )
-    for zone, key in keys:
-        b = bundles[key["locator"]]
-        payload = {"zone": zone, "locator": b.locator, "role": key["role"], "algorithm": b.algorithm,
-                   "bits": b.bits, "inception": key["inception"]}  # fmt: skip
-        _step("import", node, transport, "key-import", payload)
-    # The enforcer keeps its own view of rows while it runs: write the states with it stopped.
-    _step("states", node, transport, "stop")
-    written = _step(
-        "states", node, transport, "key-states-write", {"zones": [z["states"] for z in zones if z["states"]]}
-    )
-    _step("start", node, transport, "start")
-    _step("enforce", node, transport, "enforce")
+    try:
+        _step("init", node, transport, "init")
+        kek = _copy_kek(transport, node)
+        for locator in sorted({k["locator"] for _, k in keys}):
+            b = bundles[locator]
+            payload = {"locator": b.locator, "algorithm": b.algorithm, "bits": b.bits, "public": b.public,
+                       "wrapped": b.wrapped}  # fmt: skip
+            if not _step("keys", node, transport, "key-unwrap", payload)["confirmed"]:
+                raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
+        _step("start", node, transport, "start")
+        _step("policy", node, transport, "policy-import")
+        _step(
+            "zones",
+            node,
+            transport,
+            "zone-add-batch",
+            {"zones": [{"zone": z["zone"], "text": z["text"]} for z in zones]},
+        )
+        for zone, key in keys:
+            b = bundles[key["locator"]]
+            payload = {"zone": zone, "locator": b.locator, "role": key["role"], "algorithm": b.algorithm,
+                       "bits": b.bits, "inception": key["inception"]}  # fmt: skip
+            _step("import", node, transport, "key-import", payload)
+        # The enforcer keeps its own view of rows while it runs: write the states with it stopped.
+        _step("states", node, transport, "stop")
+        written = _step(
+            "states",
+            node,
+            transport,
+            "key-states-write",
+            {"zones": [z["states"] for z in zones if z["states"]]},
+        )
+        _step("start", node, transport, "start")
+        _step("enforce", node, transport, "enforce")
+
+    except DuoError as exc:
+        _stop_quietly(transport, node)
+        raise RestoreError(
+            f"{exc}; node {node} is half restored and stopped: move its enforcer database away and run "
+            "backup restore again"
+        ) from exc
 
     serving = _wait_serving(duo, node, [z["zone"] for z in zones if z["states"]])
     serials = {zone: _catch_up(duo, transport, node, zone, above=kind == "backup") for zone in serving}
@@ -189,6 +217,13 @@ def _catch_up(duo: Duo, transport: Transport, node: str, zone: str, above: bool)
     if above:
         notify_secondaries(duo, zone)
     return target
+
+
+def _stop_quietly(transport: Transport, node: str) -> None:
+    try:
+        transport.call(node, "stop")
+    except DuoError as exc:
+        log.error("restore: could not stop the half-restored node %s: %s", node, exc)
 
 
 def _wait_serving(duo: Duo, node: str, zones: list[str]) -> list[str]:

@@ -2,9 +2,10 @@
 
 The backup store records when it first saw each key dead everywhere (its "dead since"
 ledger); `backup prune` removes a bundle once that is longer ago than the retention. A key
-counts as dead on a node when that node's enforcer lists it as dead, or no longer has the
-key's zone. Nothing is decided while a node does not answer or has no zones at all (a
-wiped node must not make every key look dead: those bundles are what restores it).
+counts as dead on a node when that node's enforcer database has it going out with none of its
+records published any more (kaspdb.is_dead), or no longer has the key's zone. Nothing is
+decided while a node does not answer or has no zones at all (a wiped node must not make every
+key look dead: those bundles are what restores it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
+from duo_ods.ods.kaspdb import is_dead
 from duo_ods.transport.base import Transport
 
-NodeKeys = dict[str, dict[str, str]]  # node -> locator -> enforcer state
+NodeKeys = dict[str, dict[str, bool]]  # node -> locator -> dead
 NodeZones = dict[str, set[str]]  # node -> its zones
 
 
@@ -32,7 +34,7 @@ class PrunePlan:
 
 def dead_everywhere(bundle: KeyBundle, keys: NodeKeys, zones: NodeZones) -> bool:
     return all(
-        keys[node].get(bundle.locator) == "dead"
+        keys[node].get(bundle.locator) is True
         or (bundle.locator not in keys[node] and bundle.zone not in zones[node])
         for node in keys
     )
@@ -68,7 +70,11 @@ def prune(duo: Duo, transport: Transport, dry_run: bool = False) -> dict[str, An
     zones: NodeZones = {}
     for node in duo.nodes:
         try:
-            keys[node] = {k["locator"]: k["state"] for k in transport.call(node, "key-list")["keys"]}
+            keys[node] = {
+                k["locator"]: is_dead(k)
+                for z in transport.call(node, "key-states")["zones"]
+                for k in z["keys"]
+            }
             zones[node] = {z["name"] for z in transport.call(node, "zone-list")["zones"]}
         except DuoError as exc:
             return {

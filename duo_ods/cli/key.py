@@ -13,6 +13,7 @@ from duo_ods.keys.flow import ROLE_CHOICES, create_key
 from duo_ods.keys.kek import kek_init
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.keys.rollover import ROLLOVER_ROLES, mark_ds, rollover
+from duo_ods.keys.rollover import resume as resume_rollover
 
 
 @click.group()
@@ -49,15 +50,19 @@ def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -
 @click.option(
     "--origin", help="node whose HSM makes the successor (default: key_origin, else the first node)"
 )
+@click.option("--resume", is_flag=True, help="finish a rollover that started on some nodes only")
 @pass_ctx
-def key_rollover(ctx: Ctx, zone_name: str, role: str, origin: str | None) -> None:
+def key_rollover(ctx: Ctx, zone_name: str, role: str, origin: str | None, resume: bool) -> None:
     """Roll a zone's ZSK or KSK on every node in step, to one shared successor."""
-    done = rollover(ctx.duo, ctx.transport, zone_name, role, origin)
+    if resume:
+        done = resume_rollover(ctx.duo, ctx.transport, zone_name, role)
+    else:
+        done = rollover(ctx.duo, ctx.transport, zone_name, role, origin)
     managed.sync_signed(ctx.duo, ctx.transport)
     _warn(snapshot_after(ctx.duo, ctx.transport, "key rollover"))
     text = (
-        f"zone {done.zone}: {done.role} rollover to {done.locator} (key tag {done.keytag}, "
-        f"made on {done.origin}) started on {', '.join(done.started)}, {done.spread:.2f} s apart"
+        f"zone {done.zone}: {done.role} rollover to {done.locator} (key tag {done.keytag}) "
+        f"started on {', '.join(done.started)}, {done.spread:.2f} s apart"
     )
     ctx.emit({**asdict(done), "spread": done.spread}, text)
 

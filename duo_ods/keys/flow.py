@@ -38,6 +38,15 @@ class KeyFlowError(DuoError):
     """A step of the key flow failed; nothing reached any enforcer."""
 
 
+class PartlyDone(KeyFlowError):
+    """A step run on every node at once failed on some of them."""
+
+    def __init__(self, message: str, done: list[str], failed: list[str]) -> None:
+        super().__init__(message)
+        self.done = done
+        self.failed = failed
+
+
 def roles_for(policy_keys: str, role: str | None) -> list[str]:
     """The enforcer roles a --role asks for, checked against the policy."""
     role = role or ("csk" if policy_keys == "csk" else "pair")
@@ -71,12 +80,17 @@ class Undo:
         self.pool: list[tuple[str, str]] = []  # (node, locator) in the enforcer's spare-key pool
 
     def run(self) -> None:
+        pooled: set[tuple[str, str]] = set()  # still in a pool: the HSM key must stay with it
         for node, locator in reversed(self.pool):
             try:
                 self.transport.call(node, "key-pool-remove", {"locator": locator})
             except DuoError as exc:
+                pooled.add((node, locator))
                 log.error("undo: could not take key %s out of node %s's key pool: %s", locator, node, exc)
         for node, locator in reversed(self.hsm):
+            if (node, locator) in pooled:
+                log.error("undo: key %s stays in node %s's HSM: its key pool still lists it", locator, node)
+                continue
             try:
                 self.transport.call(node, "key-delete", {"locator": locator})
             except DuoError as exc:
@@ -114,7 +128,8 @@ def on_every_node(
             failed[node] = str(exc)
     if failed:
         done = f"; done on {', '.join(results)}" if results else ""
-        raise KeyFlowError(f"step {name}: " + "; ".join(f"{n}: {e}" for n, e in failed.items()) + done)
+        message = f"step {name}: " + "; ".join(f"{n}: {e}" for n, e in failed.items()) + done
+        raise PartlyDone(message, list(results), list(failed))
     return results
 
 

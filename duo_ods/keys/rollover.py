@@ -20,13 +20,15 @@ from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
-from duo_ods.keys.flow import KeyFlowError, Undo, on_every_node, pick_origin, share_keys, step
+from duo_ods.keys.flow import KeyFlowError, PartlyDone, Undo, on_every_node, pick_origin, share_keys, step
+from duo_ods.ods.kaspdb import is_dead
 from duo_ods.transport.base import Transport
 from duo_ods.zones.check import normalize_zone_name
 
 log = logging.getLogger(__name__)
 
 ROLLOVER_ROLES = ("zsk", "ksk")
+CONFIRM_WAIT = 30.0  # seconds for the enforcers to give the zone the successor
 
 
 @dataclass
@@ -57,6 +59,14 @@ def key_lock(duo: Duo) -> Iterator[None]:
         yield
 
 
+def _states(duo: Duo, transport: Transport) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """node -> zone -> its keys with their enforcer states (from each node's database)."""
+    return {
+        node: {z["zone"]: z["keys"] for z in step("preflight", node, transport, "key-states")["zones"]}
+        for node in duo.nodes
+    }
+
+
 def _zone_keys(duo: Duo, transport: Transport, zone: str) -> dict[str, list[dict[str, Any]]]:
     """node -> the zone's keys with their enforcer states."""
     keys: dict[str, list[dict[str, Any]]] = {}
@@ -68,6 +78,49 @@ def _zone_keys(duo: Duo, transport: Transport, zone: str) -> dict[str, list[dict
     return keys
 
 
+def _check_pool_is_ours(duo: Duo, transport: Transport, zone: str, role: str) -> None:
+    """The successor must be the only key the enforcers can take from their pools.
+
+    The pool is per policy, and a zone without a key of this role takes any pool key the
+    next time its enforcer runs (every 60 s with <ManualKeyGeneration/>): such zones, and keys
+    already waiting in a pool, make the rollover refuse.
+    """
+    for node in duo.nodes:
+        pool = step("preflight", node, transport, "db-schema")["pool"]
+        if pool:
+            raise KeyFlowError(
+                f"step preflight: node {node}'s spare-key pool holds {', '.join(pool)}: the rollover could "
+                f"take one of those instead of the shared successor (an unfinished rollover? see --resume)"
+            )
+    for node, zones in _states(duo, transport).items():
+        if zone not in zones:
+            raise KeyFlowError(f"step preflight: zone {zone} is not on node {node}")
+        keyless = sorted(
+            z for z, keys in zones.items() if not any(k["role"] == role and not is_dead(k) for k in keys)
+        )
+        if keyless:
+            raise KeyFlowError(
+                f"step preflight: on node {node}, zone {', '.join(keyless[:5])} has no {role}: its enforcer "
+                "would take the shared successor from the pool; key create those zones first"
+            )
+
+
+def _confirm(duo: Duo, transport: Transport, zone: str, locator: str, nodes: list[str]) -> None:
+    """Until every node's enforcer has given the zone the successor (a task of its own, soon after)."""
+    deadline = time.monotonic() + CONFIRM_WAIT
+    for node in nodes:
+        while True:
+            zones = step("confirm", node, transport, "key-states", {"zone": zone})["zones"]
+            if zones and any(k["locator"] == locator for k in zones[0]["keys"]):
+                break
+            if time.monotonic() > deadline:
+                raise KeyFlowError(
+                    f"step confirm: node {node} did not give zone {zone} the successor {locator} "
+                    f"within {CONFIRM_WAIT:.0f} s (is its enforcer running?)"
+                )
+            time.sleep(0.5)
+
+
 def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str | None = None) -> Rollover:
     zone = normalize_zone_name(zone)
     if role not in ROLLOVER_ROLES:
@@ -75,17 +128,7 @@ def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str |
     enforcer_role = role.upper()
     origin = pick_origin(duo, origin)
     with key_lock(duo):
-        for node in duo.nodes:
-            pool = step("preflight", node, transport, "db-schema")["pool"]
-            if pool:
-                raise KeyFlowError(
-                    f"step preflight: node {node}'s spare-key pool holds {', '.join(pool)}: the rollover "
-                    "could take one of those instead of the shared successor; remove them first"
-                )
-        before = _zone_keys(duo, transport, zone)
-        for node, keys in before.items():
-            if not any(k["role"] == enforcer_role for k in keys):
-                raise KeyFlowError(f"step preflight: zone {zone} has no {enforcer_role} on node {node}")
+        _check_pool_is_ours(duo, transport, zone, enforcer_role)
         inception = int(time.time())
         undo = Undo(transport)
         try:
@@ -104,15 +147,20 @@ def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str |
             undo.run()
             raise
         result = Rollover(zone, enforcer_role, bundle.locator, bundle.keytag, origin)
-        started = on_every_node(
-            duo, transport, "rollover", "key-rollover", {"zone": zone, "role": enforcer_role}
-        )
+        try:
+            started = on_every_node(
+                duo, transport, "rollover", "key-rollover", {"zone": zone, "role": enforcer_role}
+            )
+        except PartlyDone as exc:
+            if not exc.done:  # no enforcer took it: as if nothing happened
+                undo.run()
+                raise
+            raise KeyFlowError(
+                f"{exc}. The successor {bundle.locator} waits in the pool of {', '.join(exc.failed)}: "
+                f"once fixed, run `ods-duo key rollover {zone} --role {role} --resume`"
+            ) from exc
         result.started = {node: float(reply["at"]) for node, reply in started.items()}
-        for node, keys in _zone_keys(duo, transport, zone).items():
-            if not any(k["locator"] == bundle.locator for k in keys):
-                raise KeyFlowError(
-                    f"step confirm: node {node} did not give zone {zone} the successor {bundle.locator}"
-                )
+        _confirm(duo, transport, zone, bundle.locator, list(duo.nodes))
     log.info(
         "zone %s: %s rollover to key %s (tag %d) started on %s, %.2f s apart",
         zone, enforcer_role, bundle.locator, bundle.keytag, ", ".join(result.started), result.spread,
@@ -120,19 +168,49 @@ def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str |
     return result
 
 
+def resume(duo: Duo, transport: Transport, zone: str, role: str) -> Rollover:
+    """Finish a rollover that started on some nodes only: the successor that one node's zone has
+    and another node's pool still holds is rolled in there."""
+    zone = normalize_zone_name(zone)
+    enforcer_role = role.upper()
+    with key_lock(duo):
+        pools = {n: set(step("preflight", n, transport, "db-schema")["pool"]) for n in duo.nodes}
+        keys = _zone_keys(duo, transport, zone)
+        taken = {k["locator"]: k for ks in keys.values() for k in ks if k["role"] == enforcer_role}
+        waiting = {loc for pool in pools.values() for loc in pool if loc in taken}
+        if len(waiting) != 1:
+            raise KeyFlowError(f"zone {zone}: no unfinished {enforcer_role} rollover to resume")
+        [locator] = waiting
+        nodes = [n for n, pool in pools.items() if locator in pool]
+        result = Rollover(zone, enforcer_role, locator, int(taken[locator]["keytag"]), origin="")
+        for node in nodes:
+            reply = step("rollover", node, transport, "key-rollover", {"zone": zone, "role": enforcer_role})
+            result.started[node] = float(reply["at"])
+        _confirm(duo, transport, zone, locator, nodes)
+    log.info("zone %s: %s rollover to %s resumed on %s", zone, enforcer_role, locator, ", ".join(nodes))
+    return result
+
+
+# dsAtParent values on the way to each target (op_key_ds runs what each node still needs)
+DS_PATH = {"seen": {1, 2, 3}, "gone": {4, 5, 0}}
+
+
 def mark_ds(duo: Duo, transport: Transport, zone: str, keytag: int, action: str) -> dict[str, Any]:
     """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to both nodes at once."""
     zone = normalize_zone_name(zone)
-    states: dict[str, str] = {}
+    states: dict[str, int] = {}
     for node, keys in _zone_keys(duo, transport, zone).items():
         match = [k for k in keys if k["keytag"] == keytag and k["role"] in {"KSK", "CSK"}]
         if not match:
             raise KeyFlowError(f"step preflight: zone {zone} has no KSK with keytag {keytag} on node {node}")
-        states[node] = str(match[0]["flags"]["dsAtParent"])
-    if len(set(states.values())) != 1:
+        states[node] = int(match[0]["flags"]["dsAtParent"])
+    # Any mix on the way there is fine (a node that already has it was told before, e.g. by a run
+    # that failed on the other): each node runs only the steps it still needs.
+    off_path = {n: s for n, s in states.items() if s not in DS_PATH[action]}
+    if off_path:
         raise KeyFlowError(
-            f"step preflight: zone {zone} key {keytag}: the nodes disagree on the DS state "
-            f"(dsAtParent {states}); run `ods-duo check` and let the lagging enforcer catch up first"
+            f"step preflight: zone {zone} key {keytag}: its DS is not ready to be marked {action} on "
+            + ", ".join(f"{n} (dsAtParent {s})" for n, s in off_path.items())
         )
     replies = on_every_node(
         duo, transport, f"ds-{action}", "key-ds", {"zone": zone, "keytag": keytag, "action": action}

@@ -108,6 +108,18 @@ class KeyStates:
         """Record type -> state: what two nodes must agree on."""
         return {r.type: r.state for r in self.records}
 
+    @property
+    def dead(self) -> bool:
+        return is_dead(self.to_json())
+
+
+def is_dead(key: dict[str, Any]) -> bool:
+    """A key the zone is done with: going out, and none of its records anywhere any more.
+
+    (`ods-enforcer key list` never says "dead" in 2.1.12, and without <Purge> the rows stay.)
+    """
+    return not key["flags"]["introducing"] and all(r["state"] in {"hidden", "na"} for r in key["records"])
+
 
 @dataclass(frozen=True)
 class ZoneState:
@@ -164,13 +176,13 @@ def _open(db: Path, write: bool) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(uri, uri=True, timeout=TIMEOUT, isolation_level=None)
     try:
         _refuse_unknown_schema(conn, db)
-        if write:
-            conn.execute("BEGIN IMMEDIATE")
+        # Reads too run in one transaction: a running enforcer must not change rows between
+        # the SELECTs of one read (a restore copies one moment of the peer's state).
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         yield conn
-        if write:
-            conn.execute("COMMIT")
+        conn.execute("COMMIT")
     except BaseException:
-        if write and conn.in_transaction:
+        if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     finally:

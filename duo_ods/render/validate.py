@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -45,15 +46,14 @@ def check_kasp(conf_text: str, kasp_text: str, what: str) -> None:
         proc = run(
             ["ods-kaspcheck", "-c", str(conf), "-k", str(kasp), "-z", str(zonelist)], timeout=30, check=False
         )
-        # Only the policy's errors: the conf part complains about what a node not yet initialised
-        # lacks (its kasp.db), and conf.xml is checked against its schema above.
-        errors = [
-            ln
-            for ln in (proc.stdout + proc.stderr).splitlines()
-            if ln.startswith("ERROR") and str(kasp) in ln
-        ]
+        # Every error but a missing file or folder ("NAME (PATH) does not exist", kc_helper.c): a
+        # node not yet initialised lacks its kasp.db and working folders. Policy errors do not all
+        # name the kasp file, so nothing else is left out.
+        lines = (proc.stdout + proc.stderr).splitlines()
+        errors = [ln for ln in lines if ln.startswith("ERROR") and not MISSING_PATH.match(ln)]
         if errors:
             raise RenderError(f"{what}: ods-kaspcheck: {errors[0].replace(str(kasp), what)}")
 
 
+MISSING_PATH = re.compile(r"^ERROR: .+ \(.+\) does not exist$")
 EMPTY_ZONELIST = '<?xml version="1.0" encoding="UTF-8"?>\n<ZoneList/>\n'

@@ -17,7 +17,7 @@ ZONES = {"a": {"z.test"}, "b": {"z.test"}}
 
 
 def test_a_key_dead_on_every_node_starts_its_clock_and_goes_after_the_retention() -> None:
-    keys = {"a": {"k1": "dead"}, "b": {"k1": "dead"}}
+    keys = {"a": {"k1": True}, "b": {"k1": True}}
     first = plan_prune([bundle("k1")], keys, ZONES, {}, now=100 * DAY, retention=90 * DAY)
     assert first.ledger == {"k1": 100 * DAY}
     assert first.remove == []
@@ -26,7 +26,7 @@ def test_a_key_dead_on_every_node_starts_its_clock_and_goes_after_the_retention(
 
 
 def test_a_key_alive_on_one_node_stays_and_its_clock_starts_over() -> None:
-    keys = {"a": {"k1": "dead"}, "b": {"k1": "retire"}}
+    keys = {"a": {"k1": True}, "b": {"k1": False}}
     plan = plan_prune([bundle("k1")], keys, ZONES, {"k1": 0.0}, now=365 * DAY, retention=90 * DAY)
     assert plan.remove == []
     assert plan.ledger == {}

@@ -166,3 +166,14 @@ def test_unknown_schema_is_refused_before_any_write(db: Path, sql: str, problem:
         )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM hsmKey WHERE locator = ?", ("ff" * 16,)).fetchone()[0] == 0
+
+
+def test_a_key_going_out_with_every_record_hidden_is_dead(db: Path) -> None:
+    [zone] = kaspdb.read_states(db)
+    ksk = zone.keys[0].to_json()
+    ksk["flags"]["introducing"] = 1
+    assert not kaspdb.is_dead(ksk)  # coming in, though nothing is published yet
+    ksk["flags"]["introducing"] = 0
+    assert kaspdb.is_dead(ksk)  # every record hidden
+    ksk["records"][2]["state"] = "unretentive"
+    assert not kaspdb.is_dead(ksk)
