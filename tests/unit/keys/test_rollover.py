@@ -16,19 +16,9 @@ from duo_ods.errors import NodeError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import KeyFlowError
 from duo_ods.keys.rollover import mark_ds, resume, rollover
+from tests.support.configs import TWO_NODES
 
-CONFIG = """
-[nodes.a]
-address = "127.0.0.11"
-base_dir = "a"
-token_label = "A"
-[nodes.b]
-address = "127.0.0.12"
-base_dir = "b"
-token_label = "B"
-[backup]
-dir = "backup"
-"""
+CONFIG = TWO_NODES
 ZONE = "example.test"
 
 

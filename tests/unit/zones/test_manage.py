@@ -10,19 +10,9 @@ from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import NodeError, ZoneFileError
 from duo_ods.zones.manage import add_zone, list_zones, remove_zone
+from tests.support.configs import TWO_NODES
 
-CONFIG = """
-[nodes.a]
-address = "127.0.0.11"
-base_dir = "a"
-token_label = "A"
-[nodes.b]
-address = "127.0.0.12"
-base_dir = "b"
-token_label = "B"
-[backup]
-dir = "backup"
-"""
+CONFIG = TWO_NODES
 
 ZONE = """$ORIGIN example.test.
 $TTL 300

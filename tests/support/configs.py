@@ -1,0 +1,14 @@
+"""Small duo configs for unit tests that need a resolved Duo but no daemons."""
+
+TWO_NODES = """
+[nodes.a]
+address = "127.0.0.11"
+base_dir = "a"
+token_label = "A"
+[nodes.b]
+address = "127.0.0.12"
+base_dir = "b"
+token_label = "B"
+[backup]
+dir = "backup"
+"""
