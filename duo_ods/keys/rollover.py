@@ -50,7 +50,7 @@ class Rollover:
 def key_lock(duo: Duo) -> Iterator[None]:
     """One pool-using key operation at a time for this duo (on this controller)."""
     path: Path = duo.backup_dir / "state" / "keys.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with path.open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
