@@ -3,7 +3,8 @@
 A snapshot holds, from one node: every zone with its last good input, and the enforcer
 state of every key (kasp.db rows, see duo_ods.ods.kaspdb). Keys themselves are in the
 bundles. ods-duo takes one after every key command and on `backup snapshot` (run it from
-cron or a timer too: zone changes from the watcher do not take one).
+cron or a timer too), and the key origin's watcher after its changes, at most every
+[backup] snapshot_interval.
 """
 
 from __future__ import annotations
@@ -21,17 +22,8 @@ log = logging.getLogger(__name__)
 
 def node_state(transport: Transport, node: str) -> dict[str, Any]:
     """One node's zones (with their inputs) and key states, as a snapshot holds them."""
-    zones = [z["name"] for z in transport.call(node, "zone-list")["zones"]]
-    states = {z["zone"]: z for z in transport.call(node, "key-states")["zones"]}
-    return {
-        "taken": time.time(),
-        "node": node,
-        "zones": [
-            {"zone": zone, "text": transport.call(node, "zone-export", {"zone": zone})["text"],
-             "states": states.get(zone)}
-            for zone in zones
-        ],
-    }  # fmt: skip
+    exported = transport.call(node, "state-export")
+    return {"taken": time.time(), "node": node, "zones": exported["zones"]}
 
 
 def take_snapshot(duo: Duo, transport: Transport, node: str | None = None) -> dict[str, Any]:

@@ -210,6 +210,9 @@ class BackupConfig(_Model):
 
     dir: str
     retention: Duration = "P90D"
+    # The key origin's watcher snapshots zones and key states after it changed something, at most
+    # this often (seconds; 0: never, then run `backup snapshot` from cron). Key commands always do.
+    snapshot_interval: float = Field(default=300.0, ge=0)
     hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     token_label: str = Field(default="DUO-BACKUP", min_length=1, max_length=32)
     pin_file: str | None = None  # default DIR/secrets/pin (0600)

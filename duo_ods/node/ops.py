@@ -17,6 +17,7 @@ from duo_ods.node import daemons
 from duo_ods.node.configs import write_zonelist
 from duo_ods.node.setup import init_node
 from duo_ods.node.system import init_system_node
+from duo_ods.ods import kaspdb
 from duo_ods.ods.client import Enforcer, Signer
 from duo_ods.ods.parse import parse_zone_list
 from duo_ods.render.engine import write_atomic
@@ -197,14 +198,19 @@ def op_zone_update(duo: Duo, node: Node, payload: Payload) -> Payload:
     return {"node": node.name, "zone": zone, "signing": True}
 
 
-def op_zone_export(duo: Duo, node: Node, payload: Payload) -> Payload:
-    """The zone's last good input as the signer reads it (for snapshots and restores)."""
-    zone: str = payload["zone"]
-    path = node.paths.unsigned_zone(zone)
-    try:
-        return {"node": node.name, "zone": zone, "text": path.read_text(encoding="utf-8")}
-    except OSError as exc:
-        raise NodeError(f"node {node.name}: zone {zone}: cannot read {path}: {exc.strerror}") from None
+def op_state_export(duo: Duo, node: Node, payload: Payload) -> Payload:
+    """Every zone with its last good input and its keys' enforcer states, in one call (snapshots,
+    restores): one round trip however many zones there are."""
+    states = {z.zone: z.to_json() for z in kaspdb.read_states(node.paths.kasp_db)}
+    zones = []
+    for z in _zones(node):
+        path = node.paths.unsigned_zone(z.name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise NodeError(f"node {node.name}: zone {z.name}: cannot read {path}: {exc.strerror}") from None
+        zones.append({"zone": z.name, "text": text, "states": states.get(z.name)})
+    return {"node": node.name, "zones": zones}
 
 
 def op_zone_resign(duo: Duo, node: Node, payload: Payload) -> Payload:
@@ -239,6 +245,6 @@ OPERATIONS: dict[str, Operation] = {
     "zone-add-batch": op_zone_add_batch,
     "zone-update": op_zone_update,
     "zone-resign": op_zone_resign,
-    "zone-export": op_zone_export,
+    "state-export": op_state_export,
     "zone-remove": op_zone_remove,
 }

@@ -26,6 +26,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.bind import managed
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import DuoError, ZoneFileError
@@ -76,6 +77,10 @@ class Watcher:
         # One watcher (the key origin's) levels serials, so two never re-sign the same zone at once.
         self.level_interval = duo.config.serials.level_interval if origin else 0.0
         self.next_level = time.monotonic() + self.level_interval
+        # ...and snapshots for the backup store after changes (zones, keys), at most this often.
+        self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
+        self.last_snapshot: float | None = None
+        self.changed = False
 
     # --- looking at the input directory ------------------------------------------------------
 
@@ -136,6 +141,7 @@ class Watcher:
             for zone, path, checked in chunk:
                 self._record(zone, "ok", digests[str(path)], f"added (serial {checked.serial})", path)
                 log.info("zone %s added from %s", zone, path)
+                self.changed = True
                 if self.is_key_origin:
                     self.pending_keys.add(zone)
 
@@ -154,6 +160,7 @@ class Watcher:
             return
         self._record(zone, "ok", digest, f"updated (output serial {result['output_serial']})", path)
         log.info("zone %s updated from %s", zone, path)
+        self.changed = True
 
     def _gone(self, zone: str) -> None:
         if not self.config.remove_zones:
@@ -163,6 +170,7 @@ class Watcher:
         self.transport.call(self.node.name, "zone-remove", {"zone": zone})
         self.state.pop(zone, None)
         log.info("zone %s removed: its file was removed", zone)
+        self.changed = True
 
     def make_pending_keys(self) -> None:
         """Key origin only: keys for new zones once every node has the zone (the peers' watchers add it)."""
@@ -180,6 +188,7 @@ class Watcher:
                 if not list_keys(self.duo, self.transport, zone):
                     create_key(self.duo, self.transport, zone, None, self.node.name)
                     log.info("zone %s: keys made and shared", zone)
+                    self.changed = True
                 self.pending_keys.discard(zone)
                 self._after_new_zone()
             except DuoError as exc:
@@ -192,6 +201,17 @@ class Watcher:
         self.next_level = time.monotonic() + self.level_interval
         for zone in sorted(self.state):
             level_zone(self.duo, self.transport, zone)
+
+    def snapshot_when_due(self) -> None:
+        """A backup snapshot once something changed, at most every [backup] snapshot_interval."""
+        now = time.monotonic()
+        if not (self.snapshot_interval and self.changed):
+            return
+        if self.last_snapshot is not None and now - self.last_snapshot < self.snapshot_interval:
+            return
+        self.last_snapshot = now
+        take_snapshot(self.duo, self.transport, self.node.name)
+        self.changed = False
 
     def _after_new_zone(self) -> None:
         """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
@@ -217,6 +237,7 @@ class Watcher:
                     self._safely(partial(self.reconcile, zones))
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
+                self._safely(self.snapshot_when_due)
         finally:
             observer.stop()
             observer.join(timeout=10)

@@ -72,6 +72,20 @@ def test_status_names_the_watchers(lab: Lab) -> None:
     )
 
 
+def test_new_zone_and_its_keys_reach_a_backup_snapshot(lab: Lab, dropped: tuple[Path, Path]) -> None:
+    """The key origin's watcher snapshots after its changes (the lab: at most every 10 s)."""
+    snapshots = lab.dir / "backup" / "snapshots"
+
+    def snapshot_has_keys() -> bool:
+        latest = sorted(snapshots.glob("*.json"))
+        if not latest:
+            return False
+        zones = {z["zone"]: z for z in json.loads(latest[-1].read_text())["zones"]}
+        return ZONE in zones and len((zones[ZONE]["states"] or {}).get("keys", [])) == 2
+
+    wait_for("a snapshot with the new zone's keys", snapshot_has_keys, timeout=60)
+
+
 def test_drop_edit_break_fix(lab: Lab, dropped: tuple[Path, Path]) -> None:
     path, anchor = dropped
     wait_for("the new zone validated at the secondary", lambda: served(lab, anchor, "192.0.2.1"))
