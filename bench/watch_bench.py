@@ -59,6 +59,13 @@ import dns.tsigkeyring
 import dns.version
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: the helpers below come from this checkout's duo_ods
+    sys.path.insert(0, str(REPO))
+
+from duo_ods.bind.query import soa_serial as served_serial  # noqa: E402
+from duo_ods.bind.tsig import TsigKey, read_tsig_key  # noqa: E402
+from duo_ods.process import proc_start_time  # noqa: E402
+
 log = logging.getLogger("watch_bench")
 
 GOAL_S = 2.0
@@ -104,15 +111,6 @@ def machine_busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else int(fields[19])
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -184,61 +182,26 @@ def freeze_source(dest: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- DNS
 
 
-_KEY_STATEMENT = re.compile(
-    r'key\s+"(?P<name>[^"]+)"\s*\{\s*algorithm\s+(?P<alg>[\w-]+)\s*;\s*secret\s+"(?P<secret>[^"]+)"\s*;'
-)
-
-
-@dataclass(frozen=True)
-class Tsig:
-    """The lab's transfer key (from its BIND key statement file; dig gets the file, never the secret)."""
-
-    file: Path
-    name: str
-    algorithm: str
-    secret: str
-
-    @classmethod
-    def read(cls, path: Path) -> Tsig:
-        match = _KEY_STATEMENT.search(path.read_text())
-        if match is None:
-            raise RuntimeError(f"{path}: no BIND key statement")
-        return cls(path, match["name"], match["alg"], match["secret"])
-
-
 @dataclass(frozen=True)
 class Server:
     name: str
     address: str
     port: int
-    tsig: Tsig | None = None  # the signers answer only TSIG-signed queries
+    tsig: TsigKey | None = None  # the signers answer only TSIG-signed queries
+    tsig_file: Path | None = None  # dig gets the key file, never the secret
 
 
 def soa_serial(server: Server, zone: str, timeout: float = 0.5) -> int | None:
     """The SOA serial the server serves for the zone, or None (no zone, not signed yet, no answer)."""
-    query = dns.message.make_query(zone, dns.rdatatype.SOA)
-    if server.tsig is not None:
-        t = server.tsig
-        keyring = dns.tsigkeyring.from_text({t.name: (t.algorithm, t.secret)})
-        query.use_tsig(keyring, keyname=t.name, algorithm=t.algorithm)
-    try:
-        reply = dns.query.udp(query, server.address, port=server.port, timeout=timeout)
-    except (dns.exception.DNSException, OSError):
-        return None  # also the signer's unsigned NOTAUTH for a zone it does not serve
-    if reply.rcode() != dns.rcode.NOERROR:
-        return None
-    for rrset in reply.answer:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)
-    return None
+    return served_serial(server.address, server.port, zone, server.tsig, timeout)
 
 
 def axfr_size(server: Server, zone: str) -> str:
     """dig's 'XFR size: N records (messages M, bytes B)' and query time for an AXFR (TSIG if the server
     has a key)."""
     argv = ["dig", f"@{server.address}", "-p", str(server.port), zone, "AXFR", "+time=10", "+tries=1"]
-    if server.tsig is not None:
-        argv += ["-k", str(server.tsig.file)]
+    if server.tsig_file is not None:
+        argv += ["-k", str(server.tsig_file)]
     out = run(argv, timeout=60, check=False).stdout
     sizes = [line.strip("; ") for line in out.splitlines() if "XFR size" in line or "Query time" in line]
     problems = [line.strip("; ") for line in out.splitlines() if "verify" in line.lower() or "failed" in line]
@@ -477,9 +440,10 @@ class Lab:
         status = json.loads(self.cli("--json", "lab", "status", "--dir", str(self.dir)).stdout)
         self.config = Path(status["config"])
         self.input_dir = Path(status["input_dir"])
-        tsig = Tsig.read(self.dir / "secrets" / "duo-transfer.key")
+        tsig_file = self.dir / "secrets" / "duo-transfer.key"
+        tsig = read_tsig_key(tsig_file)
         for n in status["nodes"]:
-            server = Server(n["name"], n["address"], int(n["port"]), tsig)
+            server = Server(n["name"], n["address"], int(n["port"]), tsig, tsig_file)
             self.nodes[n["name"]] = NodeInfo(n["name"], server, Path(n["base_dir"]))
         sec = status["secondaries"][0]
         self.secondary = Server(sec["name"], sec["address"], int(sec["port"]))
