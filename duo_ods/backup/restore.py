@@ -20,6 +20,7 @@ from duo_ods.bind.query import soa_serial
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
+from duo_ods.keys.kek import send_kek
 from duo_ods.ods.kaspdb import is_dead
 from duo_ods.transport.base import Transport
 from duo_ods.zones.manage import notify_secondaries, served_serials
@@ -120,9 +121,10 @@ def _copy_kek(transport: Transport, node: str) -> str:
                 f"restore step kek: node {node}'s token has another KEK ({have['fingerprint']})"
             )
         return str(want)
-    public = _step("kek", node, transport, "kek-transport-key")["public"]
-    blob = _step("kek", "backup", transport, "kek-wrap-for", {"public": public})["blob"]
-    got = _step("kek", node, transport, "kek-unwrap", {"blob": blob})["fingerprint"]
+    try:
+        got = send_kek(transport, "backup", node)
+    except DuoError as exc:
+        raise RestoreError(f"restore step kek: {exc}") from exc
     if got != want:
         raise RestoreError(f"restore step kek: node {node} holds KEK {got}, the backup {want}")
     return str(got)

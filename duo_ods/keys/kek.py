@@ -37,6 +37,14 @@ def kek_status(duo: Duo, transport: Transport) -> dict[str, dict[str, Any]]:
     return {target: transport.call(target, "kek-status") for target in holders(duo)}
 
 
+def send_kek(transport: Transport, sender: str, receiver: str, replace: bool = False) -> str:
+    """The KEK from `sender`'s token into `receiver`'s, wrapped to a one-time RSA transport key the
+    receiver makes (RSA-OAEP): never in clear. Returns the fingerprint the receiver now holds."""
+    public = transport.call(receiver, "kek-transport-key")["public"]
+    blob = transport.call(sender, "kek-wrap-for", {"public": public})["blob"]
+    return str(transport.call(receiver, "kek-unwrap", {"blob": blob, "replace": replace})["fingerprint"])
+
+
 def kek_init(duo: Duo, transport: Transport, replace: bool = False) -> dict[str, Any]:
     transport.call("backup", "init")
     status = kek_status(duo, transport)
@@ -55,9 +63,7 @@ def kek_init(duo: Duo, transport: Transport, replace: bool = False) -> dict[str,
     made = transport.call(first, "kek-generate", {"replace": replace})
     fingerprint = made["fingerprint"]
     for receiver in receivers:
-        public = transport.call(receiver, "kek-transport-key")["public"]
-        blob = transport.call(first, "kek-wrap-for", {"public": public})["blob"]
-        got = transport.call(receiver, "kek-unwrap", {"blob": blob, "replace": replace})["fingerprint"]
+        got = send_kek(transport, first, receiver, replace)
         if got != fingerprint:
             raise KekError(f"{receiver}: KEK fingerprint {got} differs from {first}'s {fingerprint}")
     log.info("KEK %s on %s", fingerprint, ", ".join(holders(duo)))
