@@ -6,39 +6,42 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from duo_ods.backup.ops import bundle_of
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 
 
-def _bundles(transport: Transport) -> list[KeyBundle]:
-    return [KeyBundle.from_json(text) for text in transport.call("backup", "bundle-list")["bundles"]]
+def bundles(client: NodeClient) -> list[KeyBundle]:
+    """Every bundle the backup store holds."""
+    return [bundle_of(b) for b in client.call("backup", P.BUNDLE_LIST).bundles]
 
 
-def _where(duo: Duo, transport: Transport) -> tuple[dict[str, dict[str, set[str]]], list[str]]:
+def _where(duo: Duo, client: NodeClient) -> tuple[dict[str, dict[str, set[str]]], list[str]]:
     """locator -> {"hsm": nodes whose HSM has it, "enforcer": 'node: state' entries}; and problems."""
     where: dict[str, dict[str, set[str]]] = {}
     problems = []
     for node in duo.nodes:
         try:
-            for obj in transport.call(node, "hsm-list")["keys"]:
-                if obj["object_class"] == "private":
-                    where.setdefault(obj["locator"], {"hsm": set(), "enforcer": set()})["hsm"].add(node)
-            for key in transport.call(node, "key-list")["keys"]:
-                entry = where.setdefault(key["locator"], {"hsm": set(), "enforcer": set()})
-                entry["enforcer"].add(f"{node}: {key['state']}")
+            for obj in client.call(node, P.HSM_LIST).keys:
+                if obj.object_class == "private":
+                    where.setdefault(obj.locator, {"hsm": set(), "enforcer": set()})["hsm"].add(node)
+            for key in client.call(node, P.KEY_LIST).keys:
+                entry = where.setdefault(key.locator, {"hsm": set(), "enforcer": set()})
+                entry["enforcer"].add(f"{node}: {key.state}")
         except DuoError as exc:
             problems.append(f"node {node} did not answer: {exc}")
     return where, problems
 
 
-def backup_list(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
-    where, _problems = _where(duo, transport)
-    dead = transport.call("backup", "dead-since")["ledger"]
+def backup_list(duo: Duo, client: NodeClient) -> list[dict[str, Any]]:
+    where, _problems = _where(duo, client)
+    dead = client.call("backup", P.DEAD_SINCE).ledger
     now = time.time()
     rows = []
-    for b in _bundles(transport):
+    for b in bundles(client):
         live = where.get(b.locator, {"hsm": set(), "enforcer": set()})
         rows.append({
             "zone": b.zone, "role": b.role, "keytag": b.keytag, "algorithm": b.algorithm,
@@ -49,22 +52,22 @@ def backup_list(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["zone"], r["role"], r["locator"]))
 
 
-def backup_verify(duo: Duo, transport: Transport) -> dict[str, Any]:
+def backup_verify(duo: Duo, client: NodeClient) -> dict[str, Any]:
     """Every bundle opens in the verification token and matches its public key; every key that a
     node's enforcer uses has a bundle."""
     problems: list[str] = []
-    bundles = _bundles(transport)
-    for b in bundles:
-        result = transport.call("backup", "bundle-verify", {"locator": b.locator})
-        if not result["ok"]:
+    held_bundles = bundles(client)
+    for b in held_bundles:
+        result = client.call("backup", P.BUNDLE_VERIFY, P.LocatorRequest(locator=b.locator))
+        if not result.ok:
             what = f"bundle {b.locator} (zone {b.zone}, {b.role} {b.keytag})"
-            problems.append(f"{what} does not restore: {result['problem']}")
-    where, node_problems = _where(duo, transport)
+            problems.append(f"{what} does not restore: {result.problem}")
+    where, node_problems = _where(duo, client)
     problems += node_problems
-    held = {b.locator for b in bundles}
+    held = {b.locator for b in held_bundles}
     for locator, live in sorted(where.items()):
         if live["enforcer"] and locator not in held:
             problems.append(
                 f"key {locator} is used by {', '.join(sorted(live['enforcer']))} but has no bundle"
             )
-    return {"ok": not problems, "bundles": len(bundles), "problems": problems}
+    return {"ok": not problems, "bundles": len(held_bundles), "problems": problems}

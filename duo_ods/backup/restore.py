@@ -15,14 +15,17 @@ import logging
 import time
 from typing import Any
 
+from duo_ods.backup.report import bundles as held_bundles
 from duo_ods.backup.snapshot import node_state
 from duo_ods.bind.query import soa_serial
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
+from duo_ods.keys.flow import import_request, unwrap_request
 from duo_ods.keys.kek import send_kek
-from duo_ods.ods.kaspdb import is_dead
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
+from duo_ods.protocol.ops import Rep, Req
 from duo_ods.zones.manage import notify_secondaries, served_serials
 from duo_ods.zones.serial import next_serial
 
@@ -36,163 +39,128 @@ class RestoreError(DuoError):
     """A node cannot be restored as asked; the error names the step."""
 
 
-def _step(
-    name: str, target: str, transport: Transport, op: str, payload: dict[str, Any] | None = None
-) -> Any:
-    try:
-        return transport.call(target, op, payload)
-    except DuoError as exc:
-        raise RestoreError(f"restore step {name} on {target}: {exc}") from exc
+def _step(name: str, target: str, client: NodeClient, op: P.Op[Req, Rep], request: Req | None = None) -> Rep:
+    return client.step(name, target, op, request, error=RestoreError, prefix="restore step")
 
 
-def _source_state(
-    duo: Duo, transport: Transport, node: str, source: str | None
-) -> tuple[str, dict[str, Any]]:
+def _source_state(duo: Duo, client: NodeClient, node: str, source: str | None) -> tuple[str, P.Snapshot]:
     """("peer" or "backup", the zones and key states to rebuild from): a live peer's, else the
     latest snapshot."""
     silent: list[str] = []
     if source in (None, "peer"):
         for peer in (n for n in duo.nodes if n != node):
             try:
-                return "peer", node_state(transport, peer)
+                return "peer", node_state(client, peer)
             except DuoError as exc:
                 silent.append(f"{peer}: {exc}")
         if source == "peer":
             raise RestoreError("restore: no peer answers (" + "; ".join(silent) + "); use --from backup")
-    snapshot = _step("source", "backup", transport, "snapshot-get")["snapshot"]
+    snapshot = _step("source", "backup", client, P.SNAPSHOT_GET).snapshot
     if snapshot is None:
         raise RestoreError("restore: no peer answers and the backup store has no snapshot")
     if silent:
         log.warning(
-            "restore: no peer answers (%s); using the snapshot of %s", "; ".join(silent), snapshot["node"]
+            "restore: no peer answers (%s); using the snapshot of %s", "; ".join(silent), snapshot.node
         )
     return "backup", snapshot
 
 
-def _preflight(duo: Duo, transport: Transport, node: str, state: dict[str, Any]) -> dict[str, KeyBundle]:
-    status = _step("preflight", node, transport, "status")
-    running = [d for d, pid in status["daemons"].items() if pid]
+def _preflight(duo: Duo, client: NodeClient, node: str, state: P.Snapshot) -> dict[str, KeyBundle]:
+    status = _step("preflight", node, client, P.STATUS)
+    running = [d for d, pid in status.daemons.items() if pid]
     if running:
         raise RestoreError(
             f"restore: node {node} runs {', '.join(running)}: restore rebuilds a dead node; stop it first"
         )
-    if status.get("has_database"):
+    if status.has_database:
         raise RestoreError(
             f"restore: node {node} still has its enforcer database: restore rebuilds a wiped node; "
             "move the node's state away first"
         )
-    bundles = {
-        b.locator: b
-        for b in map(KeyBundle.from_json, _step("preflight", "backup", transport, "bundle-list")["bundles"])
-    }
-    # The states are live_states already: dead keys need no bundle.
+    try:
+        bundles = {b.locator: b for b in held_bundles(client)}
+    except DuoError as exc:
+        raise RestoreError(f"restore step preflight on backup: {exc}") from exc
+    # The states are live ones already: dead keys need no bundle.
     missing = [
-        f"{z['zone']} {k['role']} {k['keytag']} ({k['locator']})"
-        for z in state["zones"]
-        if z["states"]
-        for k in z["states"]["keys"]
-        if k["locator"] not in bundles
+        f"{z.zone} {k.role} {k.keytag} ({k.locator})"
+        for z in state.zones
+        if z.states
+        for k in z.states.keys
+        if k.locator not in bundles
     ]  # fmt: skip
     if missing:
         raise RestoreError("restore: the backup store has no bundle for " + ", ".join(missing))
     return bundles
 
 
-def live_states(zone_state: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A zone's key states without its dead keys (kaspdb.is_dead): the rebuilt node needs neither
-    them nor their bundles, which retention may have removed."""
-    if zone_state is None:
-        return None
-    keys = [k for k in zone_state["keys"] if not is_dead(k)]
-    live = {k["locator"] for k in keys}
-    dependencies = [d for d in zone_state["dependencies"] if d[0] in live and d[1] in live]
-    return {**zone_state, "keys": keys, "dependencies": dependencies}
-
-
-def _copy_kek(transport: Transport, node: str) -> str:
+def _copy_kek(client: NodeClient, node: str) -> str:
     """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key)."""
-    want = _step("kek", "backup", transport, "kek-status")["fingerprint"]
+    want = _step("kek", "backup", client, P.KEK_STATUS).fingerprint
     if want is None:
         raise RestoreError("restore step kek: the backup token has no KEK")
-    have = _step("kek", node, transport, "kek-status")
-    if have["has_kek"]:
-        if have["fingerprint"] != want:
-            raise RestoreError(
-                f"restore step kek: node {node}'s token has another KEK ({have['fingerprint']})"
-            )
-        return str(want)
+    have = _step("kek", node, client, P.KEK_STATUS)
+    if have.has_kek:
+        if have.fingerprint != want:
+            raise RestoreError(f"restore step kek: node {node}'s token has another KEK ({have.fingerprint})")
+        return want
     try:
-        got = send_kek(transport, "backup", node)
+        got = send_kek(client, "backup", node)
     except DuoError as exc:
         raise RestoreError(f"restore step kek: {exc}") from exc
     if got != want:
         raise RestoreError(f"restore step kek: node {node} holds KEK {got}, the backup {want}")
-    return str(got)
+    return got
 
 
-def restore_node(duo: Duo, transport: Transport, node: str, source: str | None = None) -> dict[str, Any]:
+def restore_node(duo: Duo, client: NodeClient, node: str, source: str | None = None) -> dict[str, Any]:
     duo.node(node)  # a clear error for an unknown node
     if source is not None and source not in SOURCES:
         raise RestoreError(f"--from {source}: choose one of {', '.join(SOURCES)}")
-    kind, state = _source_state(duo, transport, node, source)
-    state = {**state, "zones": [{**z, "states": live_states(z["states"])} for z in state["zones"]]}
-    bundles = _preflight(duo, transport, node, state)
-    zones = state["zones"]
-    keys = [(z["zone"], k) for z in zones if z["states"] for k in z["states"]["keys"]]
-    log.info("restore node %s from %s: %d zones, %d keys", node, state["node"], len(zones), len(keys))
+    kind, state = _source_state(duo, client, node, source)
+    zones = [z.model_copy(update={"states": z.states.live() if z.states else None}) for z in state.zones]
+    state = state.model_copy(update={"zones": zones})
+    bundles = _preflight(duo, client, node, state)
+    keys = [(z.zone, k) for z in zones if z.states for k in z.states.keys]
+    log.info("restore node %s from %s: %d zones, %d keys", node, state.node, len(zones), len(keys))
 
     try:
-        _step("init", node, transport, "init")
-        kek = _copy_kek(transport, node)
-        for locator in sorted({k["locator"] for _, k in keys}):
-            b = bundles[locator]
-            payload = {"locator": b.locator, "algorithm": b.algorithm, "bits": b.bits, "public": b.public,
-                       "wrapped": b.wrapped}  # fmt: skip
-            if not _step("keys", node, transport, "key-unwrap", payload)["confirmed"]:
+        _step("init", node, client, P.INIT)
+        kek = _copy_kek(client, node)
+        for locator in sorted({k.locator for _, k in keys}):
+            if not _step("keys", node, client, P.KEY_UNWRAP, unwrap_request(bundles[locator])).confirmed:
                 raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
-        _step("start", node, transport, "start")
-        _step("policy", node, transport, "policy-import")
-        _step(
-            "zones",
-            node,
-            transport,
-            "zone-add-batch",
-            {"zones": [{"zone": z["zone"], "text": z["text"]} for z in zones]},
-        )
+        _step("start", node, client, P.START)
+        _step("policy", node, client, P.POLICY_IMPORT)
+        batch = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z.zone, text=z.text) for z in zones])
+        _step("zones", node, client, P.ZONE_ADD_BATCH, batch)
         for zone, key in keys:
-            b = bundles[key["locator"]]
-            payload = {"zone": zone, "locator": b.locator, "role": key["role"], "algorithm": b.algorithm,
-                       "bits": b.bits, "inception": key["inception"]}  # fmt: skip
-            _step("import", node, transport, "key-import", payload)
+            request = import_request(bundles[key.locator], zone, key.role, key.inception)
+            _step("import", node, client, P.KEY_IMPORT, request)
         # The enforcer keeps its own view of rows while it runs: write the states with it stopped.
-        _step("states", node, transport, "stop")
-        written = _step(
-            "states",
-            node,
-            transport,
-            "key-states-write",
-            {"zones": [z["states"] for z in zones if z["states"]]},
-        )
-        _step("start", node, transport, "start")
-        _step("enforce", node, transport, "enforce")
+        _step("states", node, client, P.STOP)
+        states = P.KeyStatesWriteRequest(zones=[z.states for z in zones if z.states])
+        written = _step("states", node, client, P.KEY_STATES_WRITE, states)
+        _step("start", node, client, P.START)
+        _step("enforce", node, client, P.ENFORCE)
 
     except DuoError as exc:
-        _stop_quietly(transport, node)
+        _stop_quietly(client, node)
         raise RestoreError(
             f"{exc}; node {node} is half restored and stopped: move its enforcer database away and run "
             "backup restore again"
         ) from exc
 
-    serving = _wait_serving(duo, node, [z["zone"] for z in zones if z["states"]])
-    serials = {zone: _catch_up(duo, transport, node, zone, above=kind == "backup") for zone in serving}
+    serving = _wait_serving(duo, node, [z.zone for z in zones if z.states])
+    serials = {zone: _catch_up(duo, client, node, zone, above=kind == "backup") for zone in serving}
     return {
-        "node": node, "source": state["node"], "from": kind,
-        "snapshot_taken": state["taken"], "zones": [z["zone"] for z in zones], "keys": written["keys"],
+        "node": node, "source": state.node, "from": kind,
+        "snapshot_taken": state.taken, "zones": [z.zone for z in zones], "keys": written.keys,
         "kek": kek, "serving": serving, "serials": serials,
     }  # fmt: skip
 
 
-def _catch_up(duo: Duo, transport: Transport, node: str, zone: str, above: bool) -> int | None:
+def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -> int | None:
     """Give the rebuilt node's zone a serial the secondaries will take.
 
     A fresh signer starts its serial over, below what the secondaries hold: they would keep
@@ -211,7 +179,7 @@ def _catch_up(duo: Duo, transport: Transport, node: str, zone: str, above: bool)
     target = next_serial(seen, duo.config.policy.serial) if above else max(seen)
     if mine >= target:
         return mine
-    _step("serial", node, transport, "zone-resign", {"zone": zone, "serial": target})
+    _step("serial", node, client, P.ZONE_RESIGN, P.ZoneResignRequest(zone=zone, serial=target))
     log.info("restore: node %s signs %s with serial %d (it restarted at %d)", node, zone, target, mine)
     deadline = time.monotonic() + 30
     while (served_serials(duo, zone).get(node) or 0) < target and time.monotonic() < deadline:
@@ -221,9 +189,9 @@ def _catch_up(duo: Duo, transport: Transport, node: str, zone: str, above: bool)
     return target
 
 
-def _stop_quietly(transport: Transport, node: str) -> None:
+def _stop_quietly(client: NodeClient, node: str) -> None:
     try:
-        transport.call(node, "stop")
+        client.call(node, P.STOP)
     except DuoError as exc:
         log.error("restore: could not stop the half-restored node %s: %s", node, exc)
 

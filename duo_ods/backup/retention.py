@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from duo_ods.backup.report import bundles
 from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
-from duo_ods.ods.kaspdb import is_dead
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 
 NodeKeys = dict[str, dict[str, bool]]  # node -> locator -> dead
 NodeZones = dict[str, set[str]]  # node -> its zones
@@ -64,30 +65,26 @@ def plan_prune(
     return plan
 
 
-def prune(duo: Duo, transport: Transport, dry_run: bool = False) -> dict[str, Any]:
-    bundles = [KeyBundle.from_json(t) for t in transport.call("backup", "bundle-list")["bundles"]]
+def prune(duo: Duo, client: NodeClient, dry_run: bool = False) -> dict[str, Any]:
+    held = bundles(client)
     keys: NodeKeys = {}
     zones: NodeZones = {}
     for node in duo.nodes:
         try:
-            keys[node] = {
-                k["locator"]: is_dead(k)
-                for z in transport.call(node, "key-states")["zones"]
-                for k in z["keys"]
-            }
-            zones[node] = {z["name"] for z in transport.call(node, "zone-list")["zones"]}
+            keys[node] = {k.locator: k.dead for z in client.call(node, P.KEY_STATES).zones for k in z.keys}
+            zones[node] = set(client.call(node, P.ZONE_LIST).names)
         except DuoError as exc:
             return {
                 "removed": [],
                 "dead": {},
                 "undecided": f"node {node} did not answer ({exc}): nothing pruned",
             }
-    ledger = transport.call("backup", "dead-since")["ledger"]
+    ledger = client.call("backup", P.DEAD_SINCE).ledger
     retention = parse_duration(duo.config.backup.retention)
-    plan = plan_prune(bundles, keys, zones, ledger, now=time.time(), retention=retention)
+    plan = plan_prune(held, keys, zones, ledger, now=time.time(), retention=retention)
     if not dry_run and plan.undecided is None:
         for locator in plan.remove:
-            transport.call("backup", "bundle-remove", {"locator": locator})
+            client.call("backup", P.BUNDLE_REMOVE, P.LocatorRequest(locator=locator))
             plan.ledger.pop(locator, None)
-        transport.call("backup", "dead-since", {"ledger": plan.ledger})
+        client.call("backup", P.DEAD_SINCE, P.DeadSinceRequest(ledger=plan.ledger))
     return {"removed": plan.remove, "dead": plan.ledger, "undecided": plan.undecided, "dry_run": dry_run}

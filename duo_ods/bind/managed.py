@@ -24,8 +24,8 @@ from duo_ods.errors import LabError
 from duo_ods.keys.listing import list_keys
 from duo_ods.lab.net import check_free
 from duo_ods.proc import run
+from duo_ods.protocol.client import NodeClient
 from duo_ods.render.engine import write_atomic
-from duo_ods.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +138,17 @@ def sync(duo: Duo, zones: list[str]) -> None:
             reconfigure(duo, name, zones)
 
 
-def sync_signed(duo: Duo, transport: Transport) -> None:
+def sync_signed(duo: Duo, client: NodeClient) -> None:
     """The secondaries ods-duo runs itself get the zones that have keys (so are signed or about to
     be). A zone without keys is not served by the signers: a secondary would only fail to refresh
     it, again and again, and that delays its real transfers."""
     if duo.secondary_dirs:
-        sync(duo, signed_zones(duo, transport))
+        sync(duo, signed_zones(duo, client))
 
 
-def signed_zones(duo: Duo, transport: Transport) -> list[str]:
+def signed_zones(duo: Duo, client: NodeClient) -> list[str]:
     """The zones that have keys: the ones the signers serve (or are about to)."""
-    return sorted({row["zone"] for row in list_keys(duo, transport)})
+    return sorted({row["zone"] for row in list_keys(duo, client)})
 
 
 def stop(duo: Duo, name: str) -> str:

@@ -45,7 +45,8 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.drift import state_drift
 from duo_ods.keys.listing import ds_for_zone
-from duo_ods.transport.base import Transport
+from duo_ods.protocol.client import NodeClient
+from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
 from duo_ods.zones.check import normalize_zone_name
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def live_sources(duo: Duo, zone: str) -> list[Source]:
     return sources
 
 
-def _enforcer_view(duo: Duo, transport: Transport, zone: str) -> tuple[list[str], list[str], list[str]]:
+def _enforcer_view(duo: Duo, client: NodeClient, zone: str) -> tuple[list[str], list[str], list[str]]:
     """The published DS records, key state drift between the nodes, and what could not be read.
 
     Key states come from each node's enforcer database, so a stopped enforcer still shows
@@ -233,14 +234,14 @@ def _enforcer_view(duo: Duo, transport: Transport, zone: str) -> tuple[list[str]
     unreadable: list[str] = []
     for node in duo.nodes:
         try:
-            zones = transport.call(node, "key-states", {"zone": zone})["zones"]
-            views[node] = zones[0]["keys"] if zones else []
+            keys = client.call(node, KEY_STATES, KeyStatesRequest(zone=zone)).keys_of(zone)
+            views[node] = [k.model_dump() for k in keys or []]
         except DuoError as exc:
             unreadable.append(f"node {node}: cannot read its enforcer database: {exc}")
     margin = parse_duration(duo.config.policy.skew_margin)
     drift = state_drift(views, margin) if len(views) == len(duo.nodes) else []
     try:
-        ds_records = ds_for_zone(duo, transport, zone).ds
+        ds_records = ds_for_zone(duo, client, zone).ds
     except DuoError as exc:
         unreadable.append(f"cannot read the enforcers' keys: {exc}")
         ds_records = []
@@ -248,7 +249,7 @@ def _enforcer_view(duo: Duo, transport: Transport, zone: str) -> tuple[list[str]
 
 
 def check_duo(
-    duo: Duo, transport: Transport, zones: Sequence[str], limits: Thresholds, workers: int | None = None
+    duo: Duo, client: NodeClient, zones: Sequence[str], limits: Thresholds, workers: int | None = None
 ) -> list[ZoneReport]:
     """Check zones (default: every zone on any node) on every signer and secondary."""
     if not zones:
@@ -256,7 +257,7 @@ def check_duo(
         silent: list[str] = []
         for node in duo.nodes:
             try:
-                found |= {z["name"] for z in transport.call(node, "zone-list")["zones"]}
+                found |= set(client.call(node, ZONE_LIST).names)
             except DuoError as exc:
                 silent.append(str(exc))  # a node that answers still names the zones to check
         if not found and silent:
@@ -269,7 +270,7 @@ def check_duo(
         for zone in (normalize_zone_name(z) for z in zones):
             started = ZoneCheck(executor, workers, zone, live_sources(duo, zone), limits)
             asked = time.monotonic()
-            ds_records, drift, unreadable = _enforcer_view(duo, transport, zone)  # while the workers work
+            ds_records, drift, unreadable = _enforcer_view(duo, client, zone)  # while the workers work
             log.debug("%s: enforcers asked in %.1f s", zone, time.monotonic() - asked)
             report = started.finish(ds_records)
             for problem in unreadable:

@@ -22,7 +22,7 @@ def backup() -> None:
 @pass_ctx
 def backup_list_cmd(ctx: Ctx) -> None:
     """Every bundle: zone, role, key tag, age, and where the key still lives."""
-    rows = backup_list(ctx.duo, ctx.transport)
+    rows = backup_list(ctx.duo, ctx.client)
     lines = [f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'AGE(d)':>7} {'IN HSM':10} IN ENFORCER"]
     for r in rows:
         hsm = ",".join(r["in_hsm"]) or "-"
@@ -35,7 +35,7 @@ def backup_list_cmd(ctx: Ctx) -> None:
 @pass_ctx
 def backup_verify_cmd(ctx: Ctx) -> None:
     """Unwrap every bundle in the backup's token and match it; find keys in use without a bundle."""
-    result = backup_verify(ctx.duo, ctx.transport)
+    result = backup_verify(ctx.duo, ctx.client)
     text = [f"{result['bundles']} bundles; " + ("all restore" if result["ok"] else "PROBLEMS:")]
     ctx.emit(result, "\n".join([*text, *[f"  {p}" for p in result["problems"]]]))
     sys.exit(0 if result["ok"] else 1)
@@ -46,7 +46,7 @@ def backup_verify_cmd(ctx: Ctx) -> None:
 @pass_ctx
 def backup_snapshot_cmd(ctx: Ctx, node: str | None) -> None:
     """Keep the zones and every key's enforcer state in the backup store (restore rebuilds from it)."""
-    result = take_snapshot(ctx.duo, ctx.transport, node)
+    result = take_snapshot(ctx.duo, ctx.client, node)
     ctx.emit(result, f"snapshot of node {result['node']}: {result['zones']} zones in {result['path']}")
 
 
@@ -59,7 +59,7 @@ def backup_snapshot_cmd(ctx: Ctx, node: str | None) -> None:
 @pass_ctx
 def backup_restore_cmd(ctx: Ctx, node: str, source: str | None) -> None:
     """Rebuild a wiped node: token, KEK, keys, enforcer database, zones and key states."""
-    r = restore_node(ctx.duo, ctx.transport, node, source)
+    r = restore_node(ctx.duo, ctx.client, node, source)
     text = [
         f"node {r['node']} restored from {r['from']} ({r['source']}): {len(r['zones'])} zones, "
         f"{r['keys']} keys, KEK {r['kek']}",
@@ -73,7 +73,7 @@ def backup_restore_cmd(ctx: Ctx, node: str, source: str | None) -> None:
 @pass_ctx
 def backup_prune_cmd(ctx: Ctx, dry_run: bool) -> None:
     """Remove bundles of keys dead on every node for longer than [backup] retention."""
-    r = prune(ctx.duo, ctx.transport, dry_run)
+    r = prune(ctx.duo, ctx.client, dry_run)
     if r["undecided"]:
         ctx.emit(r, r["undecided"])
         return

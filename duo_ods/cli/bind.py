@@ -39,7 +39,7 @@ def bind_config(ctx: Ctx, mode: str | None, secondary: str | None, output: Path 
         raise click.UsageError("the config has no [[secondaries]]")
     if output is not None and len(chosen) > 1:
         raise click.UsageError("--output writes one secondary's config: add --secondary NAME")
-    zones = sorted(set().union(*node_zones(duo, ctx.transport).values()))
+    zones = sorted(set().union(*node_zones(duo, ctx.client).values()))
     parts = []
     for name in chosen:
         snippet = render_zones(duo, name, mode, zones)

@@ -56,7 +56,7 @@ def check(
                 raise click.UsageError("--source needs exactly one ZONE")
             reports = [check_given(zones[0], sources, ds_records, limits, _transfer_key(ctx))]
         else:
-            reports = check_duo(ctx.duo, ctx.transport, zones, limits)
+            reports = check_duo(ctx.duo, ctx.client, zones, limits)
     except DuoError as exc:
         if nagios:
             click.echo(f"DUO UNKNOWN - {exc}")

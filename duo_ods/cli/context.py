@@ -13,6 +13,7 @@ import click
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import ConfigError
+from duo_ods.protocol.client import NodeClient
 from duo_ods.transport import Transport, transport_for
 
 DEFAULT_LAB_DIR = Path("lab")
@@ -46,6 +47,10 @@ class Ctx:
     @property
     def transport(self) -> Transport:
         return transport_for(self.duo, verbose=self.verbose)
+
+    @property
+    def client(self) -> NodeClient:
+        return NodeClient(self.transport)
 
     def emit(self, data: Any, text: str) -> None:
         """One JSON document with --json, else the human text."""

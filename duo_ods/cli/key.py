@@ -33,9 +33,9 @@ def _warn(warning: str | None) -> None:
 @pass_ctx
 def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -> None:
     """Make a key on one node, copy it to every node and the backup, then let every enforcer use it."""
-    created = create_key(ctx.duo, ctx.transport, zone_name, role, origin)
-    managed.sync_signed(ctx.duo, ctx.transport)  # the lab's secondaries take the newly signed zone
-    _warn(snapshot_after(ctx.duo, ctx.transport, "key create"))
+    created = create_key(ctx.duo, ctx.client, zone_name, role, origin)
+    managed.sync_signed(ctx.duo, ctx.client)  # the lab's secondaries take the newly signed zone
+    _warn(snapshot_after(ctx.duo, ctx.client, "key create"))
     lines = [
         f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
         f"in the enforcers of {', '.join(k.imported_on)}"
@@ -55,11 +55,11 @@ def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -
 def key_rollover(ctx: Ctx, zone_name: str, role: str, origin: str | None, resume: bool) -> None:
     """Roll a zone's ZSK or KSK on every node in step, to one shared successor."""
     if resume:
-        done = resume_rollover(ctx.duo, ctx.transport, zone_name, role)
+        done = resume_rollover(ctx.duo, ctx.client, zone_name, role)
     else:
-        done = rollover(ctx.duo, ctx.transport, zone_name, role, origin)
-    managed.sync_signed(ctx.duo, ctx.transport)
-    _warn(snapshot_after(ctx.duo, ctx.transport, "key rollover"))
+        done = rollover(ctx.duo, ctx.client, zone_name, role, origin)
+    managed.sync_signed(ctx.duo, ctx.client)
+    _warn(snapshot_after(ctx.duo, ctx.client, "key rollover"))
     text = (
         f"zone {done.zone}: {done.role} rollover to {done.locator} (key tag {done.keytag}) "
         f"started on {', '.join(done.started)}, {done.spread:.2f} s apart"
@@ -72,8 +72,8 @@ def _ds_command(action: str) -> click.Command:
     @click.option("--keytag", type=int, required=True, help="the KSK whose DS is meant")
     @pass_ctx
     def command(ctx: Ctx, zone_name: str, keytag: int) -> None:
-        result = mark_ds(ctx.duo, ctx.transport, zone_name, keytag, action)
-        _warn(snapshot_after(ctx.duo, ctx.transport, f"key ds-{action}"))
+        result = mark_ds(ctx.duo, ctx.client, zone_name, keytag, action)
+        _warn(snapshot_after(ctx.duo, ctx.client, f"key ds-{action}"))
         ran = ", ".join(
             f"{n}: {' + '.join(r['ran']) or 'already ' + action}" for n, r in result["nodes"].items()
         )
@@ -98,7 +98,7 @@ key.add_command(_ds_command("gone"))
 @pass_ctx
 def key_list(ctx: Ctx, zone_name: str | None) -> None:
     """Every key and its state on each node, side by side; differences flagged."""
-    rows = list_keys(ctx.duo, ctx.transport, zone_name)
+    rows = list_keys(ctx.duo, ctx.client, zone_name)
     nodes = list(ctx.duo.nodes)
     lines = [
         f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'LOCATOR':32} " + " ".join(f"{n.upper():10}" for n in nodes)
@@ -117,7 +117,7 @@ def key_list(ctx: Ctx, zone_name: str | None) -> None:
 @pass_ctx
 def key_ds(ctx: Ctx, zone_name: str) -> None:
     """The DS (SHA-256) and DNSKEY to give the parent; warns when the nodes disagree."""
-    report = ds_for_zone(ctx.duo, ctx.transport, zone_name)
+    report = ds_for_zone(ctx.duo, ctx.client, zone_name)
     lines = [*report.ds, *report.dnskey, *[f"warning: {w}" for w in report.warnings]]
     ctx.emit(asdict(report), "\n".join(lines))
 
@@ -132,5 +132,5 @@ def kek() -> None:
 @pass_ctx
 def kek_init_cmd(ctx: Ctx, replace: bool) -> None:
     """Put one AES-256 KEK into every node's token and the backup's, never in clear."""
-    result = kek_init(ctx.duo, ctx.transport, replace)
+    result = kek_init(ctx.duo, ctx.client, replace)
     ctx.emit(result, f"KEK {result['fingerprint']} in {', '.join(result['holders'])}")

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
 
 import click
 
-from duo_ods.backup.ops import BACKUP_OPERATIONS
+from duo_ods.backup.ops import BACKUP_HANDLERS
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.errors import DuoError
-from duo_ods.node.keyops import KEY_OPERATIONS
-from duo_ods.node.ops import OPERATIONS
-from duo_ods.transport.base import Payload, encode_reply
+from duo_ods.node.handlers import NODE_HANDLERS
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.fields import MAX_PAYLOAD, Message
+from duo_ods.protocol.ops import Rep
+from duo_ods.protocol.serve import dispatch, read_payload
+from duo_ods.transport.base import encode_reply
 from duo_ods.transport.forced import RefusedCommand, parse_request
 
 
@@ -23,31 +24,23 @@ def node() -> None:
     """Work on one signer node."""
 
 
-def _operation(target: str, operation: str) -> Callable[..., Payload]:
-    """Operations of a node, or of the backup store (the target name 'backup' is reserved for it)."""
-    registry = BACKUP_OPERATIONS if target == "backup" else {**OPERATIONS, **KEY_OPERATIONS}
-    if operation not in registry:
-        raise DuoError(f"{target}: no operation {operation!r}")
-    function: Callable[..., Payload] = registry[operation]
-    return function
-
-
 def _run_operation(ctx: Ctx, operation: str, node_name: str) -> None:
-    """Run one operation on this host: JSON payload on stdin, JSON reply on stdout."""
+    """Run one operation on this host: JSON request on stdin, JSON reply on stdout."""
     # The target's own token store decides SOFTHSM2_CONF (see TokenRef); one inherited from
     # the caller would point this process at another node's tokens.
     os.environ.pop("SOFTHSM2_CONF", None)
     try:
-        raw = sys.stdin.read()
-        payload = json.loads(raw) if raw.strip() else {}
-        function = _operation(node_name, operation)
-        target = ctx.duo.backup if node_name == "backup" else ctx.duo.node(node_name)
-        result = function(ctx.duo, target, payload)
+        payload = read_payload(sys.stdin.read(MAX_PAYLOAD + 1))
+        result = dispatch(
+            ctx.duo,
+            node_name,
+            operation,
+            payload,
+            node_handlers=NODE_HANDLERS,
+            backup_handlers=BACKUP_HANDLERS,
+        )
     except DuoError as exc:
         click.echo(encode_reply(error=exc))
-        sys.exit(1)
-    except json.JSONDecodeError as exc:
-        click.echo(encode_reply(error=DuoError(f"payload is not JSON: {exc}")))
         sys.exit(1)
     click.echo(encode_reply(result))
 
@@ -76,7 +69,7 @@ def serve_ssh(ctx: Ctx, only_node: str | None) -> None:
         request = parse_request(
             os.environ.get("SSH_ORIGINAL_COMMAND"),
             config,
-            {*OPERATIONS, *KEY_OPERATIONS},
+            {name for name, op in P.TABLE.items() if op.runs != "backup"},
             ctx.duo.config.nodes,
             only_node,
         )
@@ -86,15 +79,22 @@ def serve_ssh(ctx: Ctx, only_node: str | None) -> None:
     _run_operation(ctx, request.operation, request.node)
 
 
-def _simple(operation: str, help_text: str) -> click.Command:
+def _lines(reply: Message) -> str:
+    """A reply as 'field: value' lines for a person."""
+    return "\n".join(f"{k}: {v}" for k, v in reply.model_dump(mode="json").items())
+
+
+def _simple(op: P.Op[P.Empty, Rep], help_text: str) -> click.Command:
+    """A command of the same name as a node operation that takes no arguments."""
+
     @click.argument("node_name", metavar="NODE")
     @pass_ctx
     def command(ctx: Ctx, node_name: str) -> None:
         ctx.duo.node(node_name)  # a clear error for an unknown node before any work
-        result = ctx.transport.call(node_name, operation)
-        ctx.emit(result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+        reply = ctx.client.call(node_name, op)
+        ctx.emit(reply.model_dump(mode="json"), _lines(reply))
 
-    return click.command(operation, help=help_text)(command)
+    return click.command(op.name, help=help_text)(command)
 
 
 @node.command("init")
@@ -111,22 +111,23 @@ def node_init(ctx: Ctx, node_name: str, dry_run: bool) -> None:
     if target.config.layout != "system":
         if dry_run:
             raise click.UsageError(f"--dry-run: node {node_name} has the lab layout, which has no plan")
-        result = ctx.transport.call(node_name, "init")
-        ctx.emit(result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+        made = ctx.client.call(node_name, P.INIT)
+        shown = made.model_dump(mode="json", include={"node", "token_created", "database_created", "configs"})
+        ctx.emit(made.model_dump(mode="json"), "\n".join(f"{k}: {v}" for k, v in shown.items()))
         return
-    plan = ctx.transport.call(node_name, "init", {"dry_run": True})
-    header = f"node {node_name} (system layout, root {plan['root']}): plan"
-    if dry_run or not plan["pending"]:
-        ctx.emit(plan, f"{header}\n{plan['text']}")
+    plan = ctx.client.call(node_name, P.INIT, P.InitRequest(dry_run=True))
+    header = f"node {node_name} (system layout, root {plan.root}): plan"
+    if dry_run or not plan.pending:
+        ctx.emit(plan.model_dump(mode="json"), f"{header}\n{plan.text}")
         return
     if not ctx.json:
-        click.echo(f"{header}\n{plan['text']}")
-    result = ctx.transport.call(node_name, "init", {"dry_run": False})
-    done = "\n".join(f"  done     {d['kind']:<9} {d['target']}" for d in result["done"])
-    ctx.emit(result, f"node {node_name}: {len(result['done'])} step(s) done\n{done}")
+        click.echo(f"{header}\n{plan.text}")
+    result = ctx.client.call(node_name, P.INIT, P.InitRequest(dry_run=False))
+    done = "\n".join(f"  done     {d.kind:<9} {d.target}" for d in result.done)
+    ctx.emit(result.model_dump(mode="json"), f"node {node_name}: {len(result.done)} step(s) done\n{done}")
 
 
-node.add_command(_simple("start", "Start the node's ods-signerd and ods-enforcerd."))
-node.add_command(_simple("stop", "Stop the node's daemons (by pid)."))
-node.add_command(_simple("status", "Show the node's daemons and zones."))
-node.add_command(_simple("policy-import", "Load the rendered kasp.xml into the node's enforcer."))
+node.add_command(_simple(P.START, "Start the node's ods-signerd and ods-enforcerd."))
+node.add_command(_simple(P.STOP, "Stop the node's daemons (by pid)."))
+node.add_command(_simple(P.STATUS, "Show the node's daemons and zones."))
+node.add_command(_simple(P.POLICY_IMPORT, "Load the rendered kasp.xml into the node's enforcer."))

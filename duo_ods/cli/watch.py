@@ -28,4 +28,4 @@ def watch(ctx: Ctx, node_name: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    Watcher(duo, duo.node(node_name), ctx.transport).run(stop)
+    Watcher(duo, duo.node(node_name), ctx.client).run(stop)

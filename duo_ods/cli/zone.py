@@ -21,7 +21,7 @@ def zone() -> None:
 
 def _sync_managed_secondaries(ctx: Ctx) -> None:
     """The secondaries ods-duo runs itself (the lab's) follow the list of signed zones at once."""
-    managed.sync_signed(ctx.duo, ctx.transport)
+    managed.sync_signed(ctx.duo, ctx.client)
 
 
 @zone.command("add")
@@ -30,7 +30,7 @@ def _sync_managed_secondaries(ctx: Ctx) -> None:
 @pass_ctx
 def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
     """Check FILE, then add ZONE to every node (all or none)."""
-    result = add_zone(ctx.duo, ctx.transport, zone_name, file)
+    result = add_zone(ctx.duo, ctx.client, zone_name, file)
     _sync_managed_secondaries(ctx)
     text = f"zone {result.zone}: serial {result.serial}, {result.records} records"
     text += f", added on {', '.join(result.added_on)}"
@@ -47,7 +47,7 @@ def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
 @pass_ctx
 def zone_update(ctx: Ctx, zone_name: str, file: Path) -> None:
     """Check FILE, then give every node the new data for ZONE; each re-signs it."""
-    result = update_zone(ctx.duo, ctx.transport, zone_name, file)
+    result = update_zone(ctx.duo, ctx.client, zone_name, file)
     lines = [f"zone {result['zone']}: input serial {result['serial']}, {result['records']} records"]
     for node, r in result["nodes"].items():
         state = f"error: {r['error']}" if "error" in r else ("signed" if r["signing"] else r["note"])
@@ -65,7 +65,7 @@ def zone_update(ctx: Ctx, zone_name: str, file: Path) -> None:
 @pass_ctx
 def zone_remove(ctx: Ctx, zone_name: str) -> None:
     """Remove ZONE from every node."""
-    result = remove_zone(ctx.duo, ctx.transport, zone_name)
+    result = remove_zone(ctx.duo, ctx.client, zone_name)
     _sync_managed_secondaries(ctx)
     ctx.emit({"zone": zone_name, "removed": result}, f"zone {zone_name} removed from {', '.join(result)}")
 
@@ -77,9 +77,9 @@ def zone_remove(ctx: Ctx, zone_name: str) -> None:
 def zone_level(ctx: Ctx, zone_names: tuple[str, ...], max_spread: int | None) -> None:
     """Bring a node whose SOA serial lags the other's too far up to it (default: every zone)."""
     names = list(zone_names) or sorted(
-        {z for zones in node_zones(ctx.duo, ctx.transport).values() for z in zones}
+        {z for zones in node_zones(ctx.duo, ctx.client).values() for z in zones}
     )
-    results = [level_zone(ctx.duo, ctx.transport, normalize_zone_name(z), max_spread) for z in names]
+    results = [level_zone(ctx.duo, ctx.client, normalize_zone_name(z), max_spread) for z in names]
     lines = []
     for r in results:
         served = " ".join(f"{n}={s}" for n, s in r["served"].items())
@@ -95,7 +95,7 @@ def zone_level(ctx: Ctx, zone_names: tuple[str, ...], max_spread: int | None) ->
 @pass_ctx
 def zone_list(ctx: Ctx) -> None:
     """Every zone and the nodes that have it."""
-    rows = list_zones(ctx.duo, ctx.transport)
+    rows = list_zones(ctx.duo, ctx.client)
     lines = [f"{'ZONE':30} {'NODES':12} NEXT CHANGE"]
     for row in rows:
         nodes = ",".join(sorted(row["nodes"])) or "-"

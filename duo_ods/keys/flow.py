@@ -18,15 +18,15 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.dnssec import keytag, make_dnskey
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
+from duo_ods.protocol.ops import Rep, Req
 from duo_ods.zones.check import normalize_zone_name
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,6 @@ ROLE_CHOICES = ("csk", "pair", "ksk", "zsk")
 
 class KeyFlowError(DuoError):
     """A step of the key flow failed; nothing reached any enforcer."""
-
-
-class PartlyDone(KeyFlowError):
-    """A step run on every node at once failed on some of them."""
-
-    def __init__(self, message: str, done: list[str], failed: list[str]) -> None:
-        super().__init__(message)
-        self.done = done
-        self.failed = failed
 
 
 def roles_for(policy_keys: str, role: str | None) -> list[str]:
@@ -73,8 +64,8 @@ class CreatedKey:
 class Undo:
     """What this run put where, so a failure before import can take it back."""
 
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
+    def __init__(self, client: NodeClient) -> None:
+        self.client = client
         self.hsm: list[tuple[str, str]] = []  # (node, locator)
         self.bundles: list[str] = []
         self.pool: list[tuple[str, str]] = []  # (node, locator) in the enforcer's spare-key pool
@@ -83,7 +74,7 @@ class Undo:
         pooled: set[tuple[str, str]] = set()  # still in a pool: the HSM key must stay with it
         for node, locator in reversed(self.pool):
             try:
-                self.transport.call(node, "key-pool-remove", {"locator": locator})
+                self.client.call(node, P.KEY_POOL_REMOVE, P.LocatorRequest(locator=locator))
             except DuoError as exc:
                 pooled.add((node, locator))
                 log.error("undo: could not take key %s out of node %s's key pool: %s", locator, node, exc)
@@ -92,48 +83,22 @@ class Undo:
                 log.error("undo: key %s stays in node %s's HSM: its key pool still lists it", locator, node)
                 continue
             try:
-                self.transport.call(node, "key-delete", {"locator": locator})
+                self.client.call(node, P.KEY_DELETE, P.LocatorRequest(locator=locator))
             except DuoError as exc:
                 log.error("undo: could not delete key %s from node %s: %s", locator, node, exc)
         for locator in self.bundles:
             try:
-                self.transport.call("backup", "bundle-remove", {"locator": locator})
+                self.client.call("backup", P.BUNDLE_REMOVE, P.LocatorRequest(locator=locator))
             except DuoError as exc:
                 log.error("undo: could not remove bundle %s from the backup: %s", locator, exc)
 
 
-def step(name: str, target: str, transport: Transport, op: str, payload: dict[str, Any] | None = None) -> Any:
-    try:
-        return transport.call(target, op, payload)
-    except DuoError as exc:
-        raise KeyFlowError(f"step {name} on {target}: {exc}") from exc
+def step(name: str, target: str, client: NodeClient, op: P.Op[Req, Rep], request: Req | None = None) -> Rep:
+    """One step of a key flow; its failure is a KeyFlowError naming the step and the target."""
+    return client.step(name, target, op, request, error=KeyFlowError)
 
 
-def on_every_node(
-    duo: Duo, transport: Transport, name: str, op: str, payload: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """One step on every node at once (threads), so the enforcers act within the same second.
-
-    ODS stamps state changes with the time a command runs: nodes told seconds apart stay
-    that far apart through the whole rollover. Raises after every node has answered.
-    """
-    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
-        futures = {node: pool.submit(transport.call, node, op, payload) for node in duo.nodes}
-    results: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    for node, future in futures.items():
-        try:
-            results[node] = future.result()
-        except DuoError as exc:
-            failed[node] = str(exc)
-    if failed:
-        done = f"; done on {', '.join(results)}" if results else ""
-        message = f"step {name}: " + "; ".join(f"{n}: {e}" for n, e in failed.items()) + done
-        raise PartlyDone(message, list(results), list(failed))
-    return results
-
-
-def preflight(duo: Duo, transport: Transport, zone: str) -> str:
+def preflight(duo: Duo, client: NodeClient, zone: str) -> str:
     """Every node and the backup answer, the zone is on every node, one KEK everywhere.
 
     Returns the KEK fingerprint.
@@ -141,9 +106,9 @@ def preflight(duo: Duo, transport: Transport, zone: str) -> str:
     fingerprints: dict[str, str | None] = {}
     algorithm = duo.config.policy.algorithm
     for target in [*duo.nodes, "backup"]:
-        status = step("preflight", target, transport, "kek-status", {"algorithm": algorithm})
-        fingerprints[target] = status["fingerprint"]
-        if not status["can_wrap"]:
+        status = step("preflight", target, client, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
+        fingerprints[target] = status.fingerprint
+        if not status.can_wrap:
             raise KeyFlowError(
                 f"step preflight: the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
                 "so such keys cannot be shared; choose another algorithm"
@@ -154,15 +119,14 @@ def preflight(duo: Duo, transport: Transport, zone: str) -> str:
     if len(set(fingerprints.values())) != 1:
         raise KeyFlowError(f"step preflight: the KEKs differ: {fingerprints}")
     for node in duo.nodes:
-        zones = [z["name"] for z in step("preflight", node, transport, "zone-list")["zones"]]
-        if zone not in zones:
+        if zone not in step("preflight", node, client, P.ZONE_LIST).names:
             raise KeyFlowError(f"step preflight: zone {zone} is not on node {node}; zone add it first")
     return str(next(iter(fingerprints.values())))
 
 
 def share_keys(
     duo: Duo,
-    transport: Transport,
+    client: NodeClient,
     *,
     zone: str,
     enforcer_roles: list[str],
@@ -175,38 +139,35 @@ def share_keys(
     No enforcer learns of them here. What is made is recorded in `undo`, for the caller to take
     back if this or a later step fails.
     """
-    kek = preflight(duo, transport, zone)
+    kek = preflight(duo, client, zone)
     policy = duo.config.policy
     assert policy.bits is not None
     peers = [n for n in duo.nodes if n != origin]
     bundles: list[KeyBundle] = []
     for enforcer_role in enforcer_roles:
         made = step(
-            "generate",
-            origin,
-            transport,
-            "key-generate",
-            {"algorithm": policy.algorithm, "bits": policy.bits},
-        )
-        locator = made["locator"]
+            "generate", origin, client, P.KEY_GENERATE,
+            P.KeyGenerateRequest(algorithm=policy.algorithm, bits=policy.bits),
+        )  # fmt: skip
+        locator = made.locator
         undo.hsm.append((origin, locator))
-        wrapped = step("wrap", origin, transport, "key-wrap", {"locator": locator})
-        public = base64.b64decode(made["public"])
+        wrapped = step("wrap", origin, client, P.KEY_WRAP, P.LocatorRequest(locator=locator))
+        public = base64.b64decode(made.public)
         bundle = KeyBundle(
-            zone=zone, role=enforcer_role, algorithm=policy.algorithm, bits=int(made["bits"]),
-            locator=locator, inception=inception, origin=origin, public=made["public"],
-            wrapped=wrapped["wrapped"], kek=wrapped["kek"],
+            zone=zone, role=enforcer_role, algorithm=policy.algorithm, bits=made.bits,
+            locator=locator, inception=inception, origin=origin, public=made.public,
+            wrapped=wrapped.wrapped, kek=wrapped.kek,
             keytag=keytag(make_dnskey(enforcer_role, policy.algorithm, public)),
         )  # fmt: skip
         if bundle.kek != kek:
             raise KeyFlowError(f"step wrap on {origin}: wrapped under KEK {bundle.kek}, expected {kek}")
         for peer in peers:
-            payload = {k: getattr(bundle, k) for k in ("locator", "algorithm", "bits", "public", "wrapped")}
-            reply = step("copy", peer, transport, "key-unwrap", payload)
+            reply = step("copy", peer, client, P.KEY_UNWRAP, unwrap_request(bundle))
             undo.hsm.append((peer, locator))
-            if not reply.get("confirmed"):
+            if not reply.confirmed:
                 raise KeyFlowError(f"step copy on {peer}: the HSM did not confirm key {locator}")
-        digest = step("backup", "backup", transport, "bundle-put", {"bundle": bundle.to_json()})["digest"]
+        put = P.BundleRequest(bundle=P.Bundle.model_validate(bundle.__dict__))
+        digest = step("backup", "backup", client, P.BUNDLE_PUT, put).digest
         undo.bundles.append(locator)
         if digest != bundle.digest():
             raise KeyFlowError(
@@ -222,18 +183,34 @@ def pick_origin(duo: Duo, origin: str | None) -> str:
     return origin
 
 
+def unwrap_request(bundle: KeyBundle) -> P.KeyUnwrapRequest:
+    """What a node needs to take a bundle's key into its HSM."""
+    return P.KeyUnwrapRequest(
+        locator=bundle.locator, algorithm=bundle.algorithm, bits=bundle.bits, public=bundle.public,
+        wrapped=bundle.wrapped,
+    )  # fmt: skip
+
+
+def import_request(bundle: KeyBundle, zone: str, role: str, inception: int) -> P.KeyImportRequest:
+    """The one `key import` every enforcer gets for a bundle's key (the same instant everywhere)."""
+    return P.KeyImportRequest(
+        zone=zone, locator=bundle.locator, role=role, algorithm=bundle.algorithm, bits=bundle.bits,
+        inception=inception,
+    )  # fmt: skip
+
+
 def create_key(
-    duo: Duo, transport: Transport, zone: str, role: str | None, origin: str | None
+    duo: Duo, client: NodeClient, zone: str, role: str | None, origin: str | None
 ) -> list[CreatedKey]:
     zone = normalize_zone_name(zone)
     enforcer_roles = roles_for(duo.config.policy.keys, role)
     origin = pick_origin(duo, origin)
     inception = int(time.time())
-    undo = Undo(transport)
+    undo = Undo(client)
     try:
         bundles = share_keys(
             duo,
-            transport,
+            client,
             zone=zone,
             enforcer_roles=enforcer_roles,
             origin=origin,
@@ -248,13 +225,9 @@ def create_key(
     created = [CreatedKey(zone, b.role, b.locator, b.keytag, origin, inception) for b in bundles]
     for node in duo.nodes:
         for bundle, key in zip(bundles, created, strict=True):
-            payload = {
-                "zone": zone, "locator": bundle.locator, "role": bundle.role, "algorithm": bundle.algorithm,
-                "bits": bundle.bits, "inception": inception,
-            }  # fmt: skip
-            step("import", node, transport, "key-import", payload)
+            step("import", node, client, P.KEY_IMPORT, import_request(bundle, zone, bundle.role, inception))
             key.imported_on.append(node)
     for node in duo.nodes:
-        step("enforce", node, transport, "enforce")
+        step("enforce", node, client, P.ENFORCE)
     log.info("zone %s: keys %s on %s", zone, [k.locator for k in created], ", ".join(duo.nodes))
     return created

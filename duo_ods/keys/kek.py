@@ -13,7 +13,8 @@ from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +34,24 @@ def holders(duo: Duo) -> list[str]:
     return [*duo.nodes, "backup"]
 
 
-def kek_status(duo: Duo, transport: Transport) -> dict[str, dict[str, Any]]:
-    return {target: transport.call(target, "kek-status") for target in holders(duo)}
+def kek_status(duo: Duo, client: NodeClient) -> dict[str, P.KekStatusReply]:
+    return {target: client.call(target, P.KEK_STATUS) for target in holders(duo)}
 
 
-def send_kek(transport: Transport, sender: str, receiver: str, replace: bool = False) -> str:
+def send_kek(client: NodeClient, sender: str, receiver: str, replace: bool = False) -> str:
     """The KEK from `sender`'s token into `receiver`'s, wrapped to a one-time RSA transport key the
     receiver makes (RSA-OAEP): never in clear. Returns the fingerprint the receiver now holds."""
-    public = transport.call(receiver, "kek-transport-key")["public"]
-    blob = transport.call(sender, "kek-wrap-for", {"public": public})["blob"]
-    return str(transport.call(receiver, "kek-unwrap", {"blob": blob, "replace": replace})["fingerprint"])
+    public = client.call(receiver, P.KEK_TRANSPORT_KEY).public
+    blob = client.call(sender, P.KEK_WRAP_FOR, P.KekWrapForRequest(public=public)).blob
+    return client.call(receiver, P.KEK_UNWRAP, P.KekUnwrapRequest(blob=blob, replace=replace)).fingerprint
 
 
-def kek_init(duo: Duo, transport: Transport, replace: bool = False) -> dict[str, Any]:
-    transport.call("backup", "init")
-    status = kek_status(duo, transport)
-    have = [t for t, s in status.items() if s["has_kek"]]
+def kek_init(duo: Duo, client: NodeClient, replace: bool = False) -> dict[str, Any]:
+    client.call("backup", P.BACKUP_INIT)
+    status = kek_status(duo, client)
+    have = [t for t, s in status.items() if s.has_kek]
     if have and not replace:
-        fingerprints = {status[t]["fingerprint"] for t in have}
+        fingerprints = {status[t].fingerprint for t in have}
         if len(have) == len(status) and len(fingerprints) == 1:
             raise KekError(
                 f"the KEK is set up already on {', '.join(have)}; --replace replaces it ({REPLACE_WARNING})"
@@ -60,10 +61,9 @@ def kek_init(duo: Duo, transport: Transport, replace: bool = False) -> dict[str,
             f"--replace makes a new one everywhere ({REPLACE_WARNING})"
         )
     first, *receivers = holders(duo)
-    made = transport.call(first, "kek-generate", {"replace": replace})
-    fingerprint = made["fingerprint"]
+    fingerprint = client.call(first, P.KEK_GENERATE, P.ReplaceRequest(replace=replace)).fingerprint
     for receiver in receivers:
-        got = send_kek(transport, first, receiver, replace)
+        got = send_kek(client, first, receiver, replace)
         if got != fingerprint:
             raise KekError(f"{receiver}: KEK fingerprint {got} differs from {first}'s {fingerprint}")
     log.info("KEK %s on %s", fingerprint, ", ".join(holders(duo)))

@@ -8,7 +8,8 @@ from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.keys.dnssec import keytag, make_dnskey, make_ds
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.check import normalize_zone_name
 
 
@@ -18,18 +19,18 @@ def _comparable(entry: dict[str, Any]) -> tuple[Any, ...]:
     return (entry["role"], entry["state"], entry["keytag"], entry["algorithm"], entry["bits"], records)
 
 
-def list_keys(duo: Duo, transport: Transport, zone: str | None = None) -> list[dict[str, Any]]:
+def list_keys(duo: Duo, client: NodeClient, zone: str | None = None) -> list[dict[str, Any]]:
     """One row per (zone, key) with each node's view; 'differs' flags any disagreement."""
-    payload = {"zone": normalize_zone_name(zone)} if zone else {}
+    request = P.KeyListRequest(zone=normalize_zone_name(zone) if zone else None)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for node in duo.nodes:
-        for key in transport.call(node, "key-list", payload)["keys"]:
+        for key in client.call(node, P.KEY_LIST, request).keys:
             row = rows.setdefault(
-                (key["zone"], key["locator"]),
-                {"zone": key["zone"], "locator": key["locator"], "role": key["role"], "keytag": key["keytag"],
+                (key.zone, key.locator),
+                {"zone": key.zone, "locator": key.locator, "role": key.role, "keytag": key.keytag,
                  "nodes": {}},
             )  # fmt: skip
-            row["nodes"][node] = key
+            row["nodes"][node] = key.model_dump(mode="json")
     result = []
     for (_zone, _locator), row in sorted(rows.items()):
         views = [row["nodes"].get(node) for node in duo.nodes]
@@ -48,27 +49,25 @@ class DsReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def ds_for_zone(duo: Duo, transport: Transport, zone: str) -> DsReport:
+def ds_for_zone(duo: Duo, client: NodeClient, zone: str) -> DsReport:
     """The DS records (SHA-256) for the zone's KSK/CSK, as every node's enforcer and HSM see them."""
     zone = normalize_zone_name(zone)
     report = DsReport(zone)
     for node in duo.nodes:
         lines: list[str] = []
-        for key in transport.call(node, "key-list", {"zone": zone})["keys"]:
+        for key in client.call(node, P.KEY_LIST, P.KeyListRequest(zone=zone)).keys:
             # The DS set the parent should have: a retiring KSK's DS is on its way out.
-            if key["role"] not in ("KSK", "CSK") or key["state"] in ("generate", "retire", "dead"):
+            if key.role not in ("KSK", "CSK") or key.state in ("generate", "retire", "dead"):
                 continue
-            public = transport.call(node, "key-public", {"locator": key["locator"]})
-            if not public["present"]:
+            public = client.call(node, P.KEY_PUBLIC, P.LocatorRequest(locator=key.locator)).public
+            if public is None:
                 report.warnings.append(
-                    f"node {node}: key {key['locator']} is in the enforcer but not in the HSM"
+                    f"node {node}: key {key.locator} is in the enforcer but not in the HSM"
                 )
                 continue
-            dnskey = make_dnskey(key["role"], key["algorithm"], base64.b64decode(public["public"]))
-            if keytag(dnskey) != key["keytag"]:
-                report.warnings.append(
-                    f"node {node}: key {key['locator']} key tag differs from the enforcer's"
-                )
+            dnskey = make_dnskey(key.role, key.algorithm, base64.b64decode(public))
+            if keytag(dnskey) != key.keytag:
+                report.warnings.append(f"node {node}: key {key.locator} key tag differs from the enforcer's")
             owner = f"{zone}." if zone != "." else "."
             lines.append(f"{owner} IN DS {make_ds(zone, dnskey).to_text()}")
             if lines[-1] not in report.ds:

@@ -20,9 +20,9 @@ from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
-from duo_ods.keys.flow import KeyFlowError, PartlyDone, Undo, on_every_node, pick_origin, share_keys, step
-from duo_ods.ods.kaspdb import is_dead
-from duo_ods.transport.base import Transport
+from duo_ods.keys.flow import KeyFlowError, Undo, pick_origin, share_keys, step
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient, PartlyDone
 from duo_ods.zones.check import normalize_zone_name
 
 log = logging.getLogger(__name__)
@@ -59,26 +59,26 @@ def key_lock(duo: Duo) -> Iterator[None]:
         yield
 
 
-def _states(duo: Duo, transport: Transport) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def _states(duo: Duo, client: NodeClient) -> dict[str, dict[str, list[P.KeyStateMsg]]]:
     """node -> zone -> its keys with their enforcer states (from each node's database)."""
     return {
-        node: {z["zone"]: z["keys"] for z in step("preflight", node, transport, "key-states")["zones"]}
+        node: {z.zone: z.keys for z in step("preflight", node, client, P.KEY_STATES).zones}
         for node in duo.nodes
     }
 
 
-def _zone_keys(duo: Duo, transport: Transport, zone: str) -> dict[str, list[dict[str, Any]]]:
+def _zone_keys(duo: Duo, client: NodeClient, zone: str) -> dict[str, list[P.KeyStateMsg]]:
     """node -> the zone's keys with their enforcer states."""
-    keys: dict[str, list[dict[str, Any]]] = {}
+    keys: dict[str, list[P.KeyStateMsg]] = {}
     for node in duo.nodes:
-        zones = step("preflight", node, transport, "key-states", {"zone": zone})["zones"]
-        if not zones:
+        found = step("preflight", node, client, P.KEY_STATES, P.KeyStatesRequest(zone=zone)).keys_of(zone)
+        if found is None:
             raise KeyFlowError(f"step preflight: zone {zone} is not on node {node}")
-        keys[node] = zones[0]["keys"]
+        keys[node] = found
     return keys
 
 
-def _check_pool_is_ours(duo: Duo, transport: Transport, zone: str, role: str) -> None:
+def _check_pool_is_ours(duo: Duo, client: NodeClient, zone: str, role: str) -> None:
     """The successor must be the only key the enforcers can take from their pools.
 
     The pool is per policy, and a zone without a key of this role takes any pool key the
@@ -86,17 +86,17 @@ def _check_pool_is_ours(duo: Duo, transport: Transport, zone: str, role: str) ->
     already waiting in a pool, make the rollover refuse.
     """
     for node in duo.nodes:
-        pool = step("preflight", node, transport, "db-schema")["pool"]
+        pool = step("preflight", node, client, P.DB_SCHEMA).pool
         if pool:
             raise KeyFlowError(
                 f"step preflight: node {node}'s spare-key pool holds {', '.join(pool)}: the rollover could "
                 f"take one of those instead of the shared successor (an unfinished rollover? see --resume)"
             )
-    for node, zones in _states(duo, transport).items():
+    for node, zones in _states(duo, client).items():
         if zone not in zones:
             raise KeyFlowError(f"step preflight: zone {zone} is not on node {node}")
         keyless = sorted(
-            z for z, keys in zones.items() if not any(k["role"] == role and not is_dead(k) for k in keys)
+            z for z, keys in zones.items() if not any(k.role == role and not k.dead for k in keys)
         )
         if keyless:
             raise KeyFlowError(
@@ -105,13 +105,13 @@ def _check_pool_is_ours(duo: Duo, transport: Transport, zone: str, role: str) ->
             )
 
 
-def _confirm(duo: Duo, transport: Transport, zone: str, locator: str, nodes: list[str]) -> None:
+def _confirm(duo: Duo, client: NodeClient, zone: str, locator: str, nodes: list[str]) -> None:
     """Until every node's enforcer has given the zone the successor (a task of its own, soon after)."""
     deadline = time.monotonic() + CONFIRM_WAIT
     for node in nodes:
         while True:
-            zones = step("confirm", node, transport, "key-states", {"zone": zone})["zones"]
-            if zones and any(k["locator"] == locator for k in zones[0]["keys"]):
+            keys = step("confirm", node, client, P.KEY_STATES, P.KeyStatesRequest(zone=zone)).keys_of(zone)
+            if keys and any(k.locator == locator for k in keys):
                 break
             if time.monotonic() > deadline:
                 raise KeyFlowError(
@@ -121,35 +121,35 @@ def _confirm(duo: Duo, transport: Transport, zone: str, locator: str, nodes: lis
             time.sleep(0.5)
 
 
-def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str | None = None) -> Rollover:
+def rollover(duo: Duo, client: NodeClient, zone: str, role: str, origin: str | None = None) -> Rollover:
     zone = normalize_zone_name(zone)
     if role not in ROLLOVER_ROLES:
         raise KeyFlowError(f"--role {role}: choose one of {', '.join(ROLLOVER_ROLES)}")
     enforcer_role = role.upper()
     origin = pick_origin(duo, origin)
     with key_lock(duo):
-        _check_pool_is_ours(duo, transport, zone, enforcer_role)
+        _check_pool_is_ours(duo, client, zone, enforcer_role)
         inception = int(time.time())
-        undo = Undo(transport)
+        undo = Undo(client)
         try:
             [bundle] = share_keys(
-                duo, transport, zone=zone, enforcer_roles=[enforcer_role], origin=origin,
+                duo, client, zone=zone, enforcer_roles=[enforcer_role], origin=origin,
                 inception=inception, undo=undo,
             )  # fmt: skip
+            pooled = P.KeyPoolAddRequest(
+                locator=bundle.locator, role=enforcer_role, algorithm=bundle.algorithm, bits=bundle.bits,
+                inception=inception,
+            )  # fmt: skip
             for node in duo.nodes:
-                payload = {
-                    "locator": bundle.locator, "role": enforcer_role, "algorithm": bundle.algorithm,
-                    "bits": bundle.bits, "inception": inception,
-                }  # fmt: skip
-                step("pool", node, transport, "key-pool-add", payload)
+                step("pool", node, client, P.KEY_POOL_ADD, pooled)
                 undo.pool.append((node, bundle.locator))
         except DuoError:
             undo.run()
             raise
         result = Rollover(zone, enforcer_role, bundle.locator, bundle.keytag, origin)
         try:
-            started = on_every_node(
-                duo, transport, "rollover", "key-rollover", {"zone": zone, "role": enforcer_role}
+            started = client.on_each(
+                duo.nodes, "rollover", P.KEY_ROLLOVER, P.KeyRolloverRequest(zone=zone, role=enforcer_role)
             )
         except PartlyDone as exc:
             if not exc.done:  # no enforcer took it: as if nothing happened
@@ -159,8 +159,8 @@ def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str |
                 f"{exc}. The successor {bundle.locator} waits in the pool of {', '.join(exc.failed)}: "
                 f"once fixed, run `ods-duo key rollover {zone} --role {role} --resume`"
             ) from exc
-        result.started = {node: float(reply["at"]) for node, reply in started.items()}
-        _confirm(duo, transport, zone, bundle.locator, list(duo.nodes))
+        result.started = {node: reply.at for node, reply in started.items()}
+        _confirm(duo, client, zone, bundle.locator, list(duo.nodes))
     log.info(
         "zone %s: %s rollover to key %s (tag %d) started on %s, %.2f s apart",
         zone, enforcer_role, bundle.locator, bundle.keytag, ", ".join(result.started), result.spread,
@@ -168,25 +168,25 @@ def rollover(duo: Duo, transport: Transport, zone: str, role: str, origin: str |
     return result
 
 
-def resume(duo: Duo, transport: Transport, zone: str, role: str) -> Rollover:
+def resume(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
     """Finish a rollover that started on some nodes only: the successor that one node's zone has
     and another node's pool still holds is rolled in there."""
     zone = normalize_zone_name(zone)
     enforcer_role = role.upper()
     with key_lock(duo):
-        pools = {n: set(step("preflight", n, transport, "db-schema")["pool"]) for n in duo.nodes}
-        keys = _zone_keys(duo, transport, zone)
-        taken = {k["locator"]: k for ks in keys.values() for k in ks if k["role"] == enforcer_role}
+        pools = {n: set(step("preflight", n, client, P.DB_SCHEMA).pool) for n in duo.nodes}
+        keys = _zone_keys(duo, client, zone)
+        taken = {k.locator: k for ks in keys.values() for k in ks if k.role == enforcer_role}
         waiting = {loc for pool in pools.values() for loc in pool if loc in taken}
         if len(waiting) != 1:
             raise KeyFlowError(f"zone {zone}: no unfinished {enforcer_role} rollover to resume")
         [locator] = waiting
         nodes = [n for n, pool in pools.items() if locator in pool]
-        result = Rollover(zone, enforcer_role, locator, int(taken[locator]["keytag"]), origin="")
+        result = Rollover(zone, enforcer_role, locator, taken[locator].keytag, origin="")
+        request = P.KeyRolloverRequest(zone=zone, role=enforcer_role)
         for node in nodes:
-            reply = step("rollover", node, transport, "key-rollover", {"zone": zone, "role": enforcer_role})
-            result.started[node] = float(reply["at"])
-        _confirm(duo, transport, zone, locator, nodes)
+            result.started[node] = step("rollover", node, client, P.KEY_ROLLOVER, request).at
+        _confirm(duo, client, zone, locator, nodes)
     log.info("zone %s: %s rollover to %s resumed on %s", zone, enforcer_role, locator, ", ".join(nodes))
     return result
 
@@ -195,15 +195,17 @@ def resume(duo: Duo, transport: Transport, zone: str, role: str) -> Rollover:
 DS_PATH = {"seen": {1, 2, 3}, "gone": {4, 5, 0}}
 
 
-def mark_ds(duo: Duo, transport: Transport, zone: str, keytag: int, action: str) -> dict[str, Any]:
+def mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
     """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to both nodes at once."""
     zone = normalize_zone_name(zone)
     states: dict[str, int] = {}
-    for node, keys in _zone_keys(duo, transport, zone).items():
-        match = [k for k in keys if k["keytag"] == keytag and k["role"] in {"KSK", "CSK"}]
+    if action not in DS_PATH:
+        raise KeyFlowError(f"DS action {action!r}: choose one of {', '.join(DS_PATH)}")
+    for node, keys in _zone_keys(duo, client, zone).items():
+        match = [k for k in keys if k.keytag == keytag and k.role in {"KSK", "CSK"}]
         if not match:
             raise KeyFlowError(f"step preflight: zone {zone} has no KSK with keytag {keytag} on node {node}")
-        states[node] = int(match[0]["flags"]["dsAtParent"])
+        states[node] = match[0].flags["dsAtParent"]
     # Any mix on the way there is fine (a node that already has it was told before, e.g. by a run
     # that failed on the other): each node runs only the steps it still needs.
     off_path = {n: s for n, s in states.items() if s not in DS_PATH[action]}
@@ -212,9 +214,9 @@ def mark_ds(duo: Duo, transport: Transport, zone: str, keytag: int, action: str)
             f"step preflight: zone {zone} key {keytag}: its DS is not ready to be marked {action} on "
             + ", ".join(f"{n} (dsAtParent {s})" for n, s in off_path.items())
         )
-    replies = on_every_node(
-        duo, transport, f"ds-{action}", "key-ds", {"zone": zone, "keytag": keytag, "action": action}
-    )
-    at = [float(r["at"]) for r in replies.values()]
+    request = P.KeyDsRequest(zone=zone, keytag=keytag, action="seen" if action == "seen" else "gone")
+    replies = client.on_each(duo.nodes, f"ds-{action}", P.KEY_DS, request)
+    at = [r.at for r in replies.values()]
     log.info("zone %s: DS of key %d marked %s on %s", zone, keytag, action, ", ".join(replies))
-    return {"zone": zone, "keytag": keytag, "action": action, "nodes": replies, "spread": max(at) - min(at)}
+    nodes = {n: r.model_dump(mode="json") for n, r in replies.items()}
+    return {"zone": zone, "keytag": keytag, "action": action, "nodes": nodes, "spread": max(at) - min(at)}

@@ -28,6 +28,8 @@ from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 from duo_ods.render.engine import render, write_atomic
 from duo_ods.transport import transport_for
 from duo_ods.zones.manage import add_zone, node_zones
@@ -110,20 +112,20 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
     if not layout.config.exists():
         _write_config(layout, options)
     duo = load_config(layout.config)
-    transport = transport_for(duo)
+    client = NodeClient(transport_for(duo))
     actions: list[str] = []
     t = duo.config.transfer
     ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
-    transport.call("backup", "init")
+    client.call("backup", P.BACKUP_INIT)
     already = all(daemons.running(n, d) for n in duo.nodes.values() for d in daemons.DAEMONS)
     for name, node in duo.nodes.items():
         if not any(daemons.running(node, d) for d in daemons.DAEMONS):
             check_free(node.address, node.port, f"node {name}")
-        transport.call(name, "init")
-        transport.call(name, "start")
-        transport.call(name, "policy-import")
+        client.call(name, P.INIT)
+        client.call(name, P.START)
+        client.call(name, P.POLICY_IMPORT)
         actions.append(f"node {name} running on {node.address} port {node.port}")
-    zones = node_zones(duo, transport)
+    zones = node_zones(duo, client)
     if not all(EXAMPLE_ZONE in z for z in zones.values()):
         layout.input_dir.mkdir(parents=True, exist_ok=True)
         if not layout.example_zone_file.exists():
@@ -131,19 +133,19 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
                 layout.example_zone_file,
                 render("example.zone.j2", {"zone": EXAMPLE_ZONE, "serial": _today_serial()}),
             )
-        add_zone(duo, transport, EXAMPLE_ZONE, layout.example_zone_file)
+        add_zone(duo, client, EXAMPLE_ZONE, layout.example_zone_file)
         actions.append(f"zone {EXAMPLE_ZONE} added on every node")
-    if not all(s["has_kek"] for s in kek_status(duo, transport).values()):
-        made = kek_init(duo, transport)
+    if not all(s.has_kek for s in kek_status(duo, client).values()):
+        made = kek_init(duo, client)
         actions.append(f"KEK {made['fingerprint']} in {', '.join(made['holders'])}")
-    if not list_keys(duo, transport, EXAMPLE_ZONE):
-        for key in create_key(duo, transport, EXAMPLE_ZONE, None, None):
+    if not list_keys(duo, client, EXAMPLE_ZONE):
+        for key in create_key(duo, client, EXAMPLE_ZONE, None, None):
             actions.append(
                 f"{key.role} {key.locator} (key tag {key.keytag}) shared by {', '.join(key.imported_on)}"
             )
-        snap = take_snapshot(duo, transport)
+        snap = take_snapshot(duo, client)
         actions.append(f"backup snapshot of node {snap['node']} ({snap['zones']} zones)")
-    signed = secondaries.signed_zones(duo, transport)  # zones without keys are not served
+    signed = secondaries.signed_zones(duo, client)  # zones without keys are not served
     for name in duo.secondary_dirs:
         pid = secondaries.start(duo, name, signed, layout.address_ledger)
         config = duo.secondary(name)
@@ -153,7 +155,7 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
         pid = _start_watcher(layout, duo, name)
         actions.append(f"watcher for node {name} (pid {pid}) on {node.input_dir}")
     result = status(lab_dir)
-    result["ds"] = ds_for_zone(duo, transport, EXAMPLE_ZONE).ds
+    result["ds"] = ds_for_zone(duo, client, EXAMPLE_ZONE).ds
     result["already_running"] = already
     result["actions"] = actions
     return result
@@ -211,10 +213,10 @@ def down(lab_dir: Path) -> dict[str, Any]:
             stopped[state.parent.name] = daemons.stop_recorded(state)
         return {"lab_dir": str(layout.dir), "stopped": stopped, "secondaries": secondaries_stopped,
                 "watchers": watchers, "problems": problems}  # fmt: skip
-    transport = transport_for(duo)
+    client = NodeClient(transport_for(duo))
     for name in duo.nodes:
         try:
-            stopped[name] = transport.call(name, "stop")["daemons"]
+            stopped[name] = client.call(name, P.STOP).daemons
         except DuoError as exc:
             problems.append(f"node {name}: {exc}")
     # Whatever the transport could not stop, stop here by the recorded pids.
@@ -268,7 +270,8 @@ def _node_status(duo: Duo, name: str) -> dict[str, Any]:
     }
     if entry["daemons"]["enforcerd"] is not None:
         try:
-            entry["zones"] = transport_for(duo).call(name, "zone-list")["zones"]
+            listed = NodeClient(transport_for(duo)).call(name, P.ZONE_LIST)
+            entry["zones"] = [z.model_dump(mode="json") for z in listed.zones]
         except DuoError as exc:
             entry["error"] = str(exc)
     return entry

@@ -32,7 +32,8 @@ from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import DuoError, ZoneFileError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.listing import list_keys
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
 from duo_ods.zones.check import CheckedZone, zone_name_from_filename
@@ -63,10 +64,10 @@ class _Events(FileSystemEventHandler):
 
 
 class Watcher:
-    def __init__(self, duo: Duo, node: Node, transport: Transport) -> None:
+    def __init__(self, duo: Duo, node: Node, client: NodeClient) -> None:
         self.duo = duo
         self.node = node
-        self.transport = transport
+        self.client = client
         self.config = duo.config.watch
         self.state_file = state_path(node.paths.state)
         self.state = load_state(self.state_file)
@@ -97,9 +98,9 @@ class Watcher:
         files = self._files()
         wanted = set(zones) if zones is not None else set(files) | set(self.state)
         digests = {str(p): digest_of(p) for z in wanted for p in files.get(z, [])}
-        listed = self.transport.call(self.node.name, "zone-list")["zones"]
-        have = {z["name"] for z in listed}
-        self.node_inputs = {z["name"]: z.get("input_digest") for z in listed}
+        listed = self.client.call(self.node.name, P.ZONE_LIST).zones
+        have = {z.name for z in listed}
+        self.node_inputs = {z.name: z.input_digest for z in listed}
         todo = plan(files, digests, self.state, have, wanted)
         for zone, paths in todo.conflicts.items():
             self._record(
@@ -131,9 +132,9 @@ class Watcher:
         batch = [(z, p, c) for z, p in new.items() if (c := self._checked(z, p, digests[str(p)])) is not None]
         for start in range(0, len(batch), self.config.batch_size):
             chunk = batch[start : start + self.config.batch_size]
-            payload = {"zones": [{"zone": z, "text": c.text} for z, _p, c in chunk]}
+            request = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z, text=c.text) for z, _p, c in chunk])
             try:
-                self.transport.call(self.node.name, "zone-add-batch", payload)
+                self.client.call(self.node.name, P.ZONE_ADD_BATCH, request)
             except DuoError as exc:
                 for zone, path, _c in chunk:
                     self._record(zone, "error", digests[str(path)], f"{path}: not added: {exc}", path)
@@ -154,7 +155,7 @@ class Watcher:
             self._record(zone, "ok", digest, "unchanged", path)
             return
         try:
-            result = update_checked(self.duo, self.transport, checked, [self.node.name])
+            result = update_checked(self.duo, self.client, checked, [self.node.name])
         except DuoError as exc:
             self._record(zone, "error", digest, f"{path}: not updated: {exc}", path)
             return
@@ -167,7 +168,7 @@ class Watcher:
             self._record(zone, "kept", "", "file removed; zone kept (watch.remove_zones is off)", None)
             log.warning("zone %s: its file was removed; the zone is kept (watch.remove_zones is off)", zone)
             return
-        self.transport.call(self.node.name, "zone-remove", {"zone": zone})
+        self.client.call(self.node.name, P.ZONE_REMOVE, P.ZoneRequest(zone=zone))
         self.state.pop(zone, None)
         log.info("zone %s removed: its file was removed", zone)
         self.changed = True
@@ -177,7 +178,7 @@ class Watcher:
         if not self.pending_keys:
             return
         try:
-            everywhere = set.intersection(*(set(z) for z in node_zones(self.duo, self.transport).values()))
+            everywhere = set.intersection(*(set(z) for z in node_zones(self.duo, self.client).values()))
         except DuoError as exc:
             log.warning("waiting for every node to answer before making keys: %s", exc)
             return
@@ -185,8 +186,8 @@ class Watcher:
         # thousand of them.
         for zone in sorted(self.pending_keys & everywhere)[:1]:
             try:
-                if not list_keys(self.duo, self.transport, zone):
-                    create_key(self.duo, self.transport, zone, None, self.node.name)
+                if not list_keys(self.duo, self.client, zone):
+                    create_key(self.duo, self.client, zone, None, self.node.name)
                     log.info("zone %s: keys made and shared", zone)
                     self.changed = True
                 self.pending_keys.discard(zone)
@@ -200,7 +201,7 @@ class Watcher:
             return
         self.next_level = time.monotonic() + self.level_interval
         for zone in sorted(self.state):
-            level_zone(self.duo, self.transport, zone)
+            level_zone(self.duo, self.client, zone)
 
     def snapshot_when_due(self) -> None:
         """A backup snapshot once something changed, at most every [backup] snapshot_interval."""
@@ -210,12 +211,12 @@ class Watcher:
         if self.last_snapshot is not None and now - self.last_snapshot < self.snapshot_interval:
             return
         self.last_snapshot = now
-        take_snapshot(self.duo, self.transport, self.node.name)
+        take_snapshot(self.duo, self.client, self.node.name)
         self.changed = False
 
     def _after_new_zone(self) -> None:
         """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
-        managed.sync_signed(self.duo, self.transport)
+        managed.sync_signed(self.duo, self.client)
 
     # --- running -----------------------------------------------------------------------------
 

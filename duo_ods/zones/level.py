@@ -13,7 +13,8 @@ from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.manage import served_serials
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def lagging(served: dict[str, int | None], max_spread: int) -> tuple[int | None,
     return top, sorted(n for n, s in known.items() if top - s > max_spread)
 
 
-def level_zone(duo: Duo, transport: Transport, zone: str, max_spread: int | None = None) -> dict[str, Any]:
+def level_zone(duo: Duo, client: NodeClient, zone: str, max_spread: int | None = None) -> dict[str, Any]:
     spread = duo.config.serials.max_spread if max_spread is None else max_spread
     served = served_serials(duo, zone)
     top, behind = lagging(served, spread)
@@ -36,7 +37,7 @@ def level_zone(duo: Duo, transport: Transport, zone: str, max_spread: int | None
     for node in behind:
         assert top is not None  # nodes lag only behind a known serial
         try:
-            transport.call(node, "zone-resign", {"zone": zone, "serial": top})
+            client.call(node, P.ZONE_RESIGN, P.ZoneResignRequest(zone=zone, serial=top))
         except DuoError as exc:
             result["failed"][node] = str(exc)
             log.error(

@@ -19,7 +19,8 @@ from duo_ods.bind.query import soa_serial
 from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError, NodeError
-from duo_ods.transport.base import Transport
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name
 from duo_ods.zones.serial import next_serial
 
@@ -36,15 +37,15 @@ class ZoneAddResult:
     already_on: list[str] = field(default_factory=list)
 
 
-def node_zones(duo: Duo, transport: Transport) -> dict[str, list[str]]:
+def node_zones(duo: Duo, client: NodeClient) -> dict[str, list[str]]:
     """Zones per node; raises a clear error naming the first node that cannot answer."""
-    return {name: [z["name"] for z in transport.call(name, "zone-list")["zones"]] for name in duo.nodes}
+    return {name: client.call(name, P.ZONE_LIST).names for name in duo.nodes}
 
 
-def add_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> ZoneAddResult:
+def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResult:
     name = normalize_zone_name(zone)
     checked = check_file(duo, name, file)
-    current = node_zones(duo, transport)  # every node must answer before any changes
+    current = node_zones(duo, client)  # every node must answer before any changes
     result = ZoneAddResult(name, checked.serial, checked.records, checked.stripped)
     result.already_on = [n for n, zones in current.items() if name in zones]
     if len(result.already_on) == len(duo.nodes):
@@ -53,31 +54,31 @@ def add_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> ZoneAddRe
         if node in result.already_on:
             continue
         try:
-            transport.call(node, "zone-add", {"zone": name, "text": checked.text})
+            client.call(node, P.ZONE_ADD, P.ZoneInput(zone=name, text=checked.text))
         except DuoError as exc:
-            _undo_add(transport, name, result.added_on)
+            _undo_add(client, name, result.added_on)
             raise NodeError(f"zone {name}: node {node} refused it, nothing changed: {exc}") from exc
         result.added_on.append(node)
     log.info("zone %s added on %s", name, ", ".join(result.added_on))
     return result
 
 
-def _undo_add(transport: Transport, zone: str, nodes: list[str]) -> None:
+def _undo_add(client: NodeClient, zone: str, nodes: list[str]) -> None:
     for node in nodes:
         try:
-            transport.call(node, "zone-remove", {"zone": zone})
+            client.call(node, P.ZONE_REMOVE, P.ZoneRequest(zone=zone))
         except DuoError as exc:  # report, but the original error is the one to raise
             log.error("zone %s: could not undo add on node %s: %s", zone, node, exc)
 
 
-def update_zone(duo: Duo, transport: Transport, zone: str, file: Path) -> dict[str, Any]:
+def update_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> dict[str, Any]:
     """Checked new data for a zone to every node that has it; each re-signs on its own.
 
     Unlike add this is not all-or-nothing: a node that cannot be reached keeps
     its last good data (and is reported) while the others move on, which is the
     point of having two signers.
     """
-    return update_checked(duo, transport, check_file(duo, normalize_zone_name(zone), file), list(duo.nodes))
+    return update_checked(duo, client, check_file(duo, normalize_zone_name(zone), file), list(duo.nodes))
 
 
 def check_file(duo: Duo, zone: str, file: Path) -> CheckedZone:
@@ -90,7 +91,7 @@ def check_file(duo: Duo, zone: str, file: Path) -> CheckedZone:
     )
 
 
-def update_checked(duo: Duo, transport: Transport, checked: CheckedZone, nodes: list[str]) -> dict[str, Any]:
+def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: list[str]) -> dict[str, Any]:
     """New data to `nodes` at once, each signing with one serial above every node's served serial."""
     name = checked.name
     result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
@@ -99,15 +100,15 @@ def update_checked(duo: Duo, transport: Transport, checked: CheckedZone, nodes: 
     # serial (it picks its own then, and the nodes would not wait for the same one).
     target = next_serial([*served.values(), checked.serial], duo.config.policy.serial) if served else None
     result["output_serial"] = target
-    payload = {"zone": name, "text": checked.text, "serial": target}
+    request = P.ZoneUpdateRequest(zone=name, text=checked.text, serial=target)
 
     def one(node: str) -> dict[str, Any]:
         try:
-            reply: dict[str, Any] = transport.call(node, "zone-update", payload)
+            reply = client.call(node, P.ZONE_UPDATE, request)
         except DuoError as exc:
             log.warning("zone %s: node %s keeps its last data: %s", name, node, exc)
             return {"error": str(exc)}
-        return reply
+        return reply.model_dump(mode="json")
 
     # All nodes at once: a hung node must not delay the healthy one (that is the duo's point).
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
@@ -156,25 +157,28 @@ def served_serials(duo: Duo, zone: str, timeout: float = 2.0) -> dict[str, int |
         return dict(zip(duo.nodes, pool.map(ask, duo.nodes), strict=True))
 
 
-def remove_zone(duo: Duo, transport: Transport, zone: str) -> dict[str, bool]:
+def remove_zone(duo: Duo, client: NodeClient, zone: str) -> dict[str, bool]:
     name = normalize_zone_name(zone)
-    current = node_zones(duo, transport)
+    current = node_zones(duo, client)
     if not any(name in zones for zones in current.values()):
         raise NodeError(f"zone {name} is not on any node")
-    return {node: bool(transport.call(node, "zone-remove", {"zone": name})["removed"]) for node in duo.nodes}
+    request = P.ZoneRequest(zone=name)
+    return {node: client.call(node, P.ZONE_REMOVE, request).removed for node in duo.nodes}
 
 
-def list_zones(duo: Duo, transport: Transport) -> list[dict[str, Any]]:
+def list_zones(duo: Duo, client: NodeClient) -> list[dict[str, Any]]:
     """One row per zone: on which nodes it is, and what each enforcer plans next."""
     rows: dict[str, dict[str, Any]] = {}
     for node in duo.nodes:
-        reply = transport.call(node, "zone-list")
-        for z in reply["zones"]:
-            row = rows.setdefault(z["name"], {"zone": z["name"], "policy": z["policy"], "nodes": {}})
-            row["nodes"][node] = {"next_change": z["next_change"], "input": z.get("input")}
-        for r in reply.get("refused", []):  # files the watcher refused before the zone ever existed
-            row = rows.setdefault(r["zone"], {"zone": r["zone"], "policy": None, "nodes": {}})
-            row.setdefault("refused", {})[node] = r["message"]
+        reply = client.call(node, P.ZONE_LIST)
+        for z in reply.zones:
+            row = rows.setdefault(z.name, {"zone": z.name, "policy": z.policy, "nodes": {}})
+            row["nodes"][node] = {
+                "next_change": z.next_change, "input": z.input.model_dump() if z.input else None
+            }  # fmt: skip
+        for r in reply.refused:  # files the watcher refused before the zone ever existed
+            row = rows.setdefault(r.zone, {"zone": r.zone, "policy": None, "nodes": {}})
+            row.setdefault("refused", {})[node] = r.message
     for row in rows.values():
         row["on_all_nodes"] = set(row["nodes"]) == set(duo.nodes)
     return [rows[name] for name in sorted(rows)]

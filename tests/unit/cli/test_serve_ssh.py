@@ -11,7 +11,9 @@ import pytest
 from tests.unit.config.test_model import GOOD
 
 
-def serve(tmp_path: Path, original: str | None, *extra: str) -> subprocess.CompletedProcess[str]:
+def serve(
+    tmp_path: Path, original: str | None, *extra: str, payload: str = "{}"
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "duo.toml"
     config.write_text(GOOD)
     env = {k: v for k, v in os.environ.items() if k != "SSH_ORIGINAL_COMMAND"}
@@ -19,7 +21,7 @@ def serve(tmp_path: Path, original: str | None, *extra: str) -> subprocess.Compl
         env["SSH_ORIGINAL_COMMAND"] = original.replace("CONF", str(config))
     return subprocess.run(
         [sys.executable, "-m", "duo_ods", "--config", str(config), "node", "serve-ssh", *extra],
-        env=env, input="{}", capture_output=True, text=True, timeout=30, check=False,
+        env=env, input=payload, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
 
 
@@ -53,3 +55,20 @@ def test_accepted_request_runs_the_operation(tmp_path: Path) -> None:
     assert json.loads(proc.stdout) == {
         "ok": False, "kind": "NodeError", "error": "node a: enforcer is not running"
     }  # fmt: skip
+
+
+def test_a_zone_name_that_is_a_path_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """Zone names from the wire are checked on the node: `../../x` never becomes a path."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    traversal = "../" * 12 + str(victim).lstrip("/")
+    for op, payload in [
+        ("zone-remove", {"zone": traversal}),
+        ("zone-add", {"zone": traversal, "text": "x"}),
+        ("zone-update", {"zone": traversal, "text": "x"}),
+    ]:
+        proc = serve(tmp_path, f"ods-duo --config CONF node op {op} --node a", payload=json.dumps(payload))
+        reply = json.loads(proc.stdout)
+        assert proc.returncode == 1 and reply["ok"] is False
+        assert reply["error"].startswith(f"{op}: bad request: zone: ")
+    assert victim.read_text() == "keep me"

@@ -6,80 +6,80 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from duo_ods.backup.ops import bundle_of
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
-from duo_ods.errors import NodeError
-from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import KeyFlowError
 from duo_ods.keys.rollover import mark_ds, resume, rollover
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import StepError
 from tests.support.configs import TWO_NODES
+from tests.support.fake_nodes import FakeNodes
 
 CONFIG = TWO_NODES
 ZONE = "example.test"
 
 
-def key(locator: str, role: str, ds: int = 0, tag: int = 1, introducing: int = 1) -> dict[str, Any]:
-    return {
-        "locator": locator, "role": role, "keytag": tag,
-        "flags": {"dsAtParent": ds, "introducing": introducing},
-        "records": [{"type": "dnskey", "state": "omnipresent", "last_change": 1}],
-    }  # fmt: skip
+def key(locator: str, role: str, ds: int = 0, tag: int = 1, introducing: int = 1) -> P.KeyStateMsg:
+    return P.KeyStateMsg(
+        zone=ZONE, locator=locator, role=role, algorithm=13, inception=1, keytag=tag,
+        flags={"dsAtParent": ds, "introducing": introducing},
+        records=[P.RecordStateMsg(type="dnskey", state="omnipresent", last_change=1, minimize=0, ttl=300)],
+    )  # fmt: skip
 
 
-class Fake:
+class Fake(FakeNodes):
     """Two nodes and a backup that answer like the real operations; `fail` makes (node, op) fail."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.fail: set[tuple[str, str]] = set()
+        super().__init__()
         self.pool: dict[str, list[str]] = {"a": [], "b": []}
-        self.zones: dict[str, dict[str, list[dict[str, Any]]]] = {
-            n: {ZONE: [key("k1" * 16, "KSK", ds=3, tag=11), key("z1" * 16, "ZSK", tag=22)]} for n in "ab"
+        self.zones: dict[str, dict[str, list[P.KeyStateMsg]]] = {
+            n: {ZONE: [key("c1" * 16, "KSK", ds=3, tag=11), key("d1" * 16, "ZSK", tag=22)]} for n in "ab"
         }
+        self.on(
+            P.KEK_STATUS, lambda n, r: P.KekStatusReply(fingerprint="f" * 32, can_wrap=True, has_kek=True)
+        )
+        self.on(P.ZONE_LIST, lambda n, r: P.ZoneListReply(node=n, zones=[
+            P.ZoneEntry(name=z, policy="duo", next_change="none") for z in self.zones[n]]))  # fmt: skip
+        self.on(P.DB_SCHEMA, lambda n, r: P.DbSchemaReply(schema_version=1, pool=list(self.pool[n])))
+        self.on(P.KEY_STATES, self.key_states)
+        self.on(P.KEY_GENERATE, lambda n, r: P.KeyGenerateReply(
+            locator="c0" * 16, bits=256, public=base64.b64encode(os.urandom(64)).decode()))  # fmt: skip
+        self.on(P.KEY_WRAP, lambda n, r: P.KeyWrapReply(wrapped="d3JhcHBlZA==", kek="f" * 32))
+        self.on(P.KEY_UNWRAP, lambda n, r: P.KeyUnwrapReply(created=True, confirmed=True))
+        self.on(P.BUNDLE_PUT, lambda n, r: P.DigestReply(digest=bundle_of(r.bundle).digest()))
+        self.on(P.KEY_POOL_ADD, self.pool_add)
+        self.on(P.KEY_POOL_REMOVE, self.pool_remove)
+        self.on(P.KEY_ROLLOVER, self.roll)
+        self.on(P.KEY_DS, lambda n, r: P.KeyDsReply(node=n, was="submitted", ran=[], at=1.0))
+        self.on(P.KEY_DELETE, lambda n, r: P.KeyDeleteReply(deleted=1))
+        self.on(P.BUNDLE_REMOVE, lambda n, r: P.Empty())
 
-    def call(self, node: str, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.calls.append((node, op))
-        p = payload or {}
-        if (node, op) in self.fail:
-            raise NodeError(f"node {node}: {op} failed")
-        if op == "kek-status":
-            return {"fingerprint": "f" * 32, "can_wrap": True, "has_kek": True}
-        if op == "zone-list":
-            return {"zones": [{"name": z} for z in self.zones[node]]}
-        if op == "db-schema":
-            return {"schema": 1, "pool": list(self.pool[node])}
-        if op == "key-states":
-            zones = self.zones[node]
-            names = [p["zone"]] if p.get("zone") else list(zones)
-            return {"zones": [{"zone": z, "keys": zones[z]} for z in names if z in zones]}
-        if op == "key-generate":
-            return {"locator": "c0" * 16, "bits": 256, "public": base64.b64encode(os.urandom(64)).decode()}
-        if op == "key-wrap":
-            return {"wrapped": "d3JhcHBlZA==", "kek": "f" * 32}
-        if op == "key-unwrap":
-            return {"confirmed": True}
-        if op == "bundle-put":
-            return {"digest": KeyBundle.from_json(p["bundle"]).digest()}
-        if op == "key-pool-add":
-            self.pool[node].append(p["locator"])
-            return {"added": True}
-        if op == "key-pool-remove":
-            self.pool[node].remove(p["locator"])
-            return {"removed": True}
-        if op == "key-rollover":
-            for locator in self.pool[node]:
-                self.zones[node][p["zone"]].append(key(locator, p["role"], tag=33))
-            self.pool[node] = []
-            return {"at": 1.0}
-        if op == "key-ds":
-            return {"at": 1.0, "ran": []}
-        if op in {"key-delete", "bundle-remove"}:
-            return {}
-        raise AssertionError(op)
+    def key_states(self, node: str, request: P.KeyStatesRequest) -> P.KeyStatesReply:
+        zones = self.zones[node]
+        names = [request.zone] if request.zone else list(zones)
+        found = [
+            P.ZoneStateMsg(zone=z, fields={}, keys=zones[z], dependencies=[]) for z in names if z in zones
+        ]
+        return P.KeyStatesReply(node=node, zones=found)
+
+    def pool_add(self, node: str, request: P.KeyPoolAddRequest) -> P.AddedReply:
+        self.pool[node].append(request.locator)
+        return P.AddedReply(added=True)
+
+    def pool_remove(self, node: str, request: P.LocatorRequest) -> P.RemovedReply:
+        self.pool[node].remove(request.locator)
+        return P.RemovedReply(removed=True)
+
+    def roll(self, node: str, request: P.KeyRolloverRequest) -> P.AtReply:
+        for locator in self.pool[node]:
+            self.zones[node][request.zone].append(key(locator, request.role, tag=33))
+        self.pool[node] = []
+        return P.AtReply(node=node, at=1.0)
 
 
 @pytest.fixture
@@ -90,62 +90,62 @@ def duo(tmp_path: Path) -> Duo:
 
 def test_rollover_puts_one_successor_in_both_pools_and_both_take_it(duo: Duo) -> None:
     fake = Fake()
-    done = rollover(duo, fake, ZONE, "zsk")
+    done = rollover(duo, fake.client, ZONE, "zsk")
     assert sorted(done.started) == ["a", "b"]
     for node in "ab":
-        assert done.locator in [k["locator"] for k in fake.zones[node][ZONE]]
-        assert (node, "key-pool-add") in fake.calls
+        assert done.locator in [k.locator for k in fake.zones[node][ZONE]]
+        assert (node, P.KEY_POOL_ADD) in fake.calls
 
 
 def test_a_rollover_no_enforcer_took_is_undone_everywhere(duo: Duo) -> None:
     fake = Fake()
-    fake.fail = {("a", "key-rollover"), ("b", "key-rollover")}
-    with pytest.raises(KeyFlowError, match="step rollover"):
-        rollover(duo, fake, ZONE, "zsk")
+    fake.fail = {("a", P.KEY_ROLLOVER), ("b", P.KEY_ROLLOVER)}
+    with pytest.raises(StepError, match="step rollover"):
+        rollover(duo, fake.client, ZONE, "zsk")
     assert fake.pool == {"a": [], "b": []}
-    assert {("a", "key-delete"), ("b", "key-delete"), ("backup", "bundle-remove")} <= set(fake.calls)
+    assert {("a", P.KEY_DELETE), ("b", P.KEY_DELETE), ("backup", P.BUNDLE_REMOVE)} <= set(fake.calls)
 
 
 def test_a_rollover_started_on_one_node_keeps_the_successor_for_resume(duo: Duo) -> None:
     fake = Fake()
-    fake.fail = {("b", "key-rollover")}
+    fake.fail = {("b", P.KEY_ROLLOVER)}
     with pytest.raises(KeyFlowError, match="--resume"):
-        rollover(duo, fake, ZONE, "zsk")
+        rollover(duo, fake.client, ZONE, "zsk")
     # a rolled: the successor must stay in b's pool and HSM, not be undone under a's feet.
     assert len(fake.pool["b"]) == 1
-    assert ("b", "key-delete") not in fake.calls
+    assert ("b", P.KEY_DELETE) not in fake.calls
     fake.fail = set()
-    done = resume(duo, fake, ZONE, "zsk")
+    done = resume(duo, fake.client, ZONE, "zsk")
     assert list(done.started) == ["b"]
     assert fake.pool["b"] == []
-    assert {k["locator"] for k in fake.zones["a"][ZONE]} == {k["locator"] for k in fake.zones["b"][ZONE]}
+    assert {k.locator for k in fake.zones["a"][ZONE]} == {k.locator for k in fake.zones["b"][ZONE]}
 
 
 def test_keys_left_in_a_pool_are_refused_before_any_key_is_made(duo: Duo) -> None:
     fake = Fake()
     fake.pool["b"] = ["ee" * 16]
     with pytest.raises(KeyFlowError, match="node b's spare-key pool holds"):
-        rollover(duo, fake, ZONE, "ksk")
-    assert not any(op == "key-generate" for _, op in fake.calls)
+        rollover(duo, fake.client, ZONE, "ksk")
+    assert P.KEY_GENERATE not in fake.ops_called()
 
 
 def test_a_zone_without_a_key_of_the_role_would_take_the_successor_and_is_refused(duo: Duo) -> None:
     fake = Fake()
     fake.zones["b"]["new.test"] = []
     with pytest.raises(KeyFlowError, match=r"zone new\.test has no ZSK"):
-        rollover(duo, fake, ZONE, "zsk")
-    assert not any(op == "key-generate" for _, op in fake.calls)
+        rollover(duo, fake.client, ZONE, "zsk")
+    assert P.KEY_GENERATE not in fake.ops_called()
 
 
 def test_ds_seen_accepts_a_node_that_is_already_there(duo: Duo) -> None:
     fake = Fake()
-    fake.zones["a"][ZONE][0]["flags"]["dsAtParent"] = 2  # submitted; b has it seen (3) already
-    result = mark_ds(duo, fake, ZONE, 11, "seen")
+    fake.zones["a"][ZONE][0].flags["dsAtParent"] = 2  # submitted; b has it seen (3) already
+    result = mark_ds(duo, fake.client, ZONE, 11, "seen")
     assert sorted(result["nodes"]) == ["a", "b"]
 
 
 def test_ds_gone_for_a_key_whose_ds_is_not_on_its_way_out_is_refused(duo: Duo) -> None:
     fake = Fake()
     with pytest.raises(KeyFlowError, match=r"not ready to be marked gone on a \(dsAtParent 3\)"):
-        mark_ds(duo, fake, ZONE, 11, "gone")
-    assert not any(op == "key-ds" for _, op in fake.calls)
+        mark_ds(duo, fake.client, ZONE, 11, "gone")
+    assert P.KEY_DS not in fake.ops_called()

@@ -2,15 +2,16 @@
 tests/integration/test_lab.py, which adds and refuses zones on real enforcers."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import NodeError, ZoneFileError
+from duo_ods.protocol import ops as P
 from duo_ods.zones.manage import add_zone, list_zones, remove_zone
 from tests.support.configs import TWO_NODES
+from tests.support.fake_nodes import FakeNodes
 
 CONFIG = TWO_NODES
 
@@ -22,31 +23,30 @@ ns1 IN A 192.0.2.1
 """
 
 
-class FakeTransport:
-    """Records calls; holds zones per node; can be told to refuse zone-add on one node."""
+class FakeTransport(FakeNodes):
+    """Holds zones per node; can be told to refuse zone-add on one node."""
 
     def __init__(self, refuse_on: str | None = None) -> None:
+        super().__init__()
         self.zones: dict[str, list[str]] = {"a": [], "b": []}
-        self.calls: list[tuple[str, str]] = []
         self.refuse_on = refuse_on
+        self.on(P.ZONE_LIST, lambda n, r: P.ZoneListReply(node=n, zones=[
+            P.ZoneEntry(name=z, policy="duo", next_change="none") for z in self.zones[n]]))  # fmt: skip
+        self.on(P.ZONE_ADD, self.add)
+        self.on(P.ZONE_REMOVE, self.remove)
 
-    def call(self, node: str, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.calls.append((node, op))
-        payload = payload or {}
-        if op == "zone-list":
-            return {"zones": [{"name": z, "policy": "duo", "next_change": "none"} for z in self.zones[node]]}
-        if op == "zone-add":
-            if node == self.refuse_on:
-                raise NodeError(f"node {node}: enforcer refused")
-            assert payload["text"].startswith("example.test.")  # the checked text, not the raw file
-            self.zones[node].append(payload["zone"])
-            return {"added": True}
-        if op == "zone-remove":
-            present = payload["zone"] in self.zones[node]
-            if present:
-                self.zones[node].remove(payload["zone"])
-            return {"removed": present}
-        raise AssertionError(op)
+    def add(self, node: str, request: P.ZoneInput) -> P.ZoneAddReply:
+        if node == self.refuse_on:
+            raise NodeError(f"node {node}: enforcer refused")
+        assert request.text.startswith("example.test.")  # the checked text, not the raw file
+        self.zones[node].append(request.zone)
+        return P.ZoneAddReply(node=node, zone=request.zone, added=True)
+
+    def remove(self, node: str, request: P.ZoneRequest) -> P.ZoneRemoveReply:
+        present = request.zone in self.zones[node]
+        if present:
+            self.zones[node].remove(request.zone)
+        return P.ZoneRemoveReply(node=node, zone=request.zone, removed=present)
 
 
 @pytest.fixture
@@ -58,20 +58,20 @@ def duo(tmp_path: Path) -> Duo:
 
 def test_add_on_every_node(duo: Duo, tmp_path: Path) -> None:
     fake = FakeTransport()
-    result = add_zone(duo, fake, "Example.Test.", tmp_path / "example.test")
+    result = add_zone(duo, fake.client, "Example.Test.", tmp_path / "example.test")
     assert result.added_on == ["a", "b"]
     assert result.serial == 2026112800
     assert fake.zones == {"a": ["example.test"], "b": ["example.test"]}
-    rows = list_zones(duo, fake)
+    rows = list_zones(duo, fake.client)
     assert rows[0]["zone"] == "example.test" and rows[0]["on_all_nodes"]
 
 
 def test_refusal_on_second_node_undoes_first(duo: Duo, tmp_path: Path) -> None:
     fake = FakeTransport(refuse_on="b")
     with pytest.raises(NodeError, match=r"zone example\.test: node b refused it, nothing changed"):
-        add_zone(duo, fake, "example.test", tmp_path / "example.test")
+        add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
     assert fake.zones == {"a": [], "b": []}
-    assert ("a", "zone-remove") in fake.calls
+    assert ("a", P.ZONE_REMOVE) in fake.calls
 
 
 def test_bad_file_touches_no_node(duo: Duo, tmp_path: Path) -> None:
@@ -79,22 +79,22 @@ def test_bad_file_touches_no_node(duo: Duo, tmp_path: Path) -> None:
     bad.write_text(ZONE + "www.example.org. IN A 192.0.2.2\n")
     fake = FakeTransport()
     with pytest.raises(ZoneFileError, match=r"bad.zone:6: "):
-        add_zone(duo, fake, "example.test", bad)
+        add_zone(duo, fake.client, "example.test", bad)
     assert fake.calls == []
 
 
 def test_rerun_completes_a_partial_add(duo: Duo, tmp_path: Path) -> None:
     fake = FakeTransport()
     fake.zones["a"].append("example.test")
-    result = add_zone(duo, fake, "example.test", tmp_path / "example.test")
+    result = add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
     assert result.already_on == ["a"] and result.added_on == ["b"]
     with pytest.raises(NodeError, match="exists on every node"):
-        add_zone(duo, fake, "example.test", tmp_path / "example.test")
+        add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
 
 
 def test_remove(duo: Duo, tmp_path: Path) -> None:
     fake = FakeTransport()
     with pytest.raises(NodeError, match="not on any node"):
-        remove_zone(duo, fake, "example.test")
-    add_zone(duo, fake, "example.test", tmp_path / "example.test")
-    assert remove_zone(duo, fake, "example.test") == {"a": True, "b": True}
+        remove_zone(duo, fake.client, "example.test")
+    add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
+    assert remove_zone(duo, fake.client, "example.test") == {"a": True, "b": True}
