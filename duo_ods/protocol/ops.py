@@ -93,8 +93,7 @@ class ZoneStateMsg(Message):
     zone: ZoneName
     fields: dict[str, int]
     keys: list[KeyStateMsg]
-    # JSON has no tuples: lax here, so a list from the wire (or a stored snapshot) becomes one
-    dependencies: list[tuple[str, str, int]] = Field(strict=False)
+    dependencies: list[tuple[str, str, int]]
 
     def live(self) -> ZoneStateMsg:
         """Without its dead keys: a rebuilt node needs neither them nor their bundles."""
