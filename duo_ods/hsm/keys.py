@@ -271,13 +271,24 @@ def _public_template(key_type: int, cka_id: bytes) -> list[tuple[int, AttrValue]
 
 
 def generate_keypair(
-    session: Session, algorithm: int, bits: int | None = None, *, extractable: bool = True
+    session: Session,
+    algorithm: int,
+    bits: int | None = None,
+    *,
+    extractable: bool = True,
+    locator: str | None = None,
 ) -> HsmKey:
-    """Make a DNSSEC key pair in the token, ODS style; `bits` only matters for RSA (default 2048)."""
+    """Make a DNSSEC key pair in the token, ODS style; `bits` only matters for RSA (default 2048).
+
+    `locator` (its CKA_ID in hex) may be chosen by the caller, who then can record it before
+    the key exists; a CKA_ID the token already has is refused.
+    """
     size = _check_algorithm(algorithm, bits)
     if algorithm == ALG_ED25519:
         _require_ed25519(session, wrappable=extractable)
-    cka_id = _new_id(session)
+    cka_id = _new_id(session) if locator is None else check_locator(locator)
+    if locator is not None and session.find([(CKA_ID, cka_id)]):
+        raise HsmError(f"token {session.token} holds a key with CKA_ID {locator} already")
     locator = cka_id.hex()
     mechanism, key_type, extra = _keygen(algorithm, size)
     public = _public_template(key_type, cka_id)[1:] + extra  # libhsm leaves CKA_CLASS implied

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.dnssec import keytag, make_dnskey
+from duo_ods.keys.journal import Journal, Made, Recorder, journal_path, key_lock, pending
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
@@ -61,36 +63,39 @@ class CreatedKey:
     imported_on: list[str] = field(default_factory=list)
 
 
-class Undo:
-    """What this run put where, so a failure before import can take it back."""
+def new_locator() -> str:
+    """A key's CKA_ID, chosen by the controller (16 random bytes, as ODS's libhsm makes them), so the
+    journal can name the key before any node is asked to make it."""
+    return secrets.token_hex(16)
 
-    def __init__(self, client: NodeClient) -> None:
-        self.client = client
-        self.hsm: list[tuple[str, str]] = []  # (node, locator)
-        self.bundles: list[str] = []
-        self.pool: list[tuple[str, str]] = []  # (node, locator) in the enforcer's spare-key pool
 
-    def run(self) -> None:
-        pooled: set[tuple[str, str]] = set()  # still in a pool: the HSM key must stay with it
-        for node, locator in reversed(self.pool):
-            try:
-                self.client.call(node, P.KEY_POOL_REMOVE, P.LocatorRequest(locator=locator))
-            except DuoError as exc:
-                pooled.add((node, locator))
-                log.error("undo: could not take key %s out of node %s's key pool: %s", locator, node, exc)
-        for node, locator in reversed(self.hsm):
-            if (node, locator) in pooled:
-                log.error("undo: key %s stays in node %s's HSM: its key pool still lists it", locator, node)
-                continue
-            try:
-                self.client.call(node, P.KEY_DELETE, P.LocatorRequest(locator=locator))
-            except DuoError as exc:
-                log.error("undo: could not delete key %s from node %s: %s", locator, node, exc)
-        for locator in self.bundles:
-            try:
-                self.client.call("backup", P.BUNDLE_REMOVE, P.LocatorRequest(locator=locator))
-            except DuoError as exc:
-                log.error("undo: could not remove bundle %s from the backup: %s", locator, exc)
+def undo_made(client: NodeClient, made: list[Made]) -> list[str]:
+    """Take back what a run made before its commit point, newest first; what could not be undone.
+
+    Each step is idempotent (a key or bundle that was never made is fine), so a journal whose
+    last record was written just before a node was asked is undone the same way.
+    """
+    problems: list[str] = []
+    pooled: set[tuple[str, str]] = set()  # still in a pool: the HSM key must stay with it
+    for m in reversed(made):
+        if m.kind == "hsm" and (m.target, m.locator) in pooled:
+            problems.append(f"hsm {m.locator} on {m.target}: its spare-key pool still lists it")
+            continue
+        request = P.LocatorRequest(locator=m.locator)
+        try:
+            if m.kind == "pool":
+                if not client.call(m.target, P.KEY_POOL_REMOVE, request).removed:
+                    log.info("undo: key %s was not (or no longer) in node %s's pool", m.locator, m.target)
+            elif m.kind == "hsm":
+                client.call(m.target, P.KEY_DELETE, request)
+            else:
+                client.call("backup", P.BUNDLE_REMOVE, request)
+        except DuoError as exc:
+            if m.kind == "pool":
+                pooled.add((m.target, m.locator))
+            problems.append(f"{m.kind} {m.locator} on {m.target}: {exc}")
+            log.error("undo: %s %s on %s: %s", m.kind, m.locator, m.target, exc)
+    return problems
 
 
 def step(name: str, target: str, client: NodeClient, op: P.Op[Req, Rep], request: Req | None = None) -> Rep:
@@ -132,12 +137,12 @@ def share_keys(
     enforcer_roles: list[str],
     origin: str,
     inception: int,
-    undo: Undo,
+    journal: Recorder,
 ) -> list[KeyBundle]:
     """Steps generate, wrap, copy and backup for each role: the keys in every HSM and the backup.
 
-    No enforcer learns of them here. What is made is recorded in `undo`, for the caller to take
-    back if this or a later step fails.
+    No enforcer learns of them here. Everything is journalled before it is asked for, for the
+    caller (or the next key command, after a kill) to take back if this or a later step fails.
     """
     kek = preflight(duo, client, zone)
     policy = duo.config.policy
@@ -145,12 +150,14 @@ def share_keys(
     peers = [n for n in duo.nodes if n != origin]
     bundles: list[KeyBundle] = []
     for enforcer_role in enforcer_roles:
+        locator = new_locator()
+        journal.will_make("hsm", origin, locator)
         made = step(
             "generate", origin, client, P.KEY_GENERATE,
-            P.KeyGenerateRequest(algorithm=policy.algorithm, bits=policy.bits),
+            P.KeyGenerateRequest(algorithm=policy.algorithm, bits=policy.bits, locator=locator),
         )  # fmt: skip
-        locator = made.locator
-        undo.hsm.append((origin, locator))
+        if made.locator != locator:
+            raise KeyFlowError(f"step generate on {origin}: made key {made.locator}, asked for {locator}")
         wrapped = step("wrap", origin, client, P.KEY_WRAP, P.LocatorRequest(locator=locator))
         public = base64.b64decode(made.public)
         bundle = KeyBundle(
@@ -162,13 +169,13 @@ def share_keys(
         if bundle.kek != kek:
             raise KeyFlowError(f"step wrap on {origin}: wrapped under KEK {bundle.kek}, expected {kek}")
         for peer in peers:
+            journal.will_make("hsm", peer, locator)
             reply = step("copy", peer, client, P.KEY_UNWRAP, unwrap_request(bundle))
-            undo.hsm.append((peer, locator))
             if not reply.confirmed:
                 raise KeyFlowError(f"step copy on {peer}: the HSM did not confirm key {locator}")
         put = P.BundleRequest(bundle=P.Bundle.model_validate(bundle.__dict__))
+        journal.will_make("bundle", "backup", locator)
         digest = step("backup", "backup", client, P.BUNDLE_PUT, put).digest
-        undo.bundles.append(locator)
         if digest != bundle.digest():
             raise KeyFlowError(
                 f"step backup: the backup confirmed digest {digest}, expected {bundle.digest()}"
@@ -199,35 +206,124 @@ def import_request(bundle: KeyBundle, zone: str, role: str, inception: int) -> P
     )  # fmt: skip
 
 
+def _refuse_live_keys(duo: Duo, client: NodeClient, zone: str, roles: list[str]) -> None:
+    """`key create` makes a zone's first keys; a zone with a live key of a role gets a rollover."""
+    for node in duo.nodes:
+        keys = (
+            step("preflight", node, client, P.KEY_STATES, P.KeyStatesRequest(zone=zone)).keys_of(zone) or []
+        )
+        live = sorted(f"{k.role} {k.keytag}" for k in keys if k.role in roles and not k.dead)
+        if live:
+            raise KeyFlowError(
+                f"zone {zone} has keys already on node {node} ({', '.join(live)}): key create makes a "
+                "zone's first keys; `ods-duo key rollover` replaces one"
+            )
+
+
+def import_everywhere(duo: Duo, client: NodeClient, zone: str, imports: list[P.KeyImportRequest]) -> None:
+    """Past the commit point: every enforcer gets every key (idempotent: a key it has is skipped)."""
+    for node in duo.nodes:
+        for request in imports:
+            step("import", node, client, P.KEY_IMPORT, request)
+    for node in duo.nodes:
+        step("enforce", node, client, P.ENFORCE)
+
+
+def roll_forward(duo: Duo, client: NodeClient, zone: str, role: str, locator: str) -> list[str]:
+    """Past a rollover's commit point: every node whose pool still holds the successor rolls to it.
+
+    Returns the nodes told now; the enforcers then take it from their pools (see rollover._confirm).
+    """
+    request = P.KeyRolloverRequest(zone=zone, role=role)
+    told = []
+    for node in duo.nodes:
+        if locator in step("resume", node, client, P.DB_SCHEMA).pool:
+            step("rollover", node, client, P.KEY_ROLLOVER, request)
+            told.append(node)
+    return told
+
+
+@dataclass
+class Finished:
+    """What finish_pending did with a journal a command left."""
+
+    journal: Journal
+    message: str
+    nodes: list[str] = field(default_factory=list)  # nodes told to roll (a rollover finished forward)
+
+
+def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
+    """What a killed or failed key command left: undone before its commit point, finished after.
+
+    Runs under the key lock, before any new key work. Returns what it did (None: nothing was
+    left); raises when it cannot be done yet (a node does not answer), keeping the journal.
+    """
+    left = pending(duo)
+    if left is None:
+        return None
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(left.started))
+    what = f"{left.command} of zone {left.zone} (started {started})"
+    told: list[str] = []
+    if not left.committed:
+        problems = undo_made(client, left.made)
+        if problems:
+            raise KeyFlowError(f"cannot undo the unfinished {what} yet: {'; '.join(problems)}")
+        journal_path(duo).unlink(missing_ok=True)
+        done = f"undid the unfinished {what}: {len(left.made)} step(s) taken back"
+    elif left.command == "key create":
+        imports = [P.KeyImportRequest.model_validate(k) for k in left.details["imports"]]
+        import_everywhere(duo, client, left.zone, imports)
+        journal_path(duo).unlink(missing_ok=True)
+        done = f"finished the interrupted {what}: its keys are in every enforcer now"
+    elif left.command == "key rollover":
+        told = roll_forward(duo, client, left.zone, left.details["role"], left.details["locator"])
+        journal_path(duo).unlink(missing_ok=True)
+        done = f"finished the interrupted {what}" + (f" on {', '.join(told)}" if told else "")
+    else:
+        raise KeyFlowError(f"the key journal holds an unknown command {left.command!r}")
+    log.warning("%s", done)
+    return Finished(left, done, told)
+
+
 def create_key(
     duo: Duo, client: NodeClient, zone: str, role: str | None, origin: str | None
 ) -> list[CreatedKey]:
     zone = normalize_zone_name(zone)
     enforcer_roles = roles_for(duo.config.policy.keys, role)
     origin = pick_origin(duo, origin)
-    inception = int(time.time())
-    undo = Undo(client)
-    try:
-        bundles = share_keys(
-            duo,
-            client,
-            zone=zone,
-            enforcer_roles=enforcer_roles,
-            origin=origin,
-            inception=inception,
-            undo=undo,
-        )
-    except DuoError:
-        undo.run()
-        raise
+    with key_lock(duo, f"key create {zone}"):
+        finish_pending(duo, client)
+        _refuse_live_keys(duo, client, zone, enforcer_roles)
+        inception = int(time.time())
+        journal = Recorder(journal_path(duo), Journal("key create", zone, time.time()))
+        try:
+            bundles = share_keys(
+                duo, client, zone=zone, enforcer_roles=enforcer_roles, origin=origin, inception=inception,
+                journal=journal,
+            )  # fmt: skip
+        except DuoError as exc:
+            problems = undo_made(client, journal.journal.made)
+            if problems:  # the journal stays: the next key command undoes the rest
+                raise KeyFlowError(
+                    f"{exc}; not all of it could be undone yet ({'; '.join(problems)})"
+                ) from exc
+            journal.close()
+            raise
 
-    # Only now may an enforcer learn about the keys (invariant 1).
-    created = [CreatedKey(zone, b.role, b.locator, b.keytag, origin, inception) for b in bundles]
-    for node in duo.nodes:
-        for bundle, key in zip(bundles, created, strict=True):
-            step("import", node, client, P.KEY_IMPORT, import_request(bundle, zone, bundle.role, inception))
-            key.imported_on.append(node)
-    for node in duo.nodes:
-        step("enforce", node, client, P.ENFORCE)
+        # Only now may an enforcer learn about the keys (invariant 1). From here the run finishes
+        # forward: the keys are in every HSM and the backup, and importing again is idempotent.
+        imports = [import_request(b, zone, b.role, inception) for b in bundles]
+        journal.commit(imports=[r.model_dump() for r in imports])
+        try:
+            import_everywhere(duo, client, zone, imports)
+        except DuoError as exc:
+            raise KeyFlowError(
+                f"{exc}; the keys are in every HSM and the backup: `ods-duo key resume` (or the next key "
+                "command) imports them once every node answers"
+            ) from exc
+        journal.close()
+    created = [
+        CreatedKey(zone, b.role, b.locator, b.keytag, origin, inception, list(duo.nodes)) for b in bundles
+    ]
     log.info("zone %s: keys %s on %s", zone, [k.locator for k in created], ", ".join(duo.nodes))
     return created

@@ -9,18 +9,23 @@ that already holds keys is refused.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
-from duo_ods.keys.flow import KeyFlowError, Undo, pick_origin, share_keys, step
+from duo_ods.keys.flow import (
+    KeyFlowError,
+    finish_pending,
+    pick_origin,
+    roll_forward,
+    share_keys,
+    step,
+    undo_made,
+)
+from duo_ods.keys.journal import Journal, Recorder, journal_path, key_lock
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient, PartlyDone
 from duo_ods.zones.check import normalize_zone_name
@@ -44,19 +49,6 @@ class Rollover:
     def spread(self) -> float:
         """Seconds between the first and the last node starting the rollover."""
         return max(self.started.values()) - min(self.started.values()) if self.started else 0.0
-
-
-@contextmanager
-def key_lock(duo: Duo) -> Iterator[None]:
-    """One pool-using key operation at a time for this duo (on this controller)."""
-    path: Path = duo.backup_dir / "state" / "keys.lock"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KeyFlowError(f"another key rollover runs for this duo (lock {path})") from None
-        yield
 
 
 def _states(duo: Duo, client: NodeClient) -> dict[str, dict[str, list[P.KeyStateMsg]]]:
@@ -127,39 +119,44 @@ def rollover(duo: Duo, client: NodeClient, zone: str, role: str, origin: str | N
         raise KeyFlowError(f"--role {role}: choose one of {', '.join(ROLLOVER_ROLES)}")
     enforcer_role = role.upper()
     origin = pick_origin(duo, origin)
-    with key_lock(duo):
+    with key_lock(duo, f"key rollover {zone}"):
+        finish_pending(duo, client)
         _check_pool_is_ours(duo, client, zone, enforcer_role)
         inception = int(time.time())
-        undo = Undo(client)
+        journal = Recorder(journal_path(duo), Journal("key rollover", zone, time.time()))
         try:
             [bundle] = share_keys(
                 duo, client, zone=zone, enforcer_roles=[enforcer_role], origin=origin,
-                inception=inception, undo=undo,
+                inception=inception, journal=journal,
             )  # fmt: skip
             pooled = P.KeyPoolAddRequest(
                 locator=bundle.locator, role=enforcer_role, algorithm=bundle.algorithm, bits=bundle.bits,
                 inception=inception,
             )  # fmt: skip
             for node in duo.nodes:
+                journal.will_make("pool", node, bundle.locator)
                 step("pool", node, client, P.KEY_POOL_ADD, pooled)
-                undo.pool.append((node, bundle.locator))
-        except DuoError:
-            undo.run()
+        except DuoError as exc:
+            _undo_or_keep(client, journal, exc)
             raise
         result = Rollover(zone, enforcer_role, bundle.locator, bundle.keytag, origin)
+        # The commit point: from here a killed run is finished forward (every node rolls to the
+        # successor that waits in its pool), never undone under an enforcer that took it.
+        journal.commit(role=enforcer_role, locator=bundle.locator)
         try:
             started = client.on_each(
                 duo.nodes, "rollover", P.KEY_ROLLOVER, P.KeyRolloverRequest(zone=zone, role=enforcer_role)
             )
         except PartlyDone as exc:
             if not exc.done:  # no enforcer took it: as if nothing happened
-                undo.run()
+                _undo_or_keep(client, journal, exc)
                 raise
             raise KeyFlowError(
                 f"{exc}. The successor {bundle.locator} waits in the pool of {', '.join(exc.failed)}: "
-                f"once fixed, run `ods-duo key rollover {zone} --role {role} --resume`"
+                "`ods-duo key resume` (or the next key command) rolls it in there once they answer"
             ) from exc
         result.started = {node: reply.at for node, reply in started.items()}
+        journal.close()
         _confirm(duo, client, zone, bundle.locator, list(duo.nodes))
     log.info(
         "zone %s: %s rollover to key %s (tag %d) started on %s, %.2f s apart",
@@ -168,12 +165,30 @@ def rollover(duo: Duo, client: NodeClient, zone: str, role: str, origin: str | N
     return result
 
 
+def _undo_or_keep(client: NodeClient, journal: Recorder, cause: DuoError) -> None:
+    """Undo what the journal says this run made; what cannot be undone now stays journalled."""
+    problems = undo_made(client, journal.journal.made)
+    if problems:
+        raise KeyFlowError(f"{cause}; not all of it could be undone yet ({'; '.join(problems)})") from cause
+    journal.close()
+
+
 def resume(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
     """Finish a rollover that started on some nodes only: the successor that one node's zone has
-    and another node's pool still holds is rolled in there."""
+    and another node's pool still holds is rolled in there. (The journal finishes one that this
+    version started; this also finds one that a run without a journal left.)"""
     zone = normalize_zone_name(zone)
     enforcer_role = role.upper()
-    with key_lock(duo):
+    with key_lock(duo, f"key rollover {zone} --resume"):
+        finished = finish_pending(duo, client)
+        if finished and finished.journal.command == "key rollover" and finished.journal.zone == zone:
+            locator = finished.journal.details["locator"]
+            keys = _zone_keys(duo, client, zone)
+            tag = next((k.keytag for ks in keys.values() for k in ks if k.locator == locator), 0)
+            result = Rollover(zone, enforcer_role, locator, tag, origin="")
+            result.started = dict.fromkeys(finished.nodes, time.time())
+            _confirm(duo, client, zone, locator, list(duo.nodes))
+            return result
         pools = {n: set(step("preflight", n, client, P.DB_SCHEMA).pool) for n in duo.nodes}
         keys = _zone_keys(duo, client, zone)
         taken = {k.locator: k for ks in keys.values() for k in ks if k.role == enforcer_role}
@@ -181,11 +196,9 @@ def resume(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
         if len(waiting) != 1:
             raise KeyFlowError(f"zone {zone}: no unfinished {enforcer_role} rollover to resume")
         [locator] = waiting
-        nodes = [n for n, pool in pools.items() if locator in pool]
         result = Rollover(zone, enforcer_role, locator, taken[locator].keytag, origin="")
-        request = P.KeyRolloverRequest(zone=zone, role=enforcer_role)
-        for node in nodes:
-            result.started[node] = step("rollover", node, client, P.KEY_ROLLOVER, request).at
+        nodes = roll_forward(duo, client, zone, enforcer_role, locator)
+        result.started = dict.fromkeys(nodes, time.time())
         _confirm(duo, client, zone, locator, nodes)
     log.info("zone %s: %s rollover to %s resumed on %s", zone, enforcer_role, locator, ", ".join(nodes))
     return result

@@ -99,7 +99,7 @@ def kek_handlers(token_of: Callable[[Holder], TokenRef]) -> list[Bound[Any, Any,
 
 def op_key_generate(duo: Duo, node: Node, req: P.KeyGenerateRequest) -> P.KeyGenerateReply:
     with node_token(node).session() as s:
-        key = keys.generate_keypair(s, req.algorithm, req.bits)
+        key = keys.generate_keypair(s, req.algorithm, req.bits, locator=req.locator)
         public = b64(keys.dnskey_public(s, key.locator))
         return P.KeyGenerateReply(locator=key.locator, bits=key.bits, public=public)
 

@@ -322,6 +322,7 @@ class KekUnwrapRequest(Message):
 class KeyGenerateRequest(Message):
     algorithm: Algorithm
     bits: Bits
+    locator: Locator  # chosen by the controller, so its journal names the key before it exists
 
 
 class KeyGenerateReply(Message):

@@ -48,7 +48,7 @@ class Fake(FakeNodes):
         self.on(P.DB_SCHEMA, lambda n, r: P.DbSchemaReply(schema_version=1, pool=list(self.pool[n])))
         self.on(P.KEY_STATES, self.key_states)
         self.on(P.KEY_GENERATE, lambda n, r: P.KeyGenerateReply(
-            locator="c0" * 16, bits=256, public=base64.b64encode(os.urandom(64)).decode()))  # fmt: skip
+            locator=r.locator, bits=256, public=base64.b64encode(os.urandom(64)).decode()))  # fmt: skip
         self.on(P.KEY_WRAP, lambda n, r: P.KeyWrapReply(wrapped="d3JhcHBlZA==", kek="f" * 32))
         self.on(P.KEY_UNWRAP, lambda n, r: P.KeyUnwrapReply(created=True, confirmed=True))
         self.on(P.BUNDLE_PUT, lambda n, r: P.DigestReply(digest=bundle_of(r.bundle).digest()))
@@ -109,7 +109,7 @@ def test_a_rollover_no_enforcer_took_is_undone_everywhere(duo: Duo) -> None:
 def test_a_rollover_started_on_one_node_keeps_the_successor_for_resume(duo: Duo) -> None:
     fake = Fake()
     fake.fail = {("b", P.KEY_ROLLOVER)}
-    with pytest.raises(KeyFlowError, match="--resume"):
+    with pytest.raises(KeyFlowError, match="key resume"):
         rollover(duo, fake.client, ZONE, "zsk")
     # a rolled: the successor must stay in b's pool and HSM, not be undone under a's feet.
     assert len(fake.pool["b"]) == 1
