@@ -9,7 +9,7 @@ import click
 from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
-from duo_ods.keys.flow import ROLE_CHOICES, create_key
+from duo_ods.keys.flow import ROLE_CHOICES, create_key, resume_pending
 from duo_ods.keys.kek import kek_init
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.keys.rollover import ROLLOVER_ROLES, mark_ds, rollover
@@ -42,6 +42,18 @@ def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -
         for k in created
     ]
     ctx.emit({"keys": [asdict(k) for k in created]}, "\n".join(lines))
+
+
+@key.command("resume")
+@pass_ctx
+def key_resume(ctx: Ctx) -> None:
+    """Finish (or undo) what a killed or failed key command left; every key command does it first too."""
+    finished = resume_pending(ctx.duo, ctx.client)
+    if finished is None:
+        ctx.emit({"finished": None}, "nothing to resume: no key command was left unfinished")
+        return
+    managed.sync_signed(ctx.duo, ctx.client)
+    ctx.emit({"finished": finished.message, "nodes": finished.nodes}, finished.message)
 
 
 @key.command("rollover")

@@ -285,6 +285,12 @@ def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
     return Finished(left, done, told)
 
 
+def resume_pending(duo: Duo, client: NodeClient) -> Finished | None:
+    """`ods-duo key resume`: under the key lock, finish or undo what a killed key command left."""
+    with key_lock(duo, "key resume"):
+        return finish_pending(duo, client)
+
+
 def create_key(
     duo: Duo, client: NodeClient, zone: str, role: str | None, origin: str | None
 ) -> list[CreatedKey]:

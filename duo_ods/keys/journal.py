@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from duo_ods import faults
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.render.engine import write_atomic
@@ -89,6 +90,7 @@ class Recorder:
 
     def _save(self) -> None:
         write_atomic(self.path, self.journal.to_json() + "\n", mode=0o600)
+        faults.point("journal")
 
     def will_make(self, kind: UndoKind, target: str, locator: str) -> None:
         self.journal.made.append(Made(kind, target, locator))

@@ -13,6 +13,7 @@ from typing import Any
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
+from duo_ods.keys.journal import key_lock
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 
@@ -47,6 +48,11 @@ def send_kek(client: NodeClient, sender: str, receiver: str, replace: bool = Fal
 
 
 def kek_init(duo: Duo, client: NodeClient, replace: bool = False) -> dict[str, Any]:
+    with key_lock(duo, "kek init"):
+        return _kek_init(duo, client, replace)
+
+
+def _kek_init(duo: Duo, client: NodeClient, replace: bool) -> dict[str, Any]:
     client.call("backup", P.BACKUP_INIT)
     status = kek_status(duo, client)
     have = [t for t, s in status.items() if s.has_kek]

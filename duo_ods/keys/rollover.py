@@ -211,6 +211,11 @@ DS_PATH = {"seen": {1, 2, 3}, "gone": {4, 5, 0}}
 def mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
     """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to both nodes at once."""
     zone = normalize_zone_name(zone)
+    with key_lock(duo, f"key ds-{action} {zone}"):
+        return _mark_ds(duo, client, zone, keytag, action)
+
+
+def _mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
     states: dict[str, int] = {}
     if action not in DS_PATH:
         raise KeyFlowError(f"DS action {action!r}: choose one of {', '.join(DS_PATH)}")

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from duo_ods import faults
 from duo_ods.config.resolve import Backup, Duo, Node
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol.client import describe
@@ -37,10 +38,13 @@ class Bound(Generic[Req, Rep, Target]):
             request = self.op.request.model_validate(payload)
         except ValidationError as exc:
             raise RequestError(f"{self.op.name}: bad request: {describe(exc)}") from None
+        faults.point("op", f"{self.op.name}:before")
         try:
-            return self.handler(duo, target, request)
+            reply = self.handler(duo, target, request)
         except ValidationError as exc:  # a bug on this side, but the caller still gets one line
             raise NodeError(f"{self.op.name}: the node could not build its reply: {describe(exc)}") from exc
+        faults.point("op", f"{self.op.name}:after")
+        return reply
 
 
 def bind(op: Op[Req, Rep], handler: Callable[[Duo, Target, Req], Rep]) -> Bound[Req, Rep, Target]:
