@@ -1,0 +1,42 @@
+"""A `key create` killed (SIGKILL) at step boundaries, in the controller and in a node's operation:
+after `key resume` the duo is consistent (tests/support/crash.py says what that means). CI runs a
+seeded sample of the kill points; bench/crash_sweep.py runs every one and writes its result file."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from tests.integration.conftest import Lab
+from tests.support.crash import KEY_CREATE_POINTS, ZONE_TEXT, key_create_at
+
+SEED = int(os.environ.get("ODS_DUO_CRASH_SEED", "20261129"))
+SAMPLE = sorted(random.Random(SEED).sample(KEY_CREATE_POINTS, 6))
+# the commit point, a lost node reply and the import split are always in the sample
+POINTS = sorted({*SAMPLE, "journal:7", "op:key-unwrap:after", "op:key-import:after"})
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab, tmp_path_factory) -> Lab:  # type: ignore[no-untyped-def]
+    lab = make_lab("127.0.0.230")
+    folder = tmp_path_factory.mktemp("zones")
+    for i, _ in enumerate(POINTS):
+        zone = f"crash{i}.test"
+        path = folder / zone
+        path.write_text(ZONE_TEXT.format(zone=zone))
+        lab.duo("zone", "add", zone, "--file", str(path))
+    return lab
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_key_create_killed_at_a_step_boundary_recovers(lab: Lab, point: str) -> None:
+    zone = f"crash{POINTS.index(point)}.test"
+    outcome = key_create_at(lab.config, ["a", "b"], zone, point)
+    assert outcome.killed_exit != 0, f"{point}: the fault point was never reached"
+    assert outcome.problems == [], f"{point}: {outcome}"
+    # Past the commit point the keys are finished forward; before it, undone and made anew.
+    assert outcome.keys in (0, 2)
+    if point == "journal:8" or point.startswith(("op:key-import:", "op:enforce:")):
+        assert outcome.keys == 2, f"{point}: the run was past its commit point, so it must be finished"

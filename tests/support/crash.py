@@ -1,0 +1,114 @@
+"""Kill points for `key create` and what must hold after recovery (the crash test and bench/crash_sweep.py).
+
+A kill point is an ODS_DUO_FAULT value (duo_ods/faults.py): the controller SIGKILLed right after
+its Nth journal record, or a node's operation SIGKILLed before or after its handler ran. After
+`ods-duo key resume`, the duo must be consistent: no enforcer uses a key that the other node's
+HSM or the backup lacks, no HSM holds an orphan (a key in no enforcer, no pool and no bundle),
+no zone has keys on one node only, and `backup verify` passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+# key create of a KSK+ZSK pair writes 8 journal records: begin; per role: hsm origin, hsm peer,
+# bundle; commit.
+JOURNAL_RECORDS = 8
+NODE_OPS = ("key-generate", "key-wrap", "key-unwrap", "bundle-put", "key-import", "enforce")
+KEY_CREATE_POINTS = [f"journal:{n}" for n in range(1, JOURNAL_RECORDS + 1)] + [
+    f"op:{op}:{when}" for op in NODE_OPS for when in ("before", "after")
+]
+
+ZONE_TEXT = """$ORIGIN {zone}.
+$TTL 300
+@ IN SOA ns1 hostmaster 2026112901 3600 600 864000 300
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+www IN A 192.0.2.80
+"""
+
+
+def run(
+    config: str, *args: str, fault: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ODS_DUO_FAULT"}
+    if fault:
+        env["ODS_DUO_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "duo_ods", "--config", config, *args],
+        capture_output=True, text=True, timeout=timeout, check=False, env=env,
+    )  # fmt: skip
+
+
+def op(config: str, target: str, name: str) -> dict[str, Any]:
+    proc = run(config, "node", "op", name, "--node", target)
+    reply: dict[str, Any] = json.loads(proc.stdout)
+    assert reply["ok"], reply
+    result: dict[str, Any] = reply["result"]
+    return result
+
+
+@dataclass
+class Outcome:
+    point: str
+    killed_exit: int
+    resume: str
+    keys: int  # keys of the zone in the enforcers after recovery
+    problems: list[str]
+
+
+def consistency(config: str, nodes: list[str]) -> list[str]:
+    """What is wrong with the duo's keys, HSMs and backup (empty: consistent)."""
+    problems = []
+    bundles = {b["locator"] for b in op(config, "backup", "bundle-list")["bundles"]}
+    used: dict[str, set[str]] = {}
+    for node in nodes:
+        used[node] = {k["locator"] for z in op(config, node, "key-states")["zones"] for k in z["keys"]}
+        pool = set(op(config, node, "db-schema")["pool"])
+        hsm = {k["locator"] for k in op(config, node, "hsm-list")["keys"] if k["object_class"] == "private"}
+        if orphans := hsm - used[node] - pool - bundles:
+            problems.append(f"node {node}: orphan keys in the HSM: {sorted(orphans)}")
+        if missing := used[node] - hsm:
+            problems.append(f"node {node}: the enforcer uses keys its HSM lacks: {sorted(missing)}")
+        if unbacked := used[node] - bundles:
+            problems.append(f"node {node}: keys without a backup bundle: {sorted(unbacked)}")
+    first, *rest = nodes
+    for node in rest:
+        if used[node] != used[first]:
+            problems.append(
+                f"nodes {first} and {node} use different keys: {sorted(used[first] ^ used[node])}"
+            )
+    verify = run(config, "backup", "verify")
+    if verify.returncode != 0:
+        problems.append(f"backup verify: {verify.stdout.strip()} {verify.stderr.strip()}")
+    return problems
+
+
+def key_create_at(config: str, nodes: list[str], zone: str, point: str) -> Outcome:
+    """key create killed at `point`, then key resume; what holds afterwards."""
+    killed = run(config, "key", "create", zone, fault=point)
+    resumed = run(config, "key", "resume")
+    if resumed.returncode != 0:
+        return Outcome(
+            point, killed.returncode, resumed.stderr.strip(), -1, [f"key resume failed: {resumed.stderr}"]
+        )
+    problems = consistency(config, nodes)
+    keys = {
+        k["locator"]
+        for z in op(config, nodes[0], "key-states")["zones"]
+        if z["zone"] == zone
+        for k in z["keys"]
+    }
+    if not keys:  # undone: a new key create must now work from a clean slate
+        again = run(config, "key", "create", zone)
+        if again.returncode != 0:
+            problems.append(f"key create after the undo failed: {again.stderr.strip()}")
+        problems += consistency(config, nodes)
+    elif len(keys) != 2:
+        problems.append(f"zone {zone} has {len(keys)} keys after recovery, not a KSK and a ZSK")
+    return Outcome(point, killed.returncode, resumed.stdout.strip(), len(keys), problems)
