@@ -6,6 +6,7 @@ comparing digests, so "the backup has it" means it is on disk and readable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,7 +70,9 @@ class BackupStore:
             raise BackupError(f"backup store {path}: cannot read: {exc.strerror}") from None
 
     def remove(self, locator: str) -> None:
-        self.path(locator).unlink(missing_ok=True)
+        """Idempotent: a bundle that is not there (nor its folder) is removed already."""
+        with contextlib.suppress(NotADirectoryError):  # no bundles folder, so no such bundle
+            self.path(locator).unlink(missing_ok=True)
 
     # --- snapshots: the duo's zones and enforcer key states, to rebuild nodes from -------
 
