@@ -26,6 +26,7 @@ class Ctx:
     json: bool
     verbose: bool
     _duo: Duo | None = field(default=None, repr=False)
+    _transport: Transport | None = field(default=None, repr=False)
 
     def find_config(self) -> Path:
         """--config, then $ODS_DUO_CONFIG, then a lab in ./lab, then /etc/ods-duo/duo.toml."""
@@ -46,7 +47,15 @@ class Ctx:
 
     @property
     def transport(self) -> Transport:
-        return transport_for(self.duo, verbose=self.verbose)
+        """One per command: its node agents live as long as the command."""
+        if self._transport is None:
+            self._transport = transport_for(self.duo, verbose=self.verbose)
+        return self._transport
+
+    def close(self) -> None:
+        """Stop the node agents this command started."""
+        if self._transport is not None:
+            self._transport.close()
 
     @property
     def client(self) -> NodeClient:

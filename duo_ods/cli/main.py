@@ -57,6 +57,7 @@ def cli(ctx: click.Context, config_path: Path | None, as_json: bool, verbose: bo
         stream=sys.stderr,
     )
     ctx.obj = Ctx(config_path=config_path, json=as_json, verbose=verbose)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from duo_ods.node.handlers import NODE_HANDLERS
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.fields import MAX_PAYLOAD, Message
 from duo_ods.protocol.ops import Rep
-from duo_ods.protocol.serve import dispatch, read_payload
+from duo_ods.protocol.serve import RequestError, dispatch, read_payload
 from duo_ods.transport.base import encode_reply
 from duo_ods.transport.forced import RefusedCommand, parse_request
 
@@ -43,6 +43,37 @@ def _run_operation(ctx: Ctx, operation: str, node_name: str) -> None:
         click.echo(encode_reply(error=exc))
         sys.exit(1)
     click.echo(encode_reply(result))
+
+
+def _serve(ctx: Ctx, node_name: str) -> None:
+    """Answer requests until the end of input: one JSON line in, one JSON reply line out."""
+    os.environ.pop("SOFTHSM2_CONF", None)  # see _run_operation
+    if node_name != "backup":
+        ctx.duo.node(node_name)  # an unknown node is an error before any request
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = read_payload(line)
+            if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+                raise RequestError('a request is {"op": NAME, "payload": {...}}')
+            result = dispatch(
+                ctx.duo, node_name, request["op"], request.get("payload", {}),
+                node_handlers=NODE_HANDLERS, backup_handlers=BACKUP_HANDLERS,
+            )  # fmt: skip
+            reply = encode_reply(result)
+        except DuoError as exc:
+            reply = encode_reply(error=exc)
+        sys.stdout.write(reply + "\n")
+        sys.stdout.flush()
+
+
+@node.command("serve", hidden=True)
+@click.option("--node", "node_name", required=True, help="a node name, or 'backup'")
+@pass_ctx
+def node_serve(ctx: Ctx, node_name: str) -> None:
+    """The node's agent: many operations over one pipe (JSON lines), until the end of input."""
+    _serve(ctx, node_name)
 
 
 @node.command("op", hidden=True)

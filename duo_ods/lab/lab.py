@@ -112,7 +112,11 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
     if not layout.config.exists():
         _write_config(layout, options)
     duo = load_config(layout.config)
-    client = NodeClient(transport_for(duo))
+    with NodeClient(transport_for(duo)) as client:  # its node agents stop with it
+        return _up(layout, duo, client)
+
+
+def _up(layout: LabLayout, duo: Duo, client: NodeClient) -> dict[str, Any]:
     actions: list[str] = []
     t = duo.config.transfer
     ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
@@ -154,7 +158,7 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
     for name, node in duo.nodes.items():
         pid = _start_watcher(layout, duo, name)
         actions.append(f"watcher for node {name} (pid {pid}) on {node.input_dir}")
-    result = status(lab_dir)
+    result = status(layout.dir)
     result["ds"] = ds_for_zone(duo, client, EXAMPLE_ZONE).ds
     result["already_running"] = already
     result["actions"] = actions
@@ -213,12 +217,12 @@ def down(lab_dir: Path) -> dict[str, Any]:
             stopped[state.parent.name] = daemons.stop_recorded(state)
         return {"lab_dir": str(layout.dir), "stopped": stopped, "secondaries": secondaries_stopped,
                 "watchers": watchers, "problems": problems}  # fmt: skip
-    client = NodeClient(transport_for(duo))
-    for name in duo.nodes:
-        try:
-            stopped[name] = client.call(name, P.STOP).daemons
-        except DuoError as exc:
-            problems.append(f"node {name}: {exc}")
+    with NodeClient(transport_for(duo)) as client:
+        for name in duo.nodes:
+            try:
+                stopped[name] = client.call(name, P.STOP).daemons
+            except DuoError as exc:
+                problems.append(f"node {name}: {exc}")
     # Whatever the transport could not stop, stop here by the recorded pids.
     for name, node in duo.nodes.items():
         if any(daemons.running(node, d) for d in daemons.DAEMONS):
@@ -270,7 +274,8 @@ def _node_status(duo: Duo, name: str) -> dict[str, Any]:
     }
     if entry["daemons"]["enforcerd"] is not None:
         try:
-            listed = NodeClient(transport_for(duo)).call(name, P.ZONE_LIST)
+            with NodeClient(transport_for(duo)) as client:
+                listed = client.call(name, P.ZONE_LIST)
             entry["zones"] = [z.model_dump(mode="json") for z in listed.zones]
         except DuoError as exc:
             entry["error"] = str(exc)

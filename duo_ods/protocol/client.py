@@ -44,6 +44,15 @@ class NodeClient:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def call(self, target: str, op: Op[Req, Rep], request: Req | None = None) -> Rep:
         if not op.runs_on(target):
             raise ValueError(f"operation {op.name} does not run on {target}")

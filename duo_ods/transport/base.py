@@ -18,6 +18,9 @@ Payload = dict[str, Any]
 class Transport(Protocol):
     def call(self, node: str, op: str, payload: Payload | None = None) -> Payload: ...
 
+    def close(self) -> None:
+        """Stop whatever the transport keeps running (its agents); calls after this start anew."""
+
 
 # Error kinds a node may report; anything else arrives as a TransportError.
 _KINDS: dict[str, type[errors.DuoError]] = {

@@ -1,19 +1,18 @@
-"""The local transport: each operation runs as `ods-duo node op` in a subprocess.
+"""The local transport: each node (and the backup store) answered by its own long-lived agent process.
 
-A subprocess per call, not an in-process call, because SoftHSM reads
-SOFTHSM2_CONF once per process: each node's HSM work needs its own process
-with its own environment.
+A process per node, not an in-process call, because SoftHSM reads SOFTHSM2_CONF once per
+process: each node's HSM work needs its own process with its own environment. One agent per
+node lives as long as this transport (a command, or a watcher), so a command pays Python's
+start-up once per node instead of once per operation.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-from duo_ods.errors import TransportError
-from duo_ods.transport.base import Payload, decode_reply
+from duo_ods.transport.agent import Agent, Agents
+from duo_ods.transport.base import Payload
 
 
 class LocalTransport:
@@ -21,24 +20,17 @@ class LocalTransport:
         self.config_path = config_path
         self.timeout = timeout
         self.verbose = verbose
+        self.agents = Agents(self._start)
 
-    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
+    def _start(self, node: str) -> Agent:
         argv = [sys.executable, "-m", "duo_ods", "--config", str(self.config_path)]
         if self.verbose:
             argv.append("-v")
-        argv += ["node", "op", op, "--node", node]
-        try:
-            proc = subprocess.run(
-                argv,
-                input=json.dumps(payload or {}),
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise TransportError(f"node {node}: {op} did not finish within {self.timeout:.0f} s") from None
-        if not proc.stdout.strip():
-            err = proc.stderr.strip().splitlines()
-            raise TransportError(f"node {node}: {op} failed: {err[-1] if err else f'exit {proc.returncode}'}")
-        return decode_reply(node, op, proc.stdout)
+        argv += ["node", "serve", "--node", node]
+        return Agent(node, argv, "local agent")
+
+    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
+        return self.agents.call(node, op, payload, self.timeout)
+
+    def close(self) -> None:
+        self.agents.close()

@@ -113,6 +113,9 @@ class SshTransport:
             raise TransportError(f"node {node}: {op}: cannot reach it ({self.where}): {last}")
         raise TransportError(f"node {node}: {op} failed ({self.where}): {last}")
 
+    def close(self) -> None:
+        """Nothing lives between calls (one ssh connection per operation)."""
+
 
 class RoutingTransport:
     """Each node through its own transport; the backup store and every other target stay local."""
@@ -125,3 +128,7 @@ class RoutingTransport:
 
     def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
         return self.remote.get(node, self.local).call(node, op, payload)
+
+    def close(self) -> None:
+        for transport in [self.local, *self.remote.values()]:
+            transport.close()

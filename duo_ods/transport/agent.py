@@ -1,0 +1,164 @@
+"""A long-lived agent per node: one `ods-duo node serve` process answers many requests over one pipe.
+
+Starting Python for every node operation cost 0.2-0.7 s an operation (a key pair for one zone on
+two nodes is 19 of them). An agent starts once per node for the length of a command (and for the
+whole life of a watcher), in the node's own environment (SoftHSM reads SOFTHSM2_CONF once per
+process: one agent per node and one for the backup store), and serves newline-delimited JSON:
+one request line {"op": NAME, "payload": {...}} in, one reply line out (transport.base's reply).
+
+Whatever carries the pipe (a local subprocess, OpenSSH to the node's forced command) is the
+caller's `argv`. An agent that dies or does not answer within the timeout is killed (by its pid)
+and the call fails with one line naming the node; the next call starts a new agent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import select
+import subprocess
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+from duo_ods.errors import TransportError
+from duo_ods.transport.base import Payload, decode_reply
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1 << 16
+REAP_TIMEOUT = 5.0
+STDERR_KEPT = 20
+
+
+class Agent:
+    """One running agent process and its pipes; one request at a time (a lock per agent)."""
+
+    def __init__(self, node: str, argv: list[str], where: str, env: dict[str, str] | None = None) -> None:
+        self.node = node
+        self.where = where
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        self.lock = threading.Lock()
+        self.buffer = b""
+        self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
+        threading.Thread(target=self._drain_stderr, daemon=True, name=f"agent-{node}-stderr").start()
+
+    def _drain_stderr(self) -> None:
+        """Keep the agent's log lines (it must never block on a full stderr pipe)."""
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self.stderr.append(line)
+                log.debug("agent %s: %s", self.node, line)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def last_words(self) -> str:
+        lines = [line for line in self.stderr if line.strip()]
+        return lines[-1] if lines else f"exit {self.proc.poll()}"
+
+    def _read_line(self, timeout: float) -> bytes | None:
+        """One reply line, or None when the agent closed its end; TimeoutError past `timeout`."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def request(self, op: str, payload: Payload | None, timeout: float) -> Payload:
+        assert self.proc.stdin is not None
+        line = json.dumps({"op": op, "payload": payload or {}}).encode() + b"\n"
+        try:
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.stop()
+            raise TransportError(
+                f"node {self.node}: {op} failed ({self.where}): {self.last_words()}"
+            ) from None
+        try:
+            reply = self._read_line(timeout)
+        except TimeoutError:
+            self.stop()
+            raise TransportError(
+                f"node {self.node}: {op} did not answer within {timeout:.0f} s ({self.where})"
+            ) from None
+        if reply is None:
+            self.stop()
+            raise TransportError(f"node {self.node}: {op} failed ({self.where}): {self.last_words()}")
+        return decode_reply(self.node, op, reply.decode())
+
+    def stop(self) -> None:
+        """Close its input (it exits on end of input), then kill it by its pid if it lingers."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):  # it died already
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=REAP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=REAP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("agent %s: pid %d did not exit after SIGKILL", self.node, self.proc.pid)
+
+
+class Agents:
+    """The agents of one transport, started on first use and reused; a dead one is replaced.
+
+    Closed by the transport's owner when done, and in any case when this process exits.
+    """
+
+    def __init__(self, start: Callable[[str], Agent]) -> None:
+        self._start = start
+        self._agents: dict[str, Agent] = {}
+        self._lock = threading.Lock()
+        _open.add(self)
+
+    def get(self, node: str) -> Agent:
+        with self._lock:
+            agent = self._agents.get(node)
+            if agent is None or not agent.alive:
+                agent = self._agents[node] = self._start(node)
+            return agent
+
+    def call(self, node: str, op: str, payload: Payload | None, timeout: float) -> Payload:
+        agent = self.get(node)
+        with agent.lock:
+            return agent.request(op, payload, timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            agents, self._agents = list(self._agents.values()), {}
+        for agent in agents:
+            agent.stop()
+
+
+_open: weakref.WeakSet[Agents] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for agents in list(_open):
+        agents.close()
