@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from duo_ods.config.durations import parse_duration
+from duo_ods.zones.check import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -271,6 +272,16 @@ class WatchConfig(_Model):
     remove_zones: bool = False
 
 
+class InputConfig(_Model):
+    """Limits on an input zone file (zone add, zone update and the watcher), checked before it is read."""
+
+    # The file with its $INCLUDEs; checked from the file's size before a byte is read or hashed.
+    max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    # Records in the zone, $GENERATE ranges counted before they expand (about 1.1 KB of memory each
+    # while the file is checked).
+    max_records: int = Field(default=DEFAULT_MAX_RECORDS, ge=1)
+
+
 class SerialConfig(_Model):
     """The nodes' SOA serials for a zone drift apart as each re-signs on its own schedule."""
 
@@ -291,6 +302,7 @@ class DuoConfig(_Model):
     transfer: TransferConfig = TransferConfig()
     key_origin: str | None = None  # node that makes keys for new zones (so two watchers never race)
     watch: WatchConfig = WatchConfig()
+    input: InputConfig = InputConfig()
     serials: SerialConfig = SerialConfig()
 
     @field_validator("nodes")
