@@ -79,6 +79,10 @@ _REWORDED = (
 )
 
 
+class InputVanished(ZoneFileError):
+    """The file was there a moment ago (a file event, a directory listing) and is gone now."""
+
+
 @dataclass(frozen=True)
 class CheckedZone:
     """A zone that passed every check, as text ready for the signer."""
@@ -211,7 +215,7 @@ def confined_path(path: Path, root: Path) -> Path:
     try:
         st = path.lstat()
     except FileNotFoundError:
-        raise _error(str(path), "no such file (it vanished before it could be read)") from None
+        raise InputVanished(f"{path}: no such file (it vanished before it could be read).") from None
     except OSError as e:
         raise _error(str(path), f"cannot read: {e.strerror}") from None
     if not stat.S_ISLNK(st.st_mode):
@@ -238,7 +242,7 @@ def _read_text(
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise _error(where, "no such file") from None
+        raise InputVanished(str(_error(where, "no such file"))) from None
     except OSError as e:
         if nofollow and stat.S_ISLNK(_lstat_mode(path)):
             raise _error(where, "became a symbolic link while it was read; refused") from None
