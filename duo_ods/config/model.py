@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from duo_ods.config.durations import parse_duration
-from duo_ods.zones.check import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
+from duo_ods.config.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # A TSIG key name: a DNS name of plain labels (letters, digits, '-', '_'), optional final dot. It goes

@@ -31,6 +31,7 @@ import dns.transaction
 import dns.ttl
 import dns.zonefile
 
+from duo_ods.config.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 from duo_ods.errors import ZoneFileError
 
 DnssecPolicy = Literal["refuse", "strip"]
@@ -55,12 +56,6 @@ _PRESENTATION_TYPES: frozenset[dns.rdatatype.RdataType] = frozenset(
 )  # fmt: skip
 
 _MAX_INCLUDE_DEPTH = 16
-# The defaults of the [input] config table (duo_ods.config.model.InputConfig).
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-# Checking holds every record in memory, about 1.1 KB each (measured with dnspython 2.9: 200,000 A
-# records took 220 MB): a million records is about 1.1 GB and a couple of minutes of checking, more
-# than most signed zones have and still a bound a signer host survives. Bigger zones raise it.
-DEFAULT_MAX_RECORDS = 1_000_000
 
 # Zone names become file and directory names on the nodes, so only plain hostname-like labels
 # (underscore allowed for service zones, no "/" as in some RFC 2317 names).
