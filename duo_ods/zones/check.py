@@ -597,7 +597,8 @@ class _Reader(dns.zonefile.Reader):
             raise _error(at, "includes itself (loop)")
         if len(self.saved) >= _MAX_INCLUDE_DEPTH:
             raise _error(at, f"includes nested more than {_MAX_INCLUDE_DEPTH} deep")
-        text, size = _read_text(resolved, at, str(path), self.budget, self.max_bytes)
+        # `resolved` has no links left: one swapped in since resolve() is not followed.
+        text, size = _read_text(resolved, at, str(path), self.budget, self.max_bytes, nofollow=True)
         self.budget -= size
 
         state = {attr: getattr(self, attr) for attr in _SAVED_STATE if hasattr(self, attr)}

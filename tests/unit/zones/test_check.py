@@ -849,3 +849,25 @@ def test_permission_denied_is_one_line(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ZoneFileError) as info:
         check_zone_file(path, "example.com")
     assert str(info.value) == f"{path}: cannot read: Permission denied."
+
+
+def test_include_swapped_for_a_symlink_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = outside_secret(tmp_path)
+    inc = write(tmp_path / "zone" / "hosts.inc", "a IN A 192.0.2.10")
+    main = write(tmp_path / "zone" / "example.com", *HEAD, "$INCLUDE hosts.inc")
+    real_open = os.open
+
+    def swap_then_open(target: object, flags: int, *args: int, **kwargs: object) -> int:
+        if str(target) == str(inc):
+            inc.unlink()
+            inc.symlink_to(secret)
+        return real_open(target, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(main, "example.com")
+    assert (
+        str(info.value) == f"{main}:5: $INCLUDE hosts.inc: became a symbolic link while it was read; refused."
+    )
