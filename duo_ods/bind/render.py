@@ -1,15 +1,76 @@
-"""named config for the secondaries: which signers each pulls from (failover or split), AXFR only."""
+"""named config for the secondaries: which signers each pulls from (failover or split), AXFR only.
+
+Every name and path that goes into the named config is checked here first, whatever checked it before
+(zone names come back from the nodes): a zone name or a key name may only be a plain DNS name, a path
+may hold no quote, backslash or control character, and a name in a comment is a plain word. So nothing
+a node or a config says can close a string or a statement and add its own; a bad one is refused in one
+line naming it, before anything is written.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from duo_ods.config.model import KEY_NAME_RE, NAME_RE
 from duo_ods.config.resolve import Duo, zone_file_name
-from duo_ods.errors import RenderError
+from duo_ods.errors import RenderError, ZoneFileError
 from duo_ods.proc import run
 from duo_ods.render.engine import render
+from duo_ods.zones.check import normalize_zone_name
+
+# What could end a quoted string in named.conf, escape in it, or start a new line.
+_UNSAFE_IN_STRING = re.compile(r'["\\\x00-\x1f\x7f]')
+MODES = ("failover", "split")
+
+
+def _refused(kind: str, value: str, why: str) -> RenderError:
+    return RenderError(f"{kind} {value!r} cannot go into a named config: {why}")
+
+
+def named_zone(zone: str) -> str:
+    """A zone name for `zone "NAME"`: the normalised name, or RenderError."""
+    try:
+        name = normalize_zone_name(zone)
+    except ZoneFileError as exc:
+        raise _refused("zone name", zone, "not a plain DNS name") from exc
+    return name
+
+
+def named_key_name(name: str) -> str:
+    if not KEY_NAME_RE.fullmatch(name):
+        raise _refused("key name", name, "not a plain DNS name (letters, digits, '-', '_' and dots)")
+    return name
+
+
+def named_path(kind: str, path: Path | str) -> str:
+    text = str(path)
+    if _UNSAFE_IN_STRING.search(text):
+        raise _refused(kind, text, "it holds a quote, a backslash or a control character")
+    return text
+
+
+def named_word(kind: str, word: str) -> str:
+    """A node or secondary name (it also lands in comments): what the config allows, nothing else."""
+    if not NAME_RE.fullmatch(word):
+        raise _refused(kind, word, "not a name of lowercase letters, digits and '-'")
+    return word
+
+
+def named_address(kind: str, address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise _refused(kind, address, "not an IP address") from None
+
+
+def named_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise _refused("mode", mode, f"not one of {', '.join(MODES)}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -37,14 +98,19 @@ def primaries_for(duo: Duo, secondary: str, mode: str) -> list[str]:
 
 
 def render_zones(duo: Duo, secondary: str, mode: str, zones: list[str]) -> str:
+    """The zone statements of one secondary; RenderError names the first name that is not safe there."""
     servers = [
-        ServerView(n, duo.nodes[n].address, duo.nodes[n].port) for n in primaries_for(duo, secondary, mode)
-    ]
-    views = [ZoneView(z, f"zones/{zone_file_name(z)}.db") for z in sorted(zones)]
+        ServerView(named_word("node name", n), named_address(f"node {n} address", duo.nodes[n].address),
+                   int(duo.nodes[n].port))
+        for n in primaries_for(duo, secondary, mode)
+    ]  # fmt: skip
+    names = sorted({named_zone(z) for z in zones})
+    views = [ZoneView(z, named_path(f"zone {z} file", f"zones/{zone_file_name(z)}.db")) for z in names]
     return render(
         "named-zones.conf.j2",
-        {"secondary": secondary, "mode": mode, "servers": servers, "zones": views,
-         "key_name": duo.config.transfer.key_name, "axfr_tsig": duo.config.transfer.axfr_tsig},
+        {"secondary": named_word("secondary name", secondary), "mode": named_mode(mode), "servers": servers,
+         "zones": views, "key_name": named_key_name(duo.config.transfer.key_name),
+         "axfr_tsig": duo.config.transfer.axfr_tsig},
     )  # fmt: skip
 
 
@@ -54,10 +120,14 @@ def render_named_conf(duo: Duo, secondary: str, directory: Path, key_file: Path,
     return render(
         "named.conf.j2",
         {
-            "secondary": secondary, "dir": str(directory), "address": config.address, "port": config.port,
-            "key_name": t.key_name, "key_file": str(key_file), "zones_file": str(zones_file),
-            "min_refresh": t.min_refresh, "max_refresh": t.max_refresh,
-            "min_retry": t.min_retry, "max_retry": t.max_retry,
+            "secondary": named_word("secondary name", secondary),
+            "dir": named_path(f"secondary {secondary} folder", directory),
+            "address": named_address(f"secondary {secondary} address", config.address),
+            "port": int(config.port), "key_name": named_key_name(t.key_name),
+            "key_file": named_path("transfer key file", key_file),
+            "zones_file": named_path(f"secondary {secondary} zones file", zones_file),
+            "min_refresh": int(t.min_refresh), "max_refresh": int(t.max_refresh),
+            "min_retry": int(t.min_retry), "max_retry": int(t.max_retry),
         },
     )  # fmt: skip
 
@@ -76,5 +146,6 @@ def check_zones_snippet(duo: Duo, snippet: str, key_file: Path) -> None:
         zones = Path(tmp) / "zones.conf"
         zones.write_text(snippet)
         conf = Path(tmp) / "named.conf"
-        conf.write_text(f'include "{key_file}";\ninclude "{zones}";\n')
+        key = named_path("transfer key file", key_file)
+        conf.write_text(f'include "{key}";\ninclude "{named_path("zones file", zones)}";\n')
         check_named_conf(conf)

@@ -12,6 +12,7 @@ import click
 
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
+from duo_ods.config.trust import require_found_config_trusted
 from duo_ods.errors import ConfigError
 from duo_ods.protocol.client import NodeClient
 from duo_ods.transport import Transport, transport_for
@@ -29,13 +30,18 @@ class Ctx:
     _transport: Transport | None = field(default=None, repr=False)
 
     def find_config(self) -> Path:
-        """--config, then $ODS_DUO_CONFIG, then a lab in ./lab, then /etc/ods-duo/duo.toml."""
+        """--config, then $ODS_DUO_CONFIG, then a lab in ./lab, then /etc/ods-duo/duo.toml.
+
+        One found without being named (./lab or /etc) is used only if it and its folder are owned by
+        root or the current user and writable by nobody else (duo_ods.config.trust); else one line.
+        """
         if self.config_path is not None:
             return self.config_path
         if env := os.environ.get("ODS_DUO_CONFIG"):
             return Path(env)
         for candidate in (DEFAULT_LAB_DIR / "duo.toml", SYSTEM_CONFIG):
             if candidate.exists():
+                require_found_config_trusted(candidate)
                 return candidate
         raise ConfigError("ods-duo", ["no config: give --config FILE or set ODS_DUO_CONFIG (or run lab up)"])
 

@@ -13,8 +13,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from duo_ods.config.durations import parse_duration
+from duo_ods.config.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# A TSIG key name: a DNS name of plain labels (letters, digits, '-', '_'), optional final dot. It goes
+# into named.conf and the signers' addns.xml as it is, so nothing else may be in it.
+_KEY_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+KEY_NAME_RE = re.compile(rf"(?=.{{1,254}}\Z){_KEY_LABEL}(?:\.{_KEY_LABEL})*\.?")
 
 # DNSSEC algorithm -> (key size ODS expects in <Algorithm length=...>, allowed sizes)
 ALGORITHMS: dict[int, tuple[int, tuple[int, ...]]] = {
@@ -39,6 +44,12 @@ def _name(value: str) -> str:
         raise ValueError(
             f"{value!r} is not a valid name (lowercase letters, digits, '-', starting with a letter)"
         )
+    return value
+
+
+def _key_name(value: str) -> str:
+    if not KEY_NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a key name (a DNS name: letters, digits, '-', '_' and dots)")
     return value
 
 
@@ -235,7 +246,7 @@ class TransferConfig(_Model):
     """Zone transfers from the signers: TSIG for every transfer and NOTIFY, AXFR only."""
 
     tsig_key_file: str = "secrets/duo-transfer.key"  # a BIND key statement, 0600; made when missing
-    key_name: str = "duo-transfer"
+    key_name: Annotated[str, AfterValidator(_key_name)] = "duo-transfer"
     algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
     # TSIG on the secondaries' AXFRs. Off by default: ods-signerd 2.1.12 signs a multi-message AXFR
     # in a way BIND 9.18 rejects ("expected a TSIG or SIG(0)"), so any zone larger than one message
@@ -271,6 +282,16 @@ class WatchConfig(_Model):
     remove_zones: bool = False
 
 
+class InputConfig(_Model):
+    """Limits on an input zone file (zone add, zone update and the watcher), checked before it is read."""
+
+    # The file with its $INCLUDEs; checked from the file's size before a byte is read or hashed.
+    max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    # Records in the zone, $GENERATE ranges counted before they expand (about 1.1 KB of memory each
+    # while the file is checked).
+    max_records: int = Field(default=DEFAULT_MAX_RECORDS, ge=1)
+
+
 class SerialConfig(_Model):
     """The nodes' SOA serials for a zone drift apart as each re-signs on its own schedule."""
 
@@ -291,6 +312,7 @@ class DuoConfig(_Model):
     transfer: TransferConfig = TransferConfig()
     key_origin: str | None = None  # node that makes keys for new zones (so two watchers never race)
     watch: WatchConfig = WatchConfig()
+    input: InputConfig = InputConfig()
     serials: SerialConfig = SerialConfig()
 
     @field_validator("nodes")

@@ -8,9 +8,15 @@ that did not change.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from duo_ods.errors import ZoneFileError
+from duo_ods.zones.check import InputVanished, confined_path
 
 Status = Literal["ok", "error", "kept"]
 
@@ -31,10 +37,44 @@ class Plan:
     update: dict[str, Path] = field(default_factory=dict)
     gone: list[str] = field(default_factory=list)  # file removed for a zone the node has
     conflicts: dict[str, list[Path]] = field(default_factory=dict)  # "x" and "x.zone" both present
+    refused: dict[str, tuple[Path, str]] = field(default_factory=dict)  # file unreadable: one-line reason
 
 
-def digest_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+_CHUNK = 1024 * 1024
+
+
+def digest_of(path: Path, input_dir: Path, max_bytes: int) -> str:
+    """sha256 of a file in the input directory, to tell a real change from a repeated event.
+
+    Raises ZoneFileError (one line naming the file) for what cannot be a zone file there: a symbolic
+    link out of the input directory (its target is never opened), something not a regular file, an
+    OSError on open or read; InputVanished when the file is gone. A file over `max_bytes` is not read:
+    its "digest" is its size and time, so the zone check refuses it once and not again until it changes.
+    """
+    target = confined_path(path, input_dir)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise InputVanished(f"{path}: no such file (it vanished before it could be read).") from None
+    except OSError as e:
+        raise ZoneFileError(f"{path}: cannot read: {e.strerror}.") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ZoneFileError(f"{path}: not a regular file.")
+        too_big = f"over {max_bytes} bytes: size {st.st_size}, changed {st.st_mtime_ns}"
+        if st.st_size > max_bytes:
+            return too_big
+        sha = hashlib.sha256()
+        left = max_bytes + 1  # one byte past the limit: the file may have grown since fstat()
+        while left > 0 and (chunk := os.read(fd, min(_CHUNK, left))):
+            sha.update(chunk)
+            left -= len(chunk)
+        return too_big if left == 0 else sha.hexdigest()
+    except OSError as e:
+        raise ZoneFileError(f"{path}: cannot read: {e.strerror}.") from None
+    finally:
+        os.close(fd)
 
 
 def plan(
@@ -43,16 +83,23 @@ def plan(
     state: dict[str, ZoneFileState],
     node_zones: set[str],
     zones: set[str],
+    *,
+    problems: Mapping[str, str] | None = None,
 ) -> Plan:
-    """For the `zones` that events (or a start-up scan) name: add, update, gone, or nothing.
+    """For the `zones` that events (or a start-up scan) name: add, update, gone, refused or nothing.
 
-    files: zone -> its candidate files in the input directory; digests: path -> sha256.
+    files: zone -> its candidate files in the input directory; digests: path -> sha256; problems:
+    path -> why it could not be read (such a zone is refused and keeps its last good data).
     """
     result = Plan()
+    problems = problems or {}
     for zone in sorted(zones):
         paths = files.get(zone, [])
         if len(paths) > 1:
             result.conflicts[zone] = paths
+            continue
+        if paths and str(paths[0]) in problems:
+            result.refused[zone] = (paths[0], problems[str(paths[0])])
             continue
         last = state.get(zone)
         if not paths:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +37,7 @@ from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
-from duo_ods.zones.check import CheckedZone, zone_name_from_filename
+from duo_ods.zones.check import CheckedZone, InputVanished, zone_name_from_filename
 from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import check_file, node_zones, update_checked
 
@@ -86,22 +87,50 @@ class Watcher:
     # --- looking at the input directory ------------------------------------------------------
 
     def _files(self) -> dict[str, list[Path]]:
+        """Zone files by zone. Folders are left out (they may hold $INCLUDE files); symbolic links,
+        FIFOs and the like are in, so that reading them is refused and reported."""
         files: dict[str, list[Path]] = {}
         for path in sorted(self.node.input_dir.iterdir()):
             zone = zone_name_from_filename(path.name)
-            if zone and path.is_file():
+            if zone and not _is_folder(path):
                 files.setdefault(zone, []).append(path)
         return files
+
+    def _digests(
+        self, files: dict[str, list[Path]], wanted: set[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Digests of the wanted zones' files, and a one-line problem for each file that cannot be read.
+
+        A zone whose file vanished since the listing drops out of `wanted` for this round: its delete
+        (or move) event comes after and decides then, from a listing without it.
+        """
+        digests: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        for zone in sorted(wanted):
+            for path in files.get(zone, []):
+                try:
+                    digests[str(path)] = digest_of(path, self.node.input_dir, self.duo.config.input.max_bytes)
+                except InputVanished as exc:
+                    self._vanished(zone, exc)
+                    wanted.discard(zone)
+                except ZoneFileError as exc:
+                    problems[str(path)] = str(exc)
+        return digests, problems
+
+    def _vanished(self, zone: str, exc: InputVanished) -> None:
+        log.warning("%s Zone %s is left as it is until the file's next event.", exc, zone)
 
     def reconcile(self, zones: Iterable[str] | None = None) -> Plan:
         """Bring the node in line with the files for `zones` (None: every file and every known zone)."""
         files = self._files()
         wanted = set(zones) if zones is not None else set(files) | set(self.state)
-        digests = {str(p): digest_of(p) for z in wanted for p in files.get(z, [])}
+        digests, problems = self._digests(files, wanted)
         listed = self.client.call(self.node.name, P.ZONE_LIST).zones
         have = {z.name for z in listed}
         self.node_inputs = {z.name: z.input_digest for z in listed}
-        todo = plan(files, digests, self.state, have, wanted)
+        todo = plan(files, digests, self.state, have, wanted, problems=problems)
+        for zone, (path, message) in todo.refused.items():
+            self._record(zone, "error", "", message, path)  # the last good data stays
         for zone, paths in todo.conflicts.items():
             self._record(
                 zone, "error", "", f"two files for one zone: {', '.join(p.name for p in paths)}", paths[0]
@@ -123,7 +152,10 @@ class Watcher:
 
     def _checked(self, zone: str, path: Path, digest: str) -> CheckedZone | None:
         try:
-            return check_file(self.duo, zone, path)
+            return check_file(self.duo, zone, path, input_dir=self.node.input_dir)
+        except InputVanished as exc:
+            self._vanished(zone, exc)
+            return None
         except ZoneFileError as exc:
             self._record(zone, "error", digest, str(exc), path)  # the last good data stays
             return None
@@ -242,12 +274,28 @@ class Watcher:
         finally:
             observer.stop()
             observer.join(timeout=10)
-            save_state(self.state_file, self.state)
+            self._safely(partial(save_state, self.state_file, self.state))
             log.info("watcher for node %s stopped", self.node.name)
 
     def _safely(self, action: Callable[[], object]) -> None:
-        """Errors while running are reported, and the watcher carries on (a node may be down a while)."""
+        """Errors while running are reported, and the watcher carries on (a node may be down a while,
+        the input directory may be unreadable for a while, the disk full)."""
         try:
             action()
         except DuoError as exc:
             log.error("node %s: %s", self.node.name, exc)
+        except OSError as exc:
+            log.error("node %s: %s", self.node.name, _os_error_text(exc))
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False  # gone or unreadable: reading it says which, in one line
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line: the file and what went wrong ("[Errno 2] ..." and a traceback tell an operator less)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {what}" if exc.filename is not None else what

@@ -11,6 +11,7 @@ relative to the working directory without limits, and does not remember on which
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import dns.exception
+import dns.grange
 import dns.name
 import dns.node
 import dns.rdata
@@ -29,6 +31,7 @@ import dns.transaction
 import dns.ttl
 import dns.zonefile
 
+from duo_ods.config.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 from duo_ods.errors import ZoneFileError
 
 DnssecPolicy = Literal["refuse", "strip"]
@@ -53,7 +56,6 @@ _PRESENTATION_TYPES: frozenset[dns.rdatatype.RdataType] = frozenset(
 )  # fmt: skip
 
 _MAX_INCLUDE_DEPTH = 16
-_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 # Zone names become file and directory names on the nodes, so only plain hostname-like labels
 # (underscore allowed for service zones, no "/" as in some RFC 2317 names).
@@ -70,6 +72,10 @@ _REWORDED = (
     (re.compile(r'^expected EOL or EOF, got \d+ "(.*)"$'), r'unexpected "\1" where the record should end'),
     (re.compile(r"^Missing default TTL value$"), "no TTL here and no $TTL or SOA before it to take one from"),
 )
+
+
+class InputVanished(ZoneFileError):
+    """The file was there a moment ago (a file event, a directory listing) and is gone now."""
 
 
 @dataclass(frozen=True)
@@ -134,17 +140,23 @@ def check_zone_file(
     *,
     include_root: Path | None = None,
     dnssec_records: DnssecPolicy = "refuse",
-    max_bytes: int = _DEFAULT_MAX_BYTES,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    confine_to: Path | None = None,
 ) -> CheckedZone:
     """Check the zone file at `path` for `zone`; raise ZoneFileError (message starts FILE:LINE:) if bad.
 
     $INCLUDE is allowed for files inside `include_root` (default: the file's directory); relative include
     paths are taken relative to it, as BIND takes them relative to its directory. `max_bytes` bounds the
-    file and its includes together.
+    file and its includes together, `max_records` the records they hold ($GENERATE counted before it
+    expands). With `confine_to` (a watched input directory) `path` may be a symbolic link only to a file
+    inside that directory; one pointing elsewhere is refused without opening its target.
     """
     name = normalize_zone_name(zone)
     source = str(path)
-    text, size = _read_text(path, source, source, max_bytes, max_bytes)
+    if confine_to is not None:
+        path = confined_path(path, confine_to)
+    text, size = _read_text(path, source, source, max_bytes, max_bytes, nofollow=confine_to is not None)
     root = include_root if include_root is not None else path.parent
     return _check(
         text,
@@ -154,6 +166,7 @@ def check_zone_file(
         policy=dnssec_records,
         budget=max_bytes - size,
         max_bytes=max_bytes,
+        max_records=max_records,
         self_path=path.resolve(),
     )
 
@@ -165,6 +178,7 @@ def check_zone_text(
     source: str,
     include_root: Path | None = None,
     dnssec_records: DnssecPolicy = "refuse",
+    max_records: int = DEFAULT_MAX_RECORDS,
 ) -> CheckedZone:
     """The checks of check_zone_file on text; `source` names it in errors. $INCLUDE needs include_root."""
     name = normalize_zone_name(zone)
@@ -176,8 +190,9 @@ def check_zone_text(
         source=source,
         include_root=include_root,
         policy=dnssec_records,
-        budget=_DEFAULT_MAX_BYTES,
-        max_bytes=_DEFAULT_MAX_BYTES,
+        budget=DEFAULT_MAX_BYTES,
+        max_bytes=DEFAULT_MAX_BYTES,
+        max_records=max_records,
         self_path=None,
     )
 
@@ -185,29 +200,61 @@ def check_zone_text(
 # --- reading files ------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, where: str, display: str, limit: int, max_bytes: int) -> tuple[str, int]:
-    """Read a zone file as text and return it with its size in bytes.
+def confined_path(path: Path, root: Path) -> Path:
+    """What to open for `path`, a file in the watched input directory `root`.
 
-    Problems with the file itself are reported at `where` (the file, or the $INCLUDE line naming it);
-    problems inside it (encoding) at `display`:LINE.
+    A symbolic link counts only when its target resolves inside `root`; then its target is returned
+    (to be opened without following links, so a link swapped in after this check fails to open). A
+    link pointing anywhere else is refused here, before its target is opened or read.
     """
     try:
-        st = path.stat()
+        st = path.lstat()
     except FileNotFoundError:
-        raise _error(where, "no such file") from None
+        raise InputVanished(f"{path}: no such file (it vanished before it could be read).") from None
     except OSError as e:
-        raise _error(where, f"cannot read: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _error(where, "not a regular file")
+        raise _error(str(path), f"cannot read: {e.strerror}") from None
+    if not stat.S_ISLNK(st.st_mode):
+        return path
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(root.resolve()):
+        raise _error(str(path), "symbolic link to a file outside the input directory; refused")
+    return target
+
+
+def _read_text(
+    path: Path, where: str, display: str, limit: int, max_bytes: int, *, nofollow: bool = False
+) -> tuple[str, int]:
+    """Read a zone file as text and return it with its size in bytes.
+
+    The size is checked on the open file before anything is read, and at most one byte past the limit
+    is read (the file may grow meanwhile). O_NONBLOCK keeps a FIFO named like a zone from hanging the
+    open; `nofollow` refuses a symbolic link in the last component. Problems with the file itself are
+    reported at `where` (the file, or the $INCLUDE line naming it); problems inside it (encoding) at
+    `display`:LINE.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
     too_big = _error(where, f"bigger than the limit of {max_bytes} bytes (zone file with its includes)")
-    if st.st_size > limit:
-        raise too_big
     try:
-        with path.open("rb") as f:
-            # Read one byte past the limit: the file may have grown since stat().
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise InputVanished(str(_error(where, "no such file"))) from None
+    except OSError as e:
+        if nofollow and stat.S_ISLNK(_lstat_mode(path)):
+            raise _error(where, "became a symbolic link while it was read; refused") from None
+        raise _error(where, f"cannot read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _error(where, "not a regular file")
+        if st.st_size > limit:
+            raise too_big
+        with open(fd, "rb", closefd=False) as f:
+            # Read one byte past the limit: the file may have grown since fstat().
             data = f.read(limit + 1)
     except OSError as e:
         raise _error(where, f"cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise too_big
     try:
@@ -217,6 +264,13 @@ def _read_text(path: Path, where: str, display: str, limit: int, max_bytes: int)
         raise _error(f"{display}:{line}", f"not UTF-8 text (byte 0x{data[e.start]:02x})") from None
     _check_text_chars(text, display)
     return text, len(data)
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
 
 
 def _check_text_chars(text: str, display: str) -> None:
@@ -284,10 +338,12 @@ class _Collector:
     """Receives each RR as it is read and applies the per-record rules right away, so the first problem
     in file order is the one reported."""
 
-    def __init__(self, apex: dns.name.Name, zone: str, policy: DnssecPolicy) -> None:
+    def __init__(self, apex: dns.name.Name, zone: str, policy: DnssecPolicy, max_records: int) -> None:
         self.apex = apex
         self.zone = zone
         self.policy = policy
+        self.max_records = max_records
+        self.read = 0  # records read so far, repeats and stripped ones included
         self.where = ("", 0)  # file and line of the record being read, set by the reader
         self.rrs: list[_RR] = []
         self.soa: _RR | None = None
@@ -314,7 +370,13 @@ class _Collector:
             first = f"{self.soa.file}:{self.soa.line}"
             raise self.fail(f"second SOA for zone {self.zone} (the first is at {first})")
 
+    def over_limit(self, more: int) -> bool:
+        return self.read + more > self.max_records
+
     def add(self, name: dns.name.Name, ttl: int, rdata: dns.rdata.Rdata) -> None:
+        if self.over_limit(1):
+            raise self.fail(f"more than {self.max_records} records (the [input] max_records limit)")
+        self.read += 1
         rdtype = rdata.rdtype
         self._check_owner(name, rdtype)
         if rdtype in _SIGNER_TYPES:
@@ -480,9 +542,31 @@ class _Reader(dns.zonefile.Reader):
             self._include()
         elif directive == "$GENERATE":
             self.collector.where = self.where()  # every generated RR is on the $GENERATE line
+            self._count_generate()
             self._generate_line()  # type: ignore[no-untyped-call]
         else:
             raise self.error(f"unknown directive {directive}")
+
+    def _count_generate(self) -> None:
+        """Refuse a $GENERATE whose range would take the zone past max_records, before it expands
+        (`$GENERATE 0-4294967295 ...` is a 4-billion-record line). A range dnspython cannot read is left
+        for it to report."""
+        token = self.tok.get()
+        self.tok.unget(token)
+        if not token.is_identifier():
+            return
+        try:
+            start, stop, step = dns.grange.from_text(token.value)
+            count = len(range(start, stop + 1, step))
+        except (dns.exception.DNSException, ValueError, AssertionError):
+            return
+        collector = self.collector
+        if collector.over_limit(count):
+            before = f" on top of the {collector.read} before it" if collector.read else ""
+            raise self.error(
+                f"$GENERATE {token.value} makes {count} records{before}, more than the limit of "
+                f"{collector.max_records} (the [input] max_records limit)"
+            )
 
     def _include(self) -> None:
         file, line = self.where()
@@ -513,7 +597,8 @@ class _Reader(dns.zonefile.Reader):
             raise _error(at, "includes itself (loop)")
         if len(self.saved) >= _MAX_INCLUDE_DEPTH:
             raise _error(at, f"includes nested more than {_MAX_INCLUDE_DEPTH} deep")
-        text, size = _read_text(resolved, at, str(path), self.budget, self.max_bytes)
+        # `resolved` has no links left: one swapped in since resolve() is not followed.
+        text, size = _read_text(resolved, at, str(path), self.budget, self.max_bytes, nofollow=True)
         self.budget -= size
 
         state = {attr: getattr(self, attr) for attr in _SAVED_STATE if hasattr(self, attr)}
@@ -549,12 +634,13 @@ def _check(
     policy: DnssecPolicy,
     budget: int,
     max_bytes: int,
+    max_records: int,
     self_path: Path | None,
 ) -> CheckedZone:
     if policy not in ("refuse", "strip"):
         raise ValueError(f"dnssec_records must be 'refuse' or 'strip', not {policy!r}")
     apex = dns.name.root if zone == "." else dns.name.from_text(zone + ".")
-    collector = _Collector(apex, zone, policy)
+    collector = _Collector(apex, zone, policy, max_records)
     reader = _Reader(
         _LineTokenizer(text, source),
         collector,

@@ -81,13 +81,18 @@ def update_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> dict[str
     return update_checked(duo, client, check_file(duo, normalize_zone_name(zone), file), list(duo.nodes))
 
 
-def check_file(duo: Duo, zone: str, file: Path) -> CheckedZone:
-    """The input checks every path applies (CLI and watcher): $INCLUDE confined to the file's folder."""
+def check_file(duo: Duo, zone: str, file: Path, *, input_dir: Path | None = None) -> CheckedZone:
+    """The input checks every path applies (CLI and watcher): $INCLUDE confined to the file's folder,
+    the [input] limits. A file in a watched `input_dir` may be a symbolic link only to a file inside it;
+    a file named on the command line is the operator's choice, link or not."""
     return check_zone_file(
         file,
         zone,
-        include_root=file.resolve().parent,
+        include_root=input_dir if input_dir is not None else file.resolve().parent,
         dnssec_records=duo.config.policy.dnssec_records_in_input,
+        max_bytes=duo.config.input.max_bytes,
+        max_records=duo.config.input.max_records,
+        confine_to=input_dir,
     )
 
 

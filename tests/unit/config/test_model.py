@@ -147,3 +147,13 @@ def test_layout_is_checked() -> None:
     assert any(
         "layout" in p for p in problems(GOOD.replace('token_label = "A"', 'token_label = "A"\nlayout = "x"'))
     )
+
+
+def test_input_limits_default_and_configurable() -> None:
+    config = parse_config(GOOD, "duo.toml")
+    assert (config.input.max_bytes, config.input.max_records) == (512 * 1024 * 1024, 1_000_000)
+    config = parse_config(GOOD + "[input]\nmax_records = 5000\nmax_bytes = 1048576\n", "duo.toml")
+    assert (config.input.max_bytes, config.input.max_records) == (1_048_576, 5000)
+    assert problems(GOOD + "[input]\nmax_records = 0\n") == [
+        "[input.max_records] Input should be greater than or equal to 1"
+    ]

@@ -69,3 +69,12 @@ def test_debouncer_makes_progress_in_an_endless_stream() -> None:
         if batch := d.ready(now):
             batches.append(batch)
     assert batches and len(batches[0]) >= 19
+
+
+def test_unreadable_file_is_refused_not_gone() -> None:
+    """A file that cannot be read (a link out of the folder, permission denied) is not a removed file:
+    the zone is refused and keeps its last good data."""
+    state = {"a.test": ZoneFileState("d-a", "ok")}
+    result = plan({"a.test": [A]}, {}, state, {"a.test"}, {"a.test"}, problems={str(A): "a.test: refused."})
+    assert result.refused == {"a.test": (A, "a.test: refused.")}
+    assert (result.add, result.update, result.gone) == ({}, {}, [])

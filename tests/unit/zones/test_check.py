@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import dns.rdatatype
 import dns.zone
+import dns.zonefile
 import pytest
 
 from duo_ods.errors import ZoneFileError
@@ -660,3 +662,212 @@ def test_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(ZoneFileError) as info:
         check_zone_file(Path("example.com"), "example.com")
     assert str(info.value) == "example.com:5: www.example.org. is outside zone example.com."
+
+
+# --- input limits ---------------------------------------------------------------------------------------
+
+BOMB = "$GENERATE 0-4294967295 host$ IN A 192.0.2.1"
+
+
+def test_generate_bomb_refused_before_it_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few hundred bytes asking for 4 billion records: one error naming its line, nothing generated."""
+    path = write(tmp_path / "example.com", *HEAD, BOMB)
+    assert path.stat().st_size < 226
+    made: list[object] = []
+    real = dns.zonefile._generate_text
+
+    def counting(template: str, counter: int) -> str:
+        made.append(counter)
+        return real(template, counter)
+
+    monkeypatch.setattr(dns.zonefile, "_generate_text", counting)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(path, "example.com")
+    assert str(info.value) == (
+        f"{path}:5: $GENERATE 0-4294967295 makes 4294967296 records on top of the 3 before it, "
+        "more than the limit of 1000000 (the [input] max_records limit)."
+    )
+    assert made == []
+
+
+def test_generate_counts_its_step() -> None:
+    assert check(*HEAD, "$GENERATE 0-9/2 h$ IN A 192.0.2.1", max_records=8).records == 8
+    message = refused(*HEAD, "$GENERATE 0-10/2 h$ IN A 192.0.2.1", max_records=8)
+    assert message == (
+        f"{SRC}:5: $GENERATE 0-10/2 makes 6 records on top of the 3 before it, "
+        "more than the limit of 8 (the [input] max_records limit)."
+    )
+
+
+def test_generate_within_limit_expands() -> None:
+    assert check(*HEAD, "$GENERATE 1-100 h$ IN A 192.0.2.1", max_records=103).records == 103
+
+
+def test_generate_bad_range_is_still_dnspythons_error() -> None:
+    assert refused(*HEAD, "$GENERATE 9-1 h$ IN A 192.0.2.1", max_records=5) == f"{SRC}:5: syntax error."
+
+
+def test_plain_records_count_against_the_limit() -> None:
+    lines = [f"h{i} IN A 192.0.2.1" for i in range(3)]
+    assert check(*HEAD, *lines, max_records=6).records == 6
+    assert refused(*HEAD, *lines, max_records=5) == (
+        f"{SRC}:7: more than 5 records (the [input] max_records limit)."
+    )
+
+
+def test_records_in_includes_count_too(tmp_path: Path) -> None:
+    write(tmp_path / "hosts.inc", "$GENERATE 1-5 h$ IN A 192.0.2.1")
+    main = write(tmp_path / "example.com", *HEAD, "$INCLUDE hosts.inc", "www IN A 192.0.2.2")
+    assert check_zone_file(main, "example.com", max_records=9).records == 9
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(main, "example.com", max_records=8)
+    assert str(info.value) == f"{main}:6: more than 8 records (the [input] max_records limit)."
+
+
+def test_size_checked_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file over the limit is refused from its size alone: it is never opened for reading."""
+    path = write(tmp_path / "example.com", *HEAD)
+    reads: list[object] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        reads.append(args)
+        return open(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("duo_ods.zones.check.open", spy, raising=False)
+    assert check_zone_file(path, "example.com").records == 3
+    assert len(reads) == 1  # the spy sees reads
+    reads.clear()
+    with pytest.raises(ZoneFileError, match="bigger than the limit of 10 bytes"):
+        check_zone_file(path, "example.com", max_bytes=10)
+    assert reads == []
+
+
+def test_fifo_named_like_a_zone_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "example.com"
+    os.mkfifo(fifo)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(fifo, "example.com")
+    assert str(info.value) == f"{fifo}: not a regular file."
+
+
+MARKER = "SECRET-MARKER-4f1c"
+
+
+def outside_secret(tmp_path: Path) -> Path:
+    secret = tmp_path / "outside" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text(zone(*HEAD, f'txt IN TXT "{MARKER}"'))
+    return secret
+
+
+def test_symlink_out_of_confined_dir_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = outside_secret(tmp_path)
+    inbox = tmp_path / "input"
+    inbox.mkdir()
+    link = inbox / "example.com"
+    link.symlink_to(secret)
+    opened: list[str] = []
+    real_open = os.open
+
+    def watch_open(path: object, flags: int, *args: int, **kwargs: object) -> int:
+        opened.append(str(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", watch_open)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(link, "example.com", confine_to=inbox)
+    message = str(info.value)
+    assert message == f"{link}: symbolic link to a file outside the input directory; refused."
+    assert MARKER not in message and "\n" not in message
+    assert str(secret) not in opened
+
+
+def test_symlink_inside_confined_dir_followed(tmp_path: Path) -> None:
+    inbox = tmp_path / "input"
+    (inbox / "real").mkdir(parents=True)
+    target = write(inbox / "real" / "example.com.db", *HEAD)
+    link = inbox / "example.com"
+    link.symlink_to(target)
+    assert check_zone_file(link, "example.com", confine_to=inbox).records == 3
+
+
+def test_symlink_through_dotdot_out_of_dir_refused(tmp_path: Path) -> None:
+    secret = outside_secret(tmp_path)
+    inbox = tmp_path / "input"
+    inbox.mkdir()
+    link = inbox / "example.com"
+    link.symlink_to(Path("..") / secret.parent.name / secret.name)
+    with pytest.raises(ZoneFileError, match="outside the input directory; refused"):
+        check_zone_file(link, "example.com", confine_to=inbox)
+
+
+def test_symlink_given_explicitly_is_the_operators_choice(tmp_path: Path) -> None:
+    """`zone add --file LINK`: no input directory to confine to; the operator named the file."""
+    secret = outside_secret(tmp_path)
+    link = tmp_path / "example.com"
+    link.symlink_to(secret)
+    assert check_zone_file(link, "example.com").records == 4
+
+
+def test_confined_file_swapped_for_a_symlink_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the open are apart: a link swapped in between fails to open (O_NOFOLLOW)."""
+    secret = outside_secret(tmp_path)
+    inbox = tmp_path / "input"
+    inbox.mkdir()
+    path = write(inbox / "example.com", *HEAD)
+    real_open = os.open
+
+    def swap_then_open(target: object, flags: int, *args: int, **kwargs: object) -> int:
+        if str(target) == str(path):
+            path.unlink()
+            path.symlink_to(secret)
+        return real_open(target, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(path, "example.com", confine_to=inbox)
+    assert str(info.value) == f"{path}: became a symbolic link while it was read; refused."
+
+
+def test_confined_file_that_vanished(tmp_path: Path) -> None:
+    inbox = tmp_path / "input"
+    inbox.mkdir()
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(inbox / "example.com", "example.com", confine_to=inbox)
+    assert str(info.value) == f"{inbox / 'example.com'}: no such file (it vanished before it could be read)."
+
+
+def test_permission_denied_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "example.com", *HEAD)
+
+    def denied(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(path, "example.com")
+    assert str(info.value) == f"{path}: cannot read: Permission denied."
+
+
+def test_include_swapped_for_a_symlink_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = outside_secret(tmp_path)
+    inc = write(tmp_path / "zone" / "hosts.inc", "a IN A 192.0.2.10")
+    main = write(tmp_path / "zone" / "example.com", *HEAD, "$INCLUDE hosts.inc")
+    real_open = os.open
+
+    def swap_then_open(target: object, flags: int, *args: int, **kwargs: object) -> int:
+        if str(target) == str(inc):
+            inc.unlink()
+            inc.symlink_to(secret)
+        return real_open(target, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.raises(ZoneFileError) as info:
+        check_zone_file(main, "example.com")
+    assert (
+        str(info.value) == f"{main}:5: $INCLUDE hosts.inc: became a symbolic link while it was read; refused."
+    )

@@ -98,3 +98,26 @@ def test_remove(duo: Duo, tmp_path: Path) -> None:
         remove_zone(duo, fake.client, "example.test")
     add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
     assert remove_zone(duo, fake.client, "example.test") == {"a": True, "b": True}
+
+
+def test_add_applies_the_configured_record_limit(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(CONFIG + "[input]\nmax_records = 4\n")
+    duo = load_config(tmp_path / "duo.toml")
+    bomb = tmp_path / "example.test"
+    bomb.write_text(ZONE + "$GENERATE 1-2 h$ IN A 192.0.2.1\n")
+    fake = FakeTransport()
+    with pytest.raises(ZoneFileError) as info:
+        add_zone(duo, fake.client, "example.test", bomb)
+    assert str(info.value) == (
+        f"{bomb}:6: $GENERATE 1-2 makes 2 records on top of the 3 before it, "
+        "more than the limit of 4 (the [input] max_records limit)."
+    )
+    assert fake.calls == []
+
+
+def test_add_applies_the_configured_size_limit(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(CONFIG + "[input]\nmax_bytes = 20\n")
+    duo = load_config(tmp_path / "duo.toml")
+    (tmp_path / "example.test").write_text(ZONE)
+    with pytest.raises(ZoneFileError, match="bigger than the limit of 20 bytes"):
+        add_zone(duo, FakeTransport().client, "example.test", tmp_path / "example.test")
