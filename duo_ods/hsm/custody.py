@@ -30,6 +30,7 @@ from duo_ods.hsm._p11 import (
     CKA_PRIVATE,
     CKA_SENSITIVE,
     CKA_SIGN,
+    CKA_TOKEN,
     CKA_TRUSTED,
     CKA_UNWRAP,
     CKA_UNWRAP_TEMPLATE,
@@ -107,6 +108,8 @@ def _role(object_class: str, label: str, cka_id: bytes, kek_label: str, trusted:
 
 
 def _read(session: Session, handle: Handle, kek_label: str) -> ObjectCustody | None:
+    if session.get_bool(handle, CKA_TOKEN) is not True:
+        return None  # a session object: gone when its session ends, not part of the token
     class_code = session.get_int(handle, CKA_CLASS)
     object_class = _CLASSES.get(class_code if class_code is not None else -1)
     if object_class is None:
@@ -146,7 +149,7 @@ def _read(session: Session, handle: Handle, kek_label: str) -> ObjectCustody | N
 
 
 def custody_report(session: Session, kek_label: str) -> list[ObjectCustody]:
-    """Every private, secret and public key object the session can see, with its custody attributes."""
+    """Every private, secret and public key token object the session can see, with its custody attributes."""
     report: list[ObjectCustody] = []
     for object_class in (CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY):
         for handle in session.find([(CKA_CLASS, object_class)]):

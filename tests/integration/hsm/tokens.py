@@ -44,22 +44,24 @@ def so_session(label: str) -> AbstractContextManager[Session]:
     return open_so_session(MODULE, label, SO_PIN)
 
 
-def pin_transport_key(receiver: str, *, holder: bool = False, transport: str = TRANSPORT) -> str:
+def pin_transport_key(
+    receiver: str, *, holder: bool = False, transport: str = TRANSPORT, holder_token: str = HOLDER
+) -> str:
     """The receiver makes a transport key; the holder's SO pins it after "confirming" its
     fingerprint (read here from the receiving token itself, as an operator would compare it).
     Returns the trusted key's label in the holder token."""
     with session(receiver) as r:
         spki = kek.make_transport_key(r, transport, holder=holder)
     trusted = f"pin-{receiver}-{transport}"
-    with so_session(HOLDER) as so:
+    with so_session(holder_token) as so:
         kek.import_trusted_transport_key(so, trusted, spki, kek.spki_fingerprint(spki))
     return trusted
 
 
-def hand_over_kek(receiver: str, kek_label: str = KEK, **unwrap: bool) -> str:
+def hand_over_kek(receiver: str, kek_label: str = KEK, holder_token: str = HOLDER, **unwrap: bool) -> str:
     """The holder's KEK into `receiver` through a pinned one-time transport key; its fingerprint."""
-    trusted = pin_transport_key(receiver)
-    with session(HOLDER) as bk, session(receiver) as r:
+    trusted = pin_transport_key(receiver, holder_token=holder_token)
+    with session(holder_token) as bk, session(receiver) as r:
         blob = kek.wrap_kek_to_trusted(bk, kek_label, trusted)
         kek.unwrap_kek(r, blob, TRANSPORT, kek_label, **unwrap)
         kek.delete_transport_key(r, TRANSPORT)
