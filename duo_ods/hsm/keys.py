@@ -8,9 +8,18 @@ CKA_VERIFY (no ENCRYPT/WRAP). ODS finds a key by CKO_PRIVATE_KEY + CKA_ID and th
 the CKO_PUBLIC_KEY with the same CKA_ID, from which it reads the DNSKEY (for ECDSA
 and EdDSA it needs the public object: the private one has no point).
 
-The one difference: CKA_EXTRACTABLE is true (what ODS does with <AllowExtraction/>),
-so the private key can be wrapped under the duo's KEK. It stays CKA_SENSITIVE, so
-it only ever leaves the token wrapped.
+Custody (DESIGN invariant 2; docs/security.md): the token enforces it, not only this code.
+- A key made here (the origin's copy) is CKA_SENSITIVE and CKA_EXTRACTABLE only for the copy
+  window: until the peers and the backup confirmed their copies, then `seal_key` turns
+  CKA_EXTRACTABLE off for good (PKCS#11 allows true -> false only). Within the window anyone
+  with the user PIN could wrap it under a key of their own: `wrap_private(..., seal=True)`
+  closes the window at the wrap itself.
+- A copy unwrapped here (peer, backup) is sensitive, never extractable, not copyable and not
+  modifiable from birth. The KEK's CKA_UNWRAP_TEMPLATE makes the token insist on that.
+- Every key is CKA_COPYABLE false (C_CopyObject refused) and CKA_DERIVE false.
+SoftHSM 2.6.1 refuses CKA_WRAP_WITH_TRUSTED after creation and CKA_TRUSTED on anything but
+an SO-made public object, so a DNSSEC key cannot be limited to "wrap under the KEK only":
+the copy window above is the residual risk (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ from duo_ods.errors import HsmError
 from duo_ods.hsm import der
 from duo_ods.hsm._p11 import (
     CKA_CLASS,
+    CKA_COPYABLE,
     CKA_DECRYPT,
+    CKA_DERIVE,
     CKA_EC_PARAMS,
     CKA_EC_POINT,
     CKA_ENCRYPT,
@@ -33,6 +44,7 @@ from duo_ods.hsm._p11 import (
     CKA_ID,
     CKA_KEY_TYPE,
     CKA_LABEL,
+    CKA_MODIFIABLE,
     CKA_MODULUS,
     CKA_MODULUS_BITS,
     CKA_PRIVATE,
@@ -242,7 +254,13 @@ def _new_id(session: Session) -> bytes:
 
 
 def _private_template(key_type: int, cka_id: bytes, *, extractable: bool) -> list[tuple[int, AttrValue]]:
-    return [
+    """A DNSSEC private key as made here (extractable: the copy window) or unwrapped here (sealed).
+
+    The sealed form ends with CKA_MODIFIABLE false, last on purpose: SoftHSM 2.6.1 applies an
+    unwrap template in order and refuses (CKR_ATTRIBUTE_READ_ONLY) every attribute after it.
+    It also matches the KEK's CKA_UNWRAP_TEMPLATE (kek.UNWRAP_TEMPLATE).
+    """
+    template: list[tuple[int, AttrValue]] = [
         (CKA_CLASS, CKO_PRIVATE_KEY),
         (CKA_LABEL, cka_id.hex()),
         (CKA_ID, cka_id),
@@ -250,11 +268,18 @@ def _private_template(key_type: int, cka_id: bytes, *, extractable: bool) -> lis
         (CKA_SIGN, True),
         (CKA_DECRYPT, False),
         (CKA_UNWRAP, False),
+        (CKA_DERIVE, False),
         (CKA_SENSITIVE, True),
         (CKA_TOKEN, True),
         (CKA_PRIVATE, True),
         (CKA_EXTRACTABLE, extractable),
+        (CKA_COPYABLE, False),
     ]
+    if not extractable:
+        # Nothing is left to change on a sealed key; an extractable one must stay modifiable
+        # so that seal_key can turn CKA_EXTRACTABLE off.
+        template.append((CKA_MODIFIABLE, False))
+    return template
 
 
 def _public_template(key_type: int, cka_id: bytes) -> list[tuple[int, AttrValue]]:
@@ -266,7 +291,9 @@ def _public_template(key_type: int, cka_id: bytes) -> list[tuple[int, AttrValue]
         (CKA_VERIFY, True),
         (CKA_ENCRYPT, False),
         (CKA_WRAP, False),
+        (CKA_DERIVE, False),
         (CKA_TOKEN, True),
+        (CKA_COPYABLE, False),
     ]
 
 
@@ -279,6 +306,9 @@ def generate_keypair(
     locator: str | None = None,
 ) -> HsmKey:
     """Make a DNSSEC key pair in the token, ODS style; `bits` only matters for RSA (default 2048).
+
+    With `extractable` (the default) the private key can be wrapped until `seal_key`; without,
+    it is a local key that never leaves this token.
 
     `locator` (its CKA_ID in hex) may be chosen by the caller, who then can record it before
     the key exists; a CKA_ID the token already has is refused.
@@ -297,6 +327,35 @@ def generate_keypair(
         session.generate_key_pair(mechanism, public, private)
     log.info("generated algorithm %d key %s (%d bits) in token %s", algorithm, locator, size, session.token)
     return HsmKey(locator=locator, algorithm=algorithm, bits=size)
+
+
+def seal_key(session: Session, locator: str) -> bool:
+    """Turn CKA_EXTRACTABLE off on the key's private object for good, and check it took.
+
+    Call on every node once the peers and the backup confirmed their copies (it is a no-op on
+    a copy that was unwrapped sealed). Returns True when this call sealed it, False when it
+    was sealed already. HsmError when the key is missing or the token did not seal it.
+    """
+    private = _find_one(session, CKO_PRIVATE_KEY, check_locator(locator))
+    if private is None:
+        raise HsmError(f"key {locator} is not in token {session.token!r}")
+    if session.get_bool(private, CKA_EXTRACTABLE) is False:
+        return False
+    with doing(f"seal key {locator}"):
+        session.set_attributes(private, [(CKA_EXTRACTABLE, False)])
+    # Read it back: the token, not our call, says whether the key can still leave.
+    if session.get_bool(private, CKA_EXTRACTABLE) is not False:
+        raise HsmError(f"key {locator}: token {session.token!r} still reports it extractable after sealing")
+    log.info("sealed key %s in token %s", locator, session.token)
+    return True
+
+
+def is_sealed(session: Session, locator: str) -> bool:
+    """Whether the key's private object can no longer be wrapped (CKA_EXTRACTABLE false)."""
+    private = _find_one(session, CKO_PRIVATE_KEY, check_locator(locator))
+    if private is None:
+        raise HsmError(f"key {locator} is not in token {session.token!r}")
+    return session.get_bool(private, CKA_EXTRACTABLE) is False
 
 
 def has_key(session: Session, locator: str) -> bool:
@@ -404,8 +463,13 @@ def _find_kek(session: Session, kek_label: str) -> Handle:
     return found[0]
 
 
-def wrap_private(session: Session, locator: str, kek_label: str) -> bytes:
-    """The private key wrapped under the KEK with CKM_AES_KEY_WRAP_PAD (RFC 5649)."""
+def wrap_private(session: Session, locator: str, kek_label: str, *, seal: bool = False) -> bytes:
+    """The private key wrapped under the KEK with CKM_AES_KEY_WRAP_PAD (RFC 5649).
+
+    With `seal`, the key is sealed (`seal_key`) right after the wrap: the blob is deterministic
+    (RFC 5649 has a fixed IV), so a lost copy step can reuse it and the key need not stay
+    extractable until the peers confirm.
+    """
     cka_id = check_locator(locator)
     private = _find_one(session, CKO_PRIVATE_KEY, cka_id)
     if private is None:
@@ -414,6 +478,8 @@ def wrap_private(session: Session, locator: str, kek_label: str) -> bytes:
     with doing(f"wrap key {locator} under {kek_label!r}"):
         blob = session.wrap(kek, private, Mechanism.plain(CKM_AES_KEY_WRAP_PAD))
     log.info("wrapped key %s under %s in token %s", locator, kek_label, session.token)
+    if seal:
+        seal_key(session, locator)
     return blob
 
 
@@ -424,16 +490,20 @@ def unwrap_private(
     key: HsmKey,
     public: bytes,
     *,
-    extractable: bool = True,
+    extractable: bool = False,
 ) -> bool:
     """Put a wrapped key pair into the token: the private key from `blob`, the public from `public`.
 
     `public` is the DNSKEY public key field. All or nothing: the new pair must sign
     and verify, otherwise both objects are destroyed and HsmError is raised.
+    The copy is sealed from birth (sensitive, not extractable, not copyable, not modifiable);
+    `extractable=True` is refused (kept only so old callers fail loudly, not silently).
     Returns True when the pair was created, False when the token already held it
     (same locator, same public key); a different key under that locator is an error.
     """
     cka_id = check_locator(key.locator)
+    if extractable:
+        raise HsmError(f"key {key.locator}: a copy unwrapped into a token is never extractable")
     _check_algorithm(key.algorithm, key.bits)
     if key.algorithm == ALG_ED25519:
         _require_ed25519(session, wrappable=False)
@@ -452,7 +522,7 @@ def unwrap_private(
             return False
         raise HsmError(f"key {key.locator}: token {session.token!r} holds a different key under this locator")
     kek = _find_kek(session, kek_label)
-    template = _private_template(key_type, cka_id, extractable=extractable)
+    template = _private_template(key_type, cka_id, extractable=False)
     with doing(f"unwrap key {key.locator} with {kek_label!r}"):
         private = session.unwrap(kek, blob, template, Mechanism.plain(CKM_AES_KEY_WRAP_PAD))
     made = [private]

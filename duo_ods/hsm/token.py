@@ -21,6 +21,7 @@ from duo_ods.errors import HsmError
 from duo_ods.hsm._p11 import (
     CKR_PIN_INCORRECT,
     CKR_USER_ALREADY_LOGGED_IN,
+    CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
     Library,
     P11Failure,
     Session,
@@ -31,7 +32,15 @@ from duo_ods.hsm._p11 import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Session", "TokenSlot", "find_slot", "init_token", "list_tokens", "open_session"]
+__all__ = [
+    "Session",
+    "TokenSlot",
+    "find_slot",
+    "init_token",
+    "list_tokens",
+    "open_session",
+    "open_so_session",
+]
 
 MAX_LABEL_BYTES = 32  # CK_TOKEN_INFO.label is 32 bytes, blank padded
 MIN_PIN_LEN = 4  # SoftHSM's ulMinPinLen; real HSMs are not lower
@@ -97,6 +106,39 @@ def open_session(module: str, label: str, pin: str) -> Iterator[Session]:
             yield session
         finally:
             _close_quietly(session, owns_login)
+    finally:
+        release(library)
+
+
+@contextmanager
+def open_so_session(module: str, label: str, so_pin: str) -> Iterator[Session]:
+    """A read/write session on token `label`, logged in as the Security Officer for the block.
+
+    For the few acts only the SO may do (import a transport public key as CKA_TRUSTED).
+    The SO sees and creates public objects only. PKCS#11 login is per token and process,
+    so no user session of this process may be open on the token meanwhile: that is
+    refused (CKR_USER_ANOTHER_ALREADY_LOGGED_IN) with a clear error instead of sharing it.
+    """
+    _check_label(label)
+    library = acquire(module)
+    try:
+        slot = find_slot(library, label)
+        session = library.open(slot.slot, label)
+        logged_in = False
+        try:
+            try:
+                session.login(so_pin, so=True)
+            except P11Failure as exc:
+                if exc.code in (CKR_USER_ANOTHER_ALREADY_LOGGED_IN, CKR_USER_ALREADY_LOGGED_IN):
+                    raise HsmError(
+                        f"SO login on token {label!r}: this process already has a session logged in "
+                        "on it; close it first"
+                    ) from None
+                raise
+            logged_in = True
+            yield session
+        finally:
+            _close_quietly(session, logged_in)
     finally:
         release(library)
 

@@ -1,10 +1,9 @@
 """The HSM layer against a real SoftHSM2 (no mocks).
 
-All tokens of this module live in ONE temporary token directory (one softhsm2.conf),
-so one process can hold sessions on A, B and the backup token at once and copy keys
-between them. SOFTHSM2_CONF is set before the first PKCS#11 call; the layer
-initialises the module per outermost session and finalises it when the last one
-closes, so every test here (and any later test with another conf) starts clean.
+Tokens come from conftest.py (one token directory per module, see tokens.py).
+SOFTHSM2_CONF is set before the first PKCS#11 call; the layer initialises the module per
+outermost session and finalises it when the last one closes, so every test here (and any
+later test with another conf) starts clean. The custody attacks are in test_custody.py.
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,60 +42,22 @@ from duo_ods.hsm._p11 import (
     CKO_PUBLIC_KEY,
     CKO_SECRET_KEY,
     Handle,
-    Session,
 )
-from duo_ods.hsm.token import init_token, list_tokens, open_session
+from duo_ods.hsm.token import init_token, list_tokens
+from tests.integration.hsm.tokens import (
+    KEK,
+    MODULE,
+    PIN,
+    SO_PIN,
+    TRANSPORT,
+    Hsm,
+    pin_transport_key,
+    session,
+    write_conf,
+)
 from tests.support.kwp import ec_private_scalar, kek_by_value, software_kwp_unwrap
 
 pytestmark = pytest.mark.integration
-
-MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-PIN = "1234-user"
-SO_PIN = "5678-so"
-KEK = "duo-kek"
-TRANSPORT = "duo-transport"
-
-if not Path(MODULE).exists():  # pragma: no cover - environment guard
-    pytest.skip(f"SoftHSM2 not installed ({MODULE})", allow_module_level=True)
-
-
-@dataclass(frozen=True)
-class Hsm:
-    conf: Path
-    tokendir: Path
-
-
-def _write_conf(root: Path) -> Hsm:
-    tokendir = root / "tokens"
-    tokendir.mkdir(parents=True)
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokendir}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    return Hsm(conf=conf, tokendir=tokendir)
-
-
-@pytest.fixture(scope="module")
-def hsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hsm]:
-    """Tokens A, B and BACKUP in one token directory, with the duo KEK in all three."""
-    root = tmp_path_factory.mktemp("softhsm")
-    env = _write_conf(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SOFTHSM2_CONF", str(env.conf))
-        for label in ("A", "B", "BACKUP"):
-            assert init_token(MODULE, label, PIN, SO_PIN) == "created"
-        # KEK distribution as `ods-duo kek init` does it: A makes it, B gets it from A,
-        # the backup token from B (so an unwrapped KEK can be passed on).
-        with session("A") as a, session("B") as b, session("BACKUP") as bk:
-            kek.generate_kek(a, KEK)
-            kek.unwrap_kek(b, kek.wrap_kek_for(a, KEK, kek.make_transport_key(b, TRANSPORT)), TRANSPORT, KEK)
-            kek.unwrap_kek(
-                bk, kek.wrap_kek_for(b, KEK, kek.make_transport_key(bk, TRANSPORT)), TRANSPORT, KEK
-            )
-        yield env
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def session(label: str) -> AbstractContextManager[Session]:
-    return open_session(MODULE, label, PIN)
 
 
 # -- tokens -------------------------------------------------------------------------------------
@@ -135,7 +93,7 @@ def test_open_session_unknown_token_and_nested_sessions(hsm: Hsm) -> None:
 def test_softhsm_conf_cannot_change_under_an_open_session(
     hsm: Hsm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    other = _write_conf(tmp_path / "other")
+    other = write_conf(tmp_path / "other")
     with session("A"):
         monkeypatch.setenv("SOFTHSM2_CONF", str(other.conf))
         with pytest.raises(HsmError, match="already initialised with"):
@@ -168,47 +126,55 @@ def test_kek_reached_every_token_and_fingerprints_match(hsm: Hsm) -> None:
         assert a.get_bytes(handle, CKA_VALUE) is None
         with pytest.raises(HsmError, match="already has a KEK"):
             kek.generate_kek(a, KEK)
-        # sealing: a sealed KEK still wraps keys and fingerprints, but cannot be passed on
-        kek.generate_kek(a, "sealed-kek")
+        # the node copies are sealed from birth; the holder's cannot be sealed (not modifiable)
+        assert kek.seal_kek(a, KEK) is False
+        assert a.get_bool(handle, CKA_EXTRACTABLE) is False
+        with pytest.raises(HsmError, match="holder's copy"):
+            kek.seal_kek(bk, KEK)
+        # a node cannot pass its KEK on, not even to the holder's (untrusted here) transport key
+        spki = kek.make_transport_key(b, "scratch-transport")
         try:
-            kek.seal_kek(a, "sealed-kek")
-            (sealed,) = a.find([(CKA_CLASS, CKO_SECRET_KEY), (CKA_LABEL, "sealed-kek")])
-            assert a.get_bool(sealed, CKA_EXTRACTABLE) is False
-            assert kek.kek_fingerprint(a, "sealed-kek")
-            with pytest.raises(HsmError, match="CKR_KEY_UNEXTRACTABLE"):
-                kek.wrap_kek_for(a, "sealed-kek", kek.transport_public_key(b, TRANSPORT))
+            with pytest.raises(HsmError, match="has not pinned it as trusted"):
+                kek.wrap_kek_for(a, KEK, spki)
         finally:
-            kek.delete_kek(a, "sealed-kek")
+            kek.delete_transport_key(b, "scratch-transport")
 
 
 def test_transport_key_is_unwrap_only_and_spki_is_standard(hsm: Hsm) -> None:
     with session("B") as b:
-        spki = kek.make_transport_key(b, TRANSPORT)  # existing key: returned, not remade
-        modulus, exponent = der.parse_rsa_spki(spki)
-        assert modulus.bit_length() == 3072
-        assert exponent == 65537
-        (private,) = b.find([(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_LABEL, TRANSPORT)])
-        assert b.get_bool(private, CKA_UNWRAP) is True
-        assert b.get_bool(private, CKA_DECRYPT) is False
-        assert b.get_bool(private, CKA_EXTRACTABLE) is False
-        # not an ODS-style key (label is not the hex CKA_ID): list_keys leaves it out
-        cka_id = b.get_bytes(private, CKA_ID)
-        assert cka_id is not None and len(cka_id) == 16  # ods-hsmutil list needs one
-        assert cka_id.hex() not in {k.locator for k in keys.list_keys(b)}
+        spki = kek.make_transport_key(b, TRANSPORT)
+        try:
+            assert kek.make_transport_key(b, TRANSPORT) == spki  # existing key: returned, not remade
+            modulus, exponent = der.parse_rsa_spki(spki)
+            assert modulus.bit_length() == 3072
+            assert exponent == 65537
+            (private,) = b.find([(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_LABEL, TRANSPORT)])
+            assert b.get_bool(private, CKA_UNWRAP) is True
+            assert b.get_bool(private, CKA_DECRYPT) is False
+            assert b.get_bool(private, CKA_EXTRACTABLE) is False
+            # not an ODS-style key (label is not the hex CKA_ID): list_keys leaves it out
+            cka_id = b.get_bytes(private, CKA_ID)
+            assert cka_id is not None and len(cka_id) == 16  # ods-hsmutil list needs one
+            assert cka_id.hex() not in {k.locator for k in keys.list_keys(b)}
+        finally:
+            kek.delete_transport_key(b, TRANSPORT)
     with pytest.raises(HsmError, match="not an rsaEncryption"):
         der.parse_rsa_spki(der.tlv(0x30, der.tlv(0x30, b"") + der.tlv(0x03, b"\x00")))
 
 
 def test_kek_unwrap_with_the_wrong_transport_key_fails(hsm: Hsm) -> None:
-    with session("A") as a, session("BACKUP") as bk:
+    trusted = pin_transport_key("B", transport="b-transport")
+    with session("A") as a, session("B") as b, session("BACKUP") as bk:
         kek.make_transport_key(a, "a-transport")
         try:
-            blob = kek.wrap_kek_for(bk, KEK, kek.make_transport_key(bk, TRANSPORT))
+            blob = kek.wrap_kek_to_trusted(bk, KEK, trusted)
             with pytest.raises(HsmError, match=r"unwrap KEK 'kek-2'.*on token 'A' failed: CKR_"):
                 kek.unwrap_kek(a, blob, "a-transport", "kek-2")
             assert not kek.has_kek(a, "kek-2")
         finally:
             assert kek.delete_transport_key(a, "a-transport") == 2
+            assert kek.delete_transport_key(b, "b-transport") == 2
+            assert kek.delete_trusted_transport_key(bk, trusted) == 1
 
 
 # -- keys: generate, wrap, unwrap, sign -------------------------------------------------------
@@ -236,9 +202,12 @@ def test_key_made_in_a_signs_in_b_and_verifies_in_a(hsm: Hsm, algorithm: int, bi
             assert not keys.verify(a, key, message + b"x", signature)
             assert keys.verify(b, key, message, keys.sign(a, key, message))
 
-            # B's copy is ODS-shaped: same label/ID, private + public, sensitive
+            # B's copy is ODS-shaped: same label/ID, private + public, sensitive, sealed
             objects = [k for k in keys.list_keys(b) if k.locator == key.locator]
-            assert [(o.object_class, o.extractable) for o in objects] == [("private", True), ("public", None)]
+            assert [(o.object_class, o.extractable) for o in objects] == [
+                ("private", False),
+                ("public", None),
+            ]
             (private,) = b.find([(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_LABEL, key.locator)])
             assert b.get_bool(private, CKA_SENSITIVE) is True
             assert b.get_bool(private, CKA_PRIVATE) is True
