@@ -11,7 +11,7 @@ from typing import Any
 from duo_ods.backup.store import BackupStore
 from duo_ods.config.resolve import Backup, Duo
 from duo_ods.errors import DuoError
-from duo_ods.hsm import keys
+from duo_ods.hsm import kek, keys
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.node.keyops import kek_handlers
 from duo_ods.node.secrets import ensure_secret
@@ -22,8 +22,15 @@ from duo_ods.protocol.serve import Bound, bind, handlers
 
 
 def backup_token(backup: Backup) -> TokenRef:
+    """The backup token, with its SO PIN: its SO pins the transport keys the KEK may go to."""
     softhsm = backup.softhsm_conf if backup.config.softhsm else None
-    return TokenRef(backup.config.hsm_module, backup.config.token_label, backup.pin_file, softhsm)
+    return TokenRef(
+        backup.config.hsm_module,
+        backup.config.token_label,
+        backup.pin_file,
+        softhsm,
+        backup.secrets / "so-pin",
+    )
 
 
 def bundle_of(msg: P.Bundle) -> KeyBundle:
@@ -65,8 +72,11 @@ def op_bundle_verify(duo: Duo, backup: Backup, req: P.LocatorRequest) -> P.Bundl
     bundle = BackupStore(backup.dir).get(req.locator)
     key = keys.HsmKey(bundle.locator, bundle.algorithm, bundle.bits)
     with backup_token(backup).session() as s:
+        label = KEK_LABEL
+        if kek.kek_fingerprint(s, KEK_LABEL) != bundle.kek:  # a bundle from before `kek init --replace`
+            label = kek.retired_keks(s, KEK_LABEL).get(bundle.kek, KEK_LABEL)
         try:
-            created = keys.unwrap_private(s, bundle.wrapped_bytes, KEK_LABEL, key, bundle.public_bytes)
+            created = keys.unwrap_private(s, bundle.wrapped_bytes, label, key, bundle.public_bytes)
         except DuoError as exc:
             return P.BundleVerifyReply(locator=bundle.locator, ok=False, problem=str(exc))
         if created:
@@ -93,7 +103,7 @@ def op_dead_since(duo: Duo, backup: Backup, req: P.DeadSinceRequest) -> P.Ledger
 
 BACKUP_HANDLERS: dict[str, Bound[Any, Any, Backup]] = handlers(
     bind(P.BACKUP_INIT, op_init),
-    *kek_handlers(backup_token),
+    *kek_handlers(backup_token, backup=True),
     bind(P.BUNDLE_PUT, op_bundle_put),
     bind(P.BUNDLE_LIST, op_bundle_list),
     bind(P.BUNDLE_REMOVE, op_bundle_remove),

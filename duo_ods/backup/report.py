@@ -52,6 +52,19 @@ def backup_list(duo: Duo, client: NodeClient) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["zone"], r["role"], r["locator"]))
 
 
+def custody_problems(duo: Duo, client: NodeClient) -> list[str]:
+    """Whether every token still enforces custody: sealed keys, a KEK that cannot leave (docs/security.md)."""
+    problems: list[str] = []
+    for target in [*duo.nodes, "backup"]:
+        try:
+            found = client.call(target, P.HSM_CUSTODY).problems
+        except DuoError as exc:
+            problems.append(f"{target}: cannot read its token's custody: {exc}")
+            continue
+        problems += [f"{target}: {p}" for p in found]
+    return problems
+
+
 def backup_verify(duo: Duo, client: NodeClient) -> dict[str, Any]:
     """Every bundle opens in the verification token and matches its public key; every key that a
     node's enforcer uses has a bundle."""
@@ -64,6 +77,7 @@ def backup_verify(duo: Duo, client: NodeClient) -> dict[str, Any]:
             problems.append(f"{what} does not restore: {result.problem}")
     where, node_problems = _where(duo, client)
     problems += node_problems
+    problems += custody_problems(duo, client)
     held = {b.locator for b in held_bundles}
     for locator, live in sorted(where.items()):
         if live["enforcer"] and locator not in held:

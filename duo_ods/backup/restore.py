@@ -94,7 +94,7 @@ def _preflight(duo: Duo, client: NodeClient, node: str, state: P.Snapshot) -> di
     return bundles
 
 
-def _copy_kek(client: NodeClient, node: str) -> str:
+def _copy_kek(duo: Duo, client: NodeClient, node: str) -> str:
     """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key)."""
     want = _step("kek", "backup", client, P.KEK_STATUS).fingerprint
     if want is None:
@@ -105,7 +105,7 @@ def _copy_kek(client: NodeClient, node: str) -> str:
             raise RestoreError(f"restore step kek: node {node}'s token has another KEK ({have.fingerprint})")
         return want
     try:
-        got = send_kek(client, "backup", node)
+        got = send_kek(duo, client, node)
     except DuoError as exc:
         raise RestoreError(f"restore step kek: {exc}") from exc
     if got != want:
@@ -126,7 +126,7 @@ def restore_node(duo: Duo, client: NodeClient, node: str, source: str | None = N
 
     try:
         _step("init", node, client, P.INIT)
-        kek = _copy_kek(client, node)
+        kek = _copy_kek(duo, client, node)
         for locator in sorted({k.locator for _, k in keys}):
             if not _step("keys", node, client, P.KEY_UNWRAP, unwrap_request(bundles[locator])).confirmed:
                 raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import click
@@ -10,10 +11,13 @@ from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.keys.flow import ROLE_CHOICES, create_key, resume_pending
-from duo_ods.keys.kek import kek_init
+from duo_ods.keys.kek import confirmer, kek_init
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.keys.rollover import ROLLOVER_ROLES, mark_ds, rollover
 from duo_ods.keys.rollover import resume as resume_rollover
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
+from duo_ods.transport.local import LocalTransport
 
 
 @click.group()
@@ -139,10 +143,57 @@ def kek() -> None:
     """The duo's key-encryption key (wraps every key that travels)."""
 
 
+def parse_confirmations(values: tuple[str, ...]) -> dict[str, str]:
+    """--confirm NODE=FINGERPRINT, as `kek offer` showed it on the node."""
+    given: dict[str, str] = {}
+    for value in values:
+        node, sep, fingerprint = value.partition("=")
+        if not sep or not node or not fingerprint:
+            raise click.BadParameter(f"{value!r} is not NODE=FINGERPRINT", param_hint="--confirm")
+        given[node] = fingerprint.strip().lower()
+    return given
+
+
+def ask_on_terminal(node: str, offered: str) -> bool:
+    """The operator compares the fingerprint with what `kek offer` shows on the node itself."""
+    if not sys.stdin.isatty():
+        return False
+    click.echo(f"node {node} offers transport key {offered}.")
+    click.echo(f"On node {node}, `ods-duo kek offer --node {node}` must show the same fingerprint.")
+    return click.confirm(f"Hand the KEK to node {node}'s key {offered}?", default=False)
+
+
+CONFIRM_OPTION = click.option(
+    "--confirm", "confirmations", multiple=True, metavar="NODE=FINGERPRINT",
+    help="a node's transport key fingerprint, as `kek offer` shows it on the node (ssh nodes)",
+)  # fmt: skip
+
+
 @kek.command("init")
-@click.option("--replace", is_flag=True, help="replace an existing KEK (old bundles become unreadable)")
+@click.option(
+    "--replace", is_flag=True, help="make a new KEK; the backup keeps the old one to open old bundles"
+)
+@CONFIRM_OPTION
 @pass_ctx
-def kek_init_cmd(ctx: Ctx, replace: bool) -> None:
-    """Put one AES-256 KEK into every node's token and the backup's, never in clear."""
-    result = kek_init(ctx.duo, ctx.client, replace)
+def kek_init_cmd(ctx: Ctx, replace: bool, confirmations: tuple[str, ...]) -> None:
+    """Put one AES-256 KEK into every node's token and the backup's, never in clear.
+
+    The backup token makes it and hands it only to transport keys its SO pinned once their
+    fingerprints were confirmed: nodes on this machine by construction, nodes reached over ssh
+    by --confirm (or at a prompt).
+    """
+    confirm = confirmer(ctx.duo, parse_confirmations(confirmations), ask_on_terminal)
+    result = kek_init(ctx.duo, ctx.client, replace, confirm)
     ctx.emit(result, f"KEK {result['fingerprint']} in {', '.join(result['holders'])}")
+
+
+@kek.command("offer")
+@click.option("--node", "node_name", required=True, help="this machine's node")
+@pass_ctx
+def kek_offer(ctx: Ctx, node_name: str) -> None:
+    """On the node itself: make (or show) its one-time transport key and its fingerprint, read from its
+    own token, for the operator to confirm with `kek init --confirm` or `backup restore --confirm`."""
+    ctx.duo.node(node_name)
+    with NodeClient(LocalTransport(ctx.find_config(), verbose=ctx.verbose)) as local:
+        offer = local.call(node_name, P.KEK_TRANSPORT_KEY)
+    ctx.emit({"node": node_name, "fingerprint": offer.fingerprint}, f"node {node_name}: {offer.fingerprint}")

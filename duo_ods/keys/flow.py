@@ -7,6 +7,8 @@ backup have confirmed it):
   wrap       the origin wraps the private key under the KEK
   copy       every other node unwraps it into its HSM, with the public key object
   backup     the backup store keeps the bundle and confirms it
+  seal       every node's HSM marks the key unextractable, the origin's included: from here on
+             no token lets it out, not even wrapped under the KEK
   import     every enforcer gets the same `key import` (same inception instant, same state)
   enforce    every enforcer runs
 A failure before import removes what this run put in any HSM or the backup, so a
@@ -180,6 +182,11 @@ def share_keys(
             raise KeyFlowError(
                 f"step backup: the backup confirmed digest {digest}, expected {bundle.digest()}"
             )
+        # Every copy is confirmed: from now on no token lets this key out again, not even wrapped.
+        # (The peers' copies were unwrapped sealed; the origin's was extractable for the copy window.)
+        for node in [origin, *peers]:
+            if not step("seal", node, client, P.KEY_SEAL, P.LocatorRequest(locator=locator)).sealed:
+                raise KeyFlowError(f"step seal on {node}: key {locator} is still extractable")
         bundles.append(bundle)
     return bundles
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from duo_ods.config.resolve import Backup, Duo, Node
 from duo_ods.errors import CommandError, NodeError
-from duo_ods.hsm import kek, keys
+from duo_ods.hsm import custody, kek, keys
 from duo_ods.node import daemons
 from duo_ods.node.ops import enforcer
 from duo_ods.node.tokenref import KEK_LABEL, TRANSPORT_LABEL, TokenRef
@@ -24,6 +24,7 @@ from duo_ods.protocol.serve import Bound, bind
 from duo_ods.render.views import REPOSITORY
 
 Holder = TypeVar("Holder", Node, Backup)
+RETIRE_TRANSPORT = "ods-duo-kek-retire"  # the backup token's own key for kek.retire_kek
 
 
 def node_token(node: Node) -> TokenRef:
@@ -54,44 +55,98 @@ def kek_status(token: TokenRef, algorithm: int | None = None) -> P.KekStatusRepl
         )
 
 
-def kek_transport_key(token: TokenRef) -> P.PublicReply:
+def kek_transport_key(token: TokenRef) -> P.TransportKeyReply:
+    """A one-time transport key; its fingerprint is what the operator confirms (`kek offer` on the
+    node shows it from the token itself)."""
     with token.session() as s:
-        return P.PublicReply(public=b64(kek.make_transport_key(s, TRANSPORT_LABEL)))
+        public = kek.make_transport_key(s, TRANSPORT_LABEL)
+        return P.TransportKeyReply(public=b64(public), fingerprint=kek.spki_fingerprint(public))
 
 
-def kek_generate(token: TokenRef, replace: bool) -> P.FingerprintReply:
+def pin_label(fingerprint: str) -> str:
+    return f"ods-duo-pin-{fingerprint[:32]}"
+
+
+def kek_generate(token: TokenRef, replace: bool) -> P.KekGenerateReply:
+    """Backup token only: make the KEK; with `replace`, the old one is retired (unwrap only) first,
+    so every bundle wrapped under it still opens."""
+    retired = None
+    if replace:
+        with token.session() as s:
+            present = kek.has_kek(s, KEK_LABEL)
+            spki = kek.make_transport_key(s, RETIRE_TRANSPORT, holder=True) if present else None
+        if spki is not None:
+            fingerprint = kek.spki_fingerprint(spki)  # read from this very token: no wire involved
+            with token.so_session() as so:
+                if not any(k.fingerprint == fingerprint for k in kek.trusted_transport_keys(so)):
+                    kek.import_trusted_transport_key(so, pin_label(fingerprint), spki, fingerprint)
+            with token.session() as s:
+                retired = kek.retire_kek(s, KEK_LABEL, RETIRE_TRANSPORT, pin_label(fingerprint))
+                kek.delete_transport_key(s, RETIRE_TRANSPORT)
+                kek.delete_trusted_transport_key(s, pin_label(fingerprint))
     with token.session() as s:
         if kek.has_kek(s, KEK_LABEL):
-            if not replace:
-                raise NodeError(f"token {token.label} holds a KEK already")
-            kek.delete_kek(s, KEK_LABEL)
+            raise NodeError(f"token {token.label} holds a KEK already")
         kek.generate_kek(s, KEK_LABEL)
-        return P.FingerprintReply(fingerprint=kek.kek_fingerprint(s, KEK_LABEL))
+        return P.KekGenerateReply(fingerprint=kek.kek_fingerprint(s, KEK_LABEL), retired=retired)
+
+
+def kek_pin(token: TokenRef, public: str, fingerprint: str) -> P.LabelReply:
+    """The backup token's SO pins a receiver's transport key whose fingerprint the operator confirmed."""
+    with token.so_session() as so:
+        pinned = kek.import_trusted_transport_key(so, pin_label(fingerprint), unb64(public), fingerprint)
+    return P.LabelReply(label=pinned.label)
+
+
+def kek_unpin(token: TokenRef, fingerprint: str) -> P.CountReply:
+    with token.session() as s:
+        return P.CountReply(count=kek.delete_trusted_transport_key(s, pin_label(fingerprint)))
 
 
 def kek_wrap_for(token: TokenRef, public: str) -> P.BlobReply:
+    # Selects an SO-pinned key only: a key from the wire alone is refused by kek.wrap_kek_for.
     with token.session() as s:
         return P.BlobReply(blob=b64(kek.wrap_kek_for(s, KEK_LABEL, unb64(public))))
 
 
 def kek_unwrap(token: TokenRef, blob: str, replace: bool) -> P.FingerprintReply:
     with token.session() as s:
-        if kek.has_kek(s, KEK_LABEL) and replace:
-            kek.delete_kek(s, KEK_LABEL)
-        kek.unwrap_kek(s, unb64(blob), TRANSPORT_LABEL, KEK_LABEL)
-        kek.delete_transport_key(s, TRANSPORT_LABEL)  # single use
+        try:
+            if kek.has_kek(s, KEK_LABEL) and replace:
+                kek.delete_kek(s, KEK_LABEL)
+            kek.unwrap_kek(s, unb64(blob), TRANSPORT_LABEL, KEK_LABEL)
+        finally:
+            kek.delete_transport_key(s, TRANSPORT_LABEL)  # single use, also when the unwrap failed
         return P.FingerprintReply(fingerprint=kek.kek_fingerprint(s, KEK_LABEL))
 
 
-def kek_handlers(token_of: Callable[[Holder], TokenRef]) -> list[Bound[Any, Any, Holder]]:
-    """The KEK operations for a holder (a node or the backup store) whose token `token_of` gives."""
-    return [
+def hsm_custody(token: TokenRef, holder: bool) -> P.CustodyReply:
+    """Every object in the token with its custody attributes, and what is wrong with them."""
+    with token.session() as s:
+        report = custody.custody_report(s, KEK_LABEL)
+    return P.CustodyReply(
+        objects=[P.CustodyObject.model_validate(e.to_json()) for e in report],
+        problems=custody.custody_problems(report, holder=holder),
+    )
+
+
+def kek_handlers(token_of: Callable[[Holder], TokenRef], *, backup: bool) -> list[Bound[Any, Any, Holder]]:
+    """The KEK operations of a holder whose token `token_of` gives. Only the backup token (`backup`)
+    makes the KEK and hands it on."""
+    handlers: list[Bound[Any, Any, Holder]] = [
         bind(P.KEK_STATUS, lambda duo, t, r: kek_status(token_of(t), r.algorithm)),
         bind(P.KEK_TRANSPORT_KEY, lambda duo, t, r: kek_transport_key(token_of(t))),
-        bind(P.KEK_GENERATE, lambda duo, t, r: kek_generate(token_of(t), r.replace)),
-        bind(P.KEK_WRAP_FOR, lambda duo, t, r: kek_wrap_for(token_of(t), r.public)),
         bind(P.KEK_UNWRAP, lambda duo, t, r: kek_unwrap(token_of(t), r.blob, r.replace)),
+        bind(P.HSM_CUSTODY, lambda duo, t, r: hsm_custody(token_of(t), backup)),
     ]
+    if backup:
+        handlers += [
+            bind(P.KEK_GENERATE, lambda duo, t, r: kek_generate(token_of(t), r.replace)),
+            bind(P.KEK_PIN, lambda duo, t, r: kek_pin(token_of(t), r.public, r.fingerprint)),
+            bind(P.KEK_UNPIN, lambda duo, t, r: kek_unpin(token_of(t), r.fingerprint)),
+            bind(P.KEK_WRAP_FOR, lambda duo, t, r: kek_wrap_for(token_of(t), r.public)),
+        ]
+    return handlers
 
 
 # --- Key pairs in the node's HSM ----------------------------------------------------------
@@ -120,6 +175,13 @@ def op_key_unwrap(duo: Duo, node: Node, req: P.KeyUnwrapRequest) -> P.KeyUnwrapR
     if not confirmed:
         raise NodeError(f"node {node.name}: key {key.locator} is not in the token after unwrap")
     return P.KeyUnwrapReply(created=created, confirmed=confirmed)
+
+
+def op_key_seal(duo: Duo, node: Node, req: P.LocatorRequest) -> P.KeySealReply:
+    """After the peers and the backup confirmed a key: no more wrapping of it, ever."""
+    with node_token(node).session() as s:
+        sealed_now = keys.seal_key(s, req.locator)
+        return P.KeySealReply(sealed_now=sealed_now, sealed=keys.is_sealed(s, req.locator))
 
 
 def op_key_public(duo: Duo, node: Node, req: P.LocatorRequest) -> P.KeyPublicReply:

@@ -291,8 +291,11 @@ class KekStatusReply(Message):
     can_wrap: bool | None = None
 
 
-class PublicReply(Message):
+class TransportKeyReply(Message):
+    """A receiver's one-time RSA transport key; its fingerprint is what the operator confirms."""
+
     public: Base64
+    fingerprint: Fingerprint
 
 
 class ReplaceRequest(Message):
@@ -301,6 +304,62 @@ class ReplaceRequest(Message):
 
 class FingerprintReply(Message):
     fingerprint: Fingerprint
+
+
+class KekGenerateReply(Message):
+    fingerprint: Fingerprint
+    retired: str | None = None  # the label the replaced KEK lives on under (unwrap only)
+
+
+class KekPinRequest(Message):
+    """The backup token's SO pins a transport key whose fingerprint the operator confirmed."""
+
+    public: Base64
+    fingerprint: Fingerprint
+
+
+class FingerprintRequest(Message):
+    fingerprint: Fingerprint
+
+
+class LabelReply(Message):
+    label: str
+
+
+class CountReply(Message):
+    count: int
+
+
+class CustodyObject(Message):
+    """One token object and the attributes that decide who may get it out (duo_ods.hsm.custody)."""
+
+    label: str
+    object_class: str
+    key_type: str
+    cka_id: str
+    role: str
+    private: bool | None
+    sensitive: bool | None
+    extractable: bool | None
+    always_sensitive: bool | None
+    never_extractable: bool | None
+    wrap_with_trusted: bool | None
+    trusted: bool | None
+    copyable: bool | None
+    modifiable: bool | None
+    destroyable: bool | None
+    wrap: bool | None
+    unwrap: bool | None
+    encrypt: bool | None
+    decrypt: bool | None
+    sign: bool | None
+    derive: bool | None
+    unwrap_template: bool
+
+
+class CustodyReply(Message):
+    objects: list[CustodyObject]
+    problems: list[str]
 
 
 class KekWrapForRequest(Message):
@@ -347,6 +406,11 @@ class KeyUnwrapRequest(Message):
 class KeyUnwrapReply(Message):
     created: bool
     confirmed: bool
+
+
+class KeySealReply(Message):
+    sealed_now: bool  # False: it was sealed already
+    sealed: bool  # read back from the token
 
 
 class KeyPublicReply(Message):
@@ -543,14 +607,19 @@ ZONE_REMOVE = Op("zone-remove", ZoneRequest, ZoneRemoveReply, "node")
 STATE_EXPORT = Op("state-export", Empty, StateExportReply, "node", reads_only=True)
 
 KEK_STATUS = Op("kek-status", KekStatusRequest, KekStatusReply, "holder", reads_only=True)
-KEK_TRANSPORT_KEY = Op("kek-transport-key", Empty, PublicReply, "holder")
-KEK_GENERATE = Op("kek-generate", ReplaceRequest, FingerprintReply, "holder")
-KEK_WRAP_FOR = Op("kek-wrap-for", KekWrapForRequest, BlobReply, "holder")
+KEK_TRANSPORT_KEY = Op("kek-transport-key", Empty, TransportKeyReply, "holder")
 KEK_UNWRAP = Op("kek-unwrap", KekUnwrapRequest, FingerprintReply, "holder")
+HSM_CUSTODY = Op("hsm-custody", Empty, CustodyReply, "holder", reads_only=True)
+# Only the backup token makes the KEK and hands it on, and only to transport keys its SO pinned.
+KEK_GENERATE = Op("kek-generate", ReplaceRequest, KekGenerateReply, "backup")
+KEK_PIN = Op("kek-pin", KekPinRequest, LabelReply, "backup")
+KEK_UNPIN = Op("kek-unpin", FingerprintRequest, CountReply, "backup")
+KEK_WRAP_FOR = Op("kek-wrap-for", KekWrapForRequest, BlobReply, "backup")
 
 KEY_GENERATE = Op("key-generate", KeyGenerateRequest, KeyGenerateReply, "node")
 KEY_WRAP = Op("key-wrap", LocatorRequest, KeyWrapReply, "node")
 KEY_UNWRAP = Op("key-unwrap", KeyUnwrapRequest, KeyUnwrapReply, "node")
+KEY_SEAL = Op("key-seal", LocatorRequest, KeySealReply, "node")
 KEY_PUBLIC = Op("key-public", LocatorRequest, KeyPublicReply, "node", reads_only=True)
 KEY_DELETE = Op("key-delete", LocatorRequest, KeyDeleteReply, "node")
 HSM_LIST = Op("hsm-list", Empty, HsmListReply, "node", reads_only=True)
@@ -579,8 +648,9 @@ TABLE: dict[str, Op[Any, Any]] = {
     for op in (
         INIT, START, STOP, STATUS, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH, ZONE_UPDATE,
         ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT,
-        KEK_STATUS, KEK_TRANSPORT_KEY, KEK_GENERATE, KEK_WRAP_FOR, KEK_UNWRAP,
-        KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,
+        KEK_STATUS, KEK_TRANSPORT_KEY, KEK_UNWRAP, HSM_CUSTODY,
+        KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
+        KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,
         KEY_LIST, DB_SCHEMA, KEY_POOL_ADD, KEY_POOL_REMOVE, KEY_STATES, KEY_STATES_WRITE, KEY_ROLLOVER,
         KEY_DS,
         BACKUP_INIT, BUNDLE_PUT, BUNDLE_LIST, BUNDLE_REMOVE, BUNDLE_VERIFY, SNAPSHOT_PUT, SNAPSHOT_GET,

@@ -43,6 +43,7 @@ class Duo2(FakeNodes):
         self.on(P.KEY_GENERATE, self.generate)
         self.on(P.KEY_WRAP, lambda n, r: P.KeyWrapReply(wrapped="d3JhcHBlZA==", kek="f" * 32))
         self.on(P.KEY_UNWRAP, self.unwrap)
+        self.on(P.KEY_SEAL, lambda n, r: P.KeySealReply(sealed_now=n == "a", sealed=True))
         self.on(P.BUNDLE_PUT, self.put)
         self.on(P.KEY_IMPORT, self.import_)
         self.on(P.ENFORCE, lambda n, r: P.Empty())

@@ -51,6 +51,7 @@ class Fake(FakeNodes):
             locator=r.locator, bits=256, public=base64.b64encode(os.urandom(64)).decode()))  # fmt: skip
         self.on(P.KEY_WRAP, lambda n, r: P.KeyWrapReply(wrapped="d3JhcHBlZA==", kek="f" * 32))
         self.on(P.KEY_UNWRAP, lambda n, r: P.KeyUnwrapReply(created=True, confirmed=True))
+        self.on(P.KEY_SEAL, lambda n, r: P.KeySealReply(sealed_now=n == "a", sealed=True))
         self.on(P.BUNDLE_PUT, lambda n, r: P.DigestReply(digest=bundle_of(r.bundle).digest()))
         self.on(P.KEY_POOL_ADD, self.pool_add)
         self.on(P.KEY_POOL_REMOVE, self.pool_remove)
