@@ -87,20 +87,28 @@ def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
 
 @node.command("serve-ssh")
 @click.option("--node", "only_node", help="accept operations for this one node only")
+@click.option(
+    "--read-only", is_flag=True, help="accept only operations that change nothing (a monitoring key)"
+)
 @pass_ctx
-def serve_ssh(ctx: Ctx, only_node: str | None) -> None:
+def serve_ssh(ctx: Ctx, only_node: str | None, read_only: bool) -> None:
     """Forced command for the controller's key in authorized_keys (see docs/ssh-transport.md).
 
     Runs the one `ods-duo --config CONF node op OPERATION --node NODE` that
     SSH_ORIGINAL_COMMAND asks for, where CONF is this command's own config;
-    refuses anything else with one line on stderr.
+    refuses anything else with one line on stderr. With --read-only, only operations
+    that change nothing (status, zone and key listings, custody reports) are accepted.
     """
     config = str(ctx.find_config())
     try:
         request = parse_request(
             os.environ.get("SSH_ORIGINAL_COMMAND"),
             config,
-            {name for name, op in P.TABLE.items() if op.runs != "backup"},
+            {
+                name
+                for name, op in P.TABLE.items()
+                if op.runs != "backup" and (op.reads_only or not read_only)
+            },
             ctx.duo.config.nodes,
             only_node,
         )

@@ -21,6 +21,7 @@ from duo_ods.ods.parse import EnforcerZone, parse_zone_list
 from duo_ods.protocol import ops as P
 from duo_ods.render.engine import write_atomic
 from duo_ods.watch.state import load_state, state_path
+from duo_ods.zones.check import check_zone_text
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,15 @@ def op_zone_list(duo: Duo, node: Node, req: P.Empty) -> P.ZoneListReply:
     return P.ZoneListReply(node=node.name, zones=zones, refused=refused)
 
 
+def recheck(duo: Duo, node: Node, zone: str, text: str) -> None:
+    """The node trusts no zone text from the wire: the controller's checks once more, here (one
+    SOA, names inside the zone, no signer records, the record limit), before any file is written."""
+    check_zone_text(
+        text, zone, source=f"node {node.name}: zone {zone} as received",
+        max_records=duo.config.input.max_records,
+    )  # fmt: skip
+
+
 def op_zone_add(duo: Duo, node: Node, req: P.ZoneInput) -> P.ZoneAddReply:
     """Add a checked zone: store its text as the signer's input, then `zone add` in the enforcer.
 
@@ -115,6 +125,7 @@ def op_zone_add(duo: Duo, node: Node, req: P.ZoneInput) -> P.ZoneAddReply:
     node has, and undo the input file if the enforcer refuses.
     """
     zone = req.zone
+    recheck(duo, node, zone, req.text)
     known = [z.name for z in _zones(node)]
     if zone in known:
         raise NodeError(f"node {node.name}: zone {zone} exists already")
@@ -141,6 +152,8 @@ def op_zone_add_batch(duo: Duo, node: Node, req: P.ZoneBatchRequest) -> P.ZoneBa
     known = [z.name for z in _zones(node)]
     new = [z for z in req.zones if z.zone not in known]
     for entry in new:
+        recheck(duo, node, entry.zone, entry.text)
+    for entry in new:
         write_atomic(node.paths.unsigned_zone(entry.zone), entry.text, mode=0o640)
     try:
         write_zonelist(duo, node, [*known, *(z.zone for z in new)])
@@ -166,6 +179,7 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
     starts; that is reported, not an error.
     """
     zone = req.zone
+    recheck(duo, node, zone, req.text)
     if zone not in [z.name for z in _zones(node)]:
         raise NodeError(f"node {node.name}: zone {zone} is not on this node; zone add it")
     write_atomic(node.paths.unsigned_zone(zone), req.text, mode=0o640)

@@ -72,3 +72,11 @@ def test_a_zone_name_that_is_a_path_is_refused_before_anything_runs(tmp_path: Pa
         assert proc.returncode == 1 and reply["ok"] is False
         assert reply["error"].startswith(f"{op}: bad request: zone: ")
     assert victim.read_text() == "keep me"
+
+
+def test_a_read_only_key_runs_listings_and_nothing_that_changes_a_node(tmp_path: Path) -> None:
+    proc = serve(tmp_path, "ods-duo --config CONF node op zone-remove --node a", "--read-only")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == "ods-duo serve-ssh: refused: unknown operation 'zone-remove'\n"
+    proc = serve(tmp_path, "ods-duo --config CONF node op zone-list --node a", "--read-only")
+    assert "refused" not in proc.stderr and json.loads(proc.stdout)["ok"] is False  # ran: no enforcer here

@@ -12,7 +12,7 @@ import pytest
 from duo_ods.backup.ops import BACKUP_HANDLERS
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
-from duo_ods.errors import TransportError
+from duo_ods.errors import TransportError, ZoneFileError
 from duo_ods.node.handlers import NODE_HANDLERS
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.serve import RequestError, dispatch, read_payload
@@ -145,3 +145,20 @@ def test_the_client_sends_only_the_declared_request_type() -> None:
         fake.client.call("a", P.ZONE_REMOVE, P.LocatorRequest(locator="ab" * 16))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bundle-put does not run on a"):
         fake.client.call("a", P.BUNDLE_PUT)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not a zone",
+        "$ORIGIN ok.test.\n@ 300 IN SOA ns1 h 1 2 3 4 5\n@ 300 IN NS ns1\nx.other.test. 300 IN A 192.0.2.1\n",
+        "$ORIGIN ok.test.\n@ 300 IN SOA ns1 h 1 2 3 4 5\n@ 300 IN NS ns1\n"
+        "@ 300 IN DNSKEY 257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+"
+        "KkxLbxILfDLUT0rAK9iUzy1L53eKGQ==\n",
+    ],
+)
+def test_a_node_rechecks_zone_text_before_writing_anything(duo: Duo, text: str) -> None:
+    with pytest.raises(ZoneFileError, match=r"node a: zone ok\.test as received"):
+        dispatch(duo, "a", "zone-add", {"zone": "ok.test", "text": text},
+                 node_handlers=NODE_HANDLERS, backup_handlers=BACKUP_HANDLERS)  # fmt: skip
+    assert not duo.nodes["a"].paths.unsigned_zone("ok.test").exists()
