@@ -31,7 +31,8 @@ from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.bind import managed
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import DuoError, ZoneFileError
-from duo_ods.keys.flow import create_key
+from duo_ods.keys.flow import create_key, resume_pending
+from duo_ods.keys.journal import pending
 from duo_ods.keys.listing import list_keys
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
@@ -42,6 +43,8 @@ from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import check_file, node_zones, update_checked
 
 log = logging.getLogger(__name__)
+
+RESUME_INTERVAL = 30.0  # seconds between looks for a key command a kill or a silent node left unfinished
 
 
 class _Events(FileSystemEventHandler):
@@ -79,6 +82,7 @@ class Watcher:
         # One watcher (the key origin's) levels serials, so two never re-sign the same zone at once.
         self.level_interval = duo.config.serials.level_interval if origin else 0.0
         self.next_level = time.monotonic() + self.level_interval
+        self.next_resume = time.monotonic()
         # ...and snapshots for the backup store after changes (zones, keys), at most this often.
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
         self.last_snapshot: float | None = None
@@ -227,6 +231,18 @@ class Watcher:
             except DuoError as exc:
                 log.error("zone %s: no keys yet: %s (will retry)", zone, exc)
 
+    def resume_keys_when_due(self) -> None:
+        """Key origin only, every RESUME_INTERVAL: finish (or undo) a key command that was killed or
+        that stopped at a node that did not answer, once every node answers again."""
+        if not self.is_key_origin or time.monotonic() < self.next_resume:
+            return
+        self.next_resume = time.monotonic() + RESUME_INTERVAL
+        if pending(self.duo) is not None:
+            finished = resume_pending(self.duo, self.client)
+            if finished is not None:
+                log.warning("%s", finished.message)
+                self.changed = True
+
     def level_serials_when_due(self) -> None:
         """Every [serials] level_interval: bring a node whose serial lags too far up (zones.level)."""
         if not self.level_interval or time.monotonic() < self.next_level:
@@ -268,6 +284,7 @@ class Watcher:
                 if ready:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
                     self._safely(partial(self.reconcile, zones))
+                self._safely(self.resume_keys_when_due)
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
                 self._safely(self.snapshot_when_due)
