@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Collection
 
 import click
 
@@ -45,8 +46,9 @@ def _run_operation(ctx: Ctx, operation: str, node_name: str) -> None:
     click.echo(encode_reply(result))
 
 
-def _serve(ctx: Ctx, node_name: str) -> None:
-    """Answer requests until the end of input: one JSON line in, one JSON reply line out."""
+def _serve(ctx: Ctx, node_name: str, allowed: Collection[str] | None = None) -> None:
+    """Answer requests until the end of input: one JSON line in, one JSON reply line out.
+    `allowed`: the operations this caller may run (a forced command's key), None for any."""
     os.environ.pop("SOFTHSM2_CONF", None)  # see _run_operation
     if node_name != "backup":
         ctx.duo.node(node_name)  # an unknown node is an error before any request
@@ -57,6 +59,8 @@ def _serve(ctx: Ctx, node_name: str) -> None:
             request = read_payload(line)
             if not isinstance(request, dict) or not isinstance(request.get("op"), str):
                 raise RequestError('a request is {"op": NAME, "payload": {...}}')
+            if allowed is not None and request["op"] not in allowed:
+                raise RequestError(f"operation {request['op'][:80]!r} is not allowed for this key")
             result = dispatch(
                 ctx.duo, node_name, request["op"], request.get("payload", {}),
                 node_handlers=NODE_HANDLERS, backup_handlers=BACKUP_HANDLERS,
@@ -94,28 +98,27 @@ def node_op(ctx: Ctx, operation: str, node_name: str) -> None:
 def serve_ssh(ctx: Ctx, only_node: str | None, read_only: bool) -> None:
     """Forced command for the controller's key in authorized_keys (see docs/ssh-transport.md).
 
-    Runs the one `ods-duo --config CONF node op OPERATION --node NODE` that
-    SSH_ORIGINAL_COMMAND asks for, where CONF is this command's own config;
-    refuses anything else with one line on stderr. With --read-only, only operations
-    that change nothing (status, zone and key listings, custody reports) are accepted.
+    Runs the session (`ods-duo --config CONF node serve --node NODE`) or the one
+    operation (`... node op OPERATION --node NODE`) that SSH_ORIGINAL_COMMAND asks for,
+    where CONF is this command's own config; refuses anything else with one line on stderr.
+    With --read-only, only operations that change nothing (status, zone and key listings,
+    custody reports) are accepted.
     """
     config = str(ctx.find_config())
+    allowed = {
+        name for name, op in P.TABLE.items() if op.runs != "backup" and (op.reads_only or not read_only)
+    }
     try:
         request = parse_request(
-            os.environ.get("SSH_ORIGINAL_COMMAND"),
-            config,
-            {
-                name
-                for name, op in P.TABLE.items()
-                if op.runs != "backup" and (op.reads_only or not read_only)
-            },
-            ctx.duo.config.nodes,
-            only_node,
+            os.environ.get("SSH_ORIGINAL_COMMAND"), config, allowed, ctx.duo.config.nodes, only_node
         )
     except RefusedCommand as exc:
         click.echo(f"ods-duo serve-ssh: refused: {exc}", err=True)
         sys.exit(1)
-    _run_operation(ctx, request.operation, request.node)
+    if request.operation is None:
+        _serve(ctx, request.node, allowed)
+    else:
+        _run_operation(ctx, request.operation, request.node)
 
 
 def _lines(reply: Message) -> str:

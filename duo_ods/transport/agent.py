@@ -39,16 +39,24 @@ STDERR_KEPT = 20
 class Agent:
     """One running agent process and its pipes; one request at a time (a lock per agent)."""
 
-    def __init__(self, node: str, argv: list[str], where: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, node: str, argv: list[str], where: str, unreachable_exit: int | None = None) -> None:
+        """`unreachable_exit`: the carrier's exit status for "could not reach the node" (ssh's 255)."""
         self.node = node
         self.where = where
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-        )
+        self.unreachable_exit = unreachable_exit
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise TransportError(f"node {node}: cannot run {argv[0]}: {exc.strerror}") from None
         self.lock = threading.Lock()
         self.buffer = b""
         self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
-        threading.Thread(target=self._drain_stderr, daemon=True, name=f"agent-{node}-stderr").start()
+        self._stderr_reader = threading.Thread(
+            target=self._drain_stderr, daemon=True, name=f"agent-{node}-stderr"
+        )
+        self._stderr_reader.start()
 
     def _drain_stderr(self) -> None:
         """Keep the agent's log lines (it must never block on a full stderr pipe)."""
@@ -66,6 +74,15 @@ class Agent:
     def last_words(self) -> str:
         lines = [line for line in self.stderr if line.strip()]
         return lines[-1] if lines else f"exit {self.proc.poll()}"
+
+    def _gone(self, op: str) -> TransportError:
+        """The agent ended without a reply: why, in one line (its last words, once it has exited)."""
+        self.stop()
+        if self.unreachable_exit is not None and self.proc.returncode == self.unreachable_exit:
+            return TransportError(
+                f"node {self.node}: {op}: cannot reach it ({self.where}): {self.last_words()}"
+            )
+        return TransportError(f"node {self.node}: {op} failed ({self.where}): {self.last_words()}")
 
     def _read_line(self, timeout: float) -> bytes | None:
         """One reply line, or None when the agent closed its end; TimeoutError past `timeout`."""
@@ -92,25 +109,27 @@ class Agent:
         try:
             self.proc.stdin.write(line)
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.stop()
-            raise TransportError(
-                f"node {self.node}: {op} failed ({self.where}): {self.last_words()}"
-            ) from None
+        except OSError:  # it is gone (a broken pipe)
+            raise self._gone(op) from None
         try:
             reply = self._read_line(timeout)
         except TimeoutError:
-            self.stop()
+            self.kill()
             raise TransportError(
                 f"node {self.node}: {op} did not answer within {timeout:.0f} s ({self.where})"
             ) from None
         if reply is None:
-            self.stop()
-            raise TransportError(f"node {self.node}: {op} failed ({self.where}): {self.last_words()}")
+            raise self._gone(op)
         return decode_reply(self.node, op, reply.decode())
 
+    def kill(self) -> None:
+        """It hangs: SIGKILL by its pid, and reap it."""
+        self.proc.kill()
+        self.stop()
+
     def stop(self) -> None:
-        """Close its input (it exits on end of input), then kill it by its pid if it lingers."""
+        """Close its input (it exits on end of input), then kill it by its pid if it lingers; reap it
+        and close its pipes."""
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):  # it died already
                 self.proc.stdin.close()
@@ -122,6 +141,11 @@ class Agent:
                 self.proc.wait(timeout=REAP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 log.warning("agent %s: pid %d did not exit after SIGKILL", self.node, self.proc.pid)
+        self._stderr_reader.join(timeout=REAP_TIMEOUT)  # its last words, then the pipe's end
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 class Agents:

@@ -3,12 +3,14 @@
 In authorized_keys, `command="ods-duo --config CONF node serve-ssh",restrict`
 makes every connection with the controller's key run `node serve-ssh`, whatever
 the client asked for. The client's request arrives in SSH_ORIGINAL_COMMAND and
-is accepted only in the one shape the ssh transport sends:
+is accepted only in the two shapes the ssh transport sends:
 
-    ods-duo --config CONF node op OPERATION --node NODE
+    ods-duo --config CONF node serve --node NODE          (a session: many operations, JSON lines)
+    ods-duo --config CONF node op OPERATION --node NODE   (one operation)
 
 with CONF exactly the config the forced command was given, OPERATION a known
 node operation and NODE a node of that config (optionally one named node only).
+In a session each request's operation is checked the same way as it arrives.
 Anything else is refused with one line; nothing runs.
 """
 
@@ -23,6 +25,7 @@ from duo_ods.errors import DuoError
 
 PROGRAM = "ods-duo"
 SHAPE = f"{PROGRAM} --config PATH node op OPERATION --node NODE"
+SESSION_SHAPE = f"{PROGRAM} --config PATH node serve --node NODE"
 MAX_SHOWN = 80
 
 
@@ -32,7 +35,7 @@ class RefusedCommand(DuoError):
 
 @dataclass(frozen=True)
 class Request:
-    operation: str
+    operation: str | None  # None: a session, whose operations are checked one by one
     node: str
 
 
@@ -54,18 +57,15 @@ def parse_request(
         words = shlex.split(original)
     except ValueError as exc:
         raise RefusedCommand(f"cannot parse the command {_shown(original)}: {exc}") from None
-    if (
-        len(words) != 8  # the one accepted shape has eight words
-        or PurePosixPath(words[0]).name != PROGRAM
-        or words[1] != "--config"
-        or words[3:5] != ["node", "op"]
-        or words[6] != "--node"
-    ):
-        raise RefusedCommand(f"{_shown(original)} is not `{SHAPE}`")
-    config, operation, node = words[2], words[5], words[7]
+    one_op = len(words) == 8 and words[3:5] == ["node", "op"] and words[6] == "--node"
+    session = len(words) == 7 and words[3:6] == ["node", "serve", "--node"]
+    if not (one_op or session) or PurePosixPath(words[0]).name != PROGRAM or words[1] != "--config":
+        raise RefusedCommand(f"{_shown(original)} is not `{SHAPE}` or `{SESSION_SHAPE}`")
+    config, node = words[2], words[-1]
+    operation = words[5] if one_op else None
     if config != config_path:
         raise RefusedCommand(f"--config {_shown(config)}: this key may only use {config_path}")
-    if operation not in operations:
+    if operation is not None and operation not in operations:
         raise RefusedCommand(f"unknown operation {_shown(operation)}")
     if node == "backup":
         raise RefusedCommand("the backup store lives with the controller and is not reached over ssh")

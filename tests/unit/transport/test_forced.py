@@ -25,8 +25,12 @@ def test_accepts_the_one_shape(program: str) -> None:
 def test_accepts_what_the_ssh_transport_sends() -> None:
     """The client's quoting and the server's parsing agree, even for a config path with a space."""
     transport = SshTransport(target(remote_config="/etc/ods duo/duo.toml"))
-    sent = transport.remote_command("a", "hsm-list")
-    assert parse_request(sent, "/etc/ods duo/duo.toml", OPS, NODES) == Request("hsm-list", "a")
+    sent = transport.remote_command("a")
+    assert parse_request(sent, "/etc/ods duo/duo.toml", OPS, NODES) == Request(None, "a")
+
+
+def test_accepts_a_session() -> None:
+    assert parse(f"ods-duo --config {CONF} node serve --node b") == Request(None, "b")
 
 
 @pytest.mark.parametrize(
@@ -34,7 +38,7 @@ def test_accepts_what_the_ssh_transport_sends() -> None:
     [
         (None, "no command given"),
         ("", "no command given"),
-        ("bash", "is not `ods-duo --config PATH node op OPERATION --node NODE`"),
+        ("bash", "is not `ods-duo --config PATH node op OPERATION --node NODE` or"),
         (f"ods-duo --config {CONF} node op status --node a; rm -rf /", "is not `ods-duo"),
         (f"ods-duo --config {CONF} node op status --node 'a; id'", "no node"),
         (f"ods-duo --config {CONF} node op status --node a -v", "is not `ods-duo"),
