@@ -135,7 +135,7 @@ def test_kek_init_refuses_to_run_twice(lab: Lab) -> None:
     assert proc.stderr.startswith(
         "ods-duo: error: the KEK is set up already on a, b, backup; --replace replaces it"
     )
-    assert "existing key bundle" in proc.stderr
+    assert "the backup token keeps the old KEK for unwrapping only" in proc.stderr
 
 
 def _new_zone(lab: Lab, name: str, tmp_path: Path) -> None:
@@ -279,3 +279,21 @@ def test_no_private_key_in_clear_anywhere(lab: Lab, tmp_path: Path, monkeypatch:
             for secret in secrets:
                 assert secret not in data, f"private key material in clear in {path}"
     assert searched > 20
+
+
+def test_kek_replace_keeps_old_bundles_verifiable_and_new_keys_sealed(lab: Lab, tmp_path: Path) -> None:
+    """Last in this module: a new KEK everywhere; the backup keeps the old one unwrap-only, so every
+    bundle made before still verifies, and keys made after are sealed on every token."""
+    before = json.loads(lab.duo("--json", "kek", "init", "--replace").stdout)
+    assert before["replaced"] and before["retired"]
+    verify = lab.duo("--json", "backup", "verify", check=False)
+    assert verify.returncode == 0, verify.stdout
+    _new_zone(lab, "afterkek.test", tmp_path)
+    lab.duo("key", "create", "afterkek.test")
+    report = json.loads(lab.duo("--json", "backup", "verify").stdout)
+    assert report["ok"] and report["problems"] == []
+    for node in ("a", "b"):
+        custody = json.loads(lab.duo("node", "op", "hsm-custody", "--node", node).stdout)["result"]
+        assert custody["problems"] == []
+        keys = [o for o in custody["objects"] if o["object_class"] == "private" and o["role"] == "dnssec"]
+        assert keys and all(o["extractable"] is False and o["sensitive"] is True for o in keys), keys
