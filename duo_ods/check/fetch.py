@@ -106,7 +106,9 @@ class Fetcher:
         with server.first:  # one probe at a time until the server has answered once
             if server.silent:
                 return self._skipped(zone, source, server)
-            return self._run(zone, source, server)
+            if not server.answered:
+                return self._run(zone, source, server)
+        return self._run(zone, source, server)  # it answered meanwhile: no need to queue
 
     def _skipped(self, zone: str, source: Source, server: _Server) -> Fetched:
         return Fetched(source, zone, error=f"{failure(source, zone)}: not asked, {server.silent}")
