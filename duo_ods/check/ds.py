@@ -101,7 +101,7 @@ def points_to(ds: DS, owner: dns.name.Name, key: DNSKEY) -> bool:
     if ds.key_tag != dns.dnssec.key_id(key) or ds.algorithm != key.algorithm or not key.flags & ZONE_KEY:
         return False
     try:
-        made = dns.dnssec.make_ds(owner, key, DIGESTS[ds.digest_type])
+        made = dns.dnssec.make_ds(owner, key, DIGESTS[ds.digest_type], validating=True)
     except (dns.exception.DNSException, ValueError, KeyError):
         return False
     return bool(made.digest == ds.digest)
