@@ -298,24 +298,39 @@ def _key_states(transport: Transport, node: str, zone: str | None = None) -> Key
     return {normalize_zone_name(z["zone"]): z["keys"] for z in zones}
 
 
-def node_view(transport: Transport, node: str) -> NodeView:
-    view = NodeView(node)
-    try:
-        view.zones = _zone_names(transport, node)
-    except DuoError as exc:
-        view.enforcer_error = str(exc)
-    try:
-        view.states = _key_states(transport, node)
-    except DuoError as exc:
-        view.database_error = str(exc)
-    return view
+class NodeViews:
+    """Every node asked at once, on threads: its enforcer for its zones and its database for the
+    key states, side by side (each is a round trip of its own, a process start in the lab)."""
 
+    def __init__(self, duo: Duo, transport: Transport) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=2 * len(duo.nodes), thread_name_prefix="check-nodes")
+        ask = self._threads.submit
+        self._asked = {
+            node: (ask(_zone_names, transport, node), ask(_key_states, transport, node)) for node in duo.nodes
+        }
+        self._views: dict[str, NodeView] | None = None
 
-def node_views(duo: Duo, transport: Transport) -> dict[str, NodeView]:
-    """Every node's view, the nodes asked in parallel."""
-    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as threads:
-        futures = {node: threads.submit(node_view, transport, node) for node in duo.nodes}
-        return {node: f.result() for node, f in futures.items()}
+    def get(self) -> dict[str, NodeView]:
+        """The answers (waits for them the first time)."""
+        if self._views is None:
+            started = time.monotonic()
+            self._views = {node: self._view(node, *asked) for node, asked in self._asked.items()}
+            self._threads.shutdown()
+            log.debug("enforcers asked (waited %.1f s)", time.monotonic() - started)
+        return self._views
+
+    @staticmethod
+    def _view(node: str, zones: Future[set[str]], states: Future[KeyViews]) -> NodeView:
+        view = NodeView(node)
+        try:
+            view.zones = zones.result()
+        except DuoError as exc:
+            view.enforcer_error = str(exc)
+        try:
+            view.states = states.result()
+        except DuoError as exc:
+            view.database_error = str(exc)
+        return view
 
 
 def zones_to_check(views: Mapping[str, NodeView]) -> list[str]:
@@ -371,10 +386,8 @@ def check_duo(  # noqa: PLR0917
 ) -> list[ZoneReport]:
     """Check zones (default: every zone on any node) on every signer and secondary."""
     parent_ds = parent_ds or {}
-    asked = time.monotonic()
-    views = node_views(duo, transport)
-    log.debug("enforcers asked in %.1f s", time.monotonic() - asked)
-    names = [normalize_zone_name(z) for z in zones] if zones else zones_to_check(views)
+    nodes = NodeViews(duo, transport)  # meanwhile, given zones are fetched and checked
+    names = [normalize_zone_name(z) for z in zones] if zones else zones_to_check(nodes.get())
     refuse_other_zones(parent_ds, names)
     reports = []
     workers = workers or default_workers(len(duo.nodes) + len(duo.config.secondaries))
@@ -383,8 +396,9 @@ def check_duo(  # noqa: PLR0917
         for index, zone in enumerate(names):
             for ahead in names[len(fetches) : index + 1 + PREFETCH_ZONES]:
                 fetches.append([fetcher.submit(ahead, s) for s in live_sources(duo, ahead)])
-            expected = Expected(enforcer_ksks(views, zone), tuple(parent_ds.get(zone, ())))
-            report = ZoneCheck(executor, workers, zone, fetches[index], limits).finish(expected)
+            check = ZoneCheck(executor, workers, zone, fetches[index], limits)
+            views = nodes.get()
+            report = check.finish(Expected(enforcer_ksks(views, zone), tuple(parent_ds.get(zone, ()))))
             fetches[index] = []  # let the copies go
             for source, problem in enforcer_problems(duo, views, zone):
                 report.add("warning", source, problem)
