@@ -252,3 +252,33 @@ def test_an_unparseable_ds_is_a_one_line_error(lab: Lab, ds: str, why: str) -> N
         assert (
             len(lines) == 1 and lines[0].startswith(f"ods-duo: error: --ds {ds!r}: ") and why in lines[0]
         ), lines
+
+
+def test_a_node_whose_enforcer_is_down_is_marked_and_checked(lab: Lab) -> None:
+    status = json.loads(lab.duo("--json", "lab", "status", "--dir", str(lab.dir)).stdout)
+    pid = int(next(n for n in status["nodes"] if n["name"] == "b")["daemons"]["enforcerd"])
+    assert "ods-enforcerd" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    os.kill(pid, signal.SIGTERM)  # the enforcer only: b's signer keeps signing and serving
+    try:
+        deadline = time.monotonic() + 30
+        while _alive(pid):
+            assert time.monotonic() < deadline, "b's enforcer did not stop"
+            time.sleep(0.2)
+        code, report = run_check(lab, ZONE)
+    finally:
+        lab.duo("node", "start", "b")  # starts what is not running: the enforcer
+    zone = report["zones"][ZONE]
+    assert code == 0 and zone["ok"] is True, zone
+    marks = [p for p in zone["problems"] if p["source"] == "b"]
+    assert len(marks) == 1 and marks[0]["severity"] == "warning", zone["problems"]
+    assert "its enforcer does not answer" in marks[0]["message"]
+    assert marks[0]["message"].endswith("key states read from its database")
+    assert all(zone["signatures"][n] > 10 for n in ("a", "b", "ns1"))  # every copy still checked
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
