@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TypeVar
@@ -13,7 +13,9 @@ import dns.exception
 import dns.rdatatype
 import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
+from dns.rdtypes.ANY.DS import DS
 
+from duo_ods.check.ds import keys_pointed_to
 from duo_ods.check.model import Problem, Severity, Thresholds, ZoneReport
 from duo_ods.check.verify import KeySet, verify
 from duo_ods.check.wire import Nsec3, Rrsig, decode_bitmap, encode_bitmap, parse_nsec3
@@ -263,20 +265,38 @@ def check_nsec3(view: ZoneView, found: SourceFindings) -> None:
     found.nsec3 = first.iterations, first.salt, first.flags
 
 
-def check_ds(found: SourceFindings, ds_records: Sequence[str], report: ZoneReport) -> None:
-    """The apex DNSKEY RRset is signed by a key that a published DS points to."""
-    if found.dnskeys is None or not ds_records:
+def _tags(tags: Iterable[int]) -> str:
+    return ", ".join(str(t) for t in sorted(tags)) or "none"
+
+
+def check_enforcer_ksks(found: SourceFindings, ksks: Set[tuple[int, int]], report: ZoneReport) -> None:
+    """The apex DNSKEY RRset is signed by a KSK (or CSK) that the enforcers use, (key tag,
+    algorithm) as their databases have it: the key the parent's DS should point to."""
+    if found.dnskeys is None or not ksks:
         return
-    ds_texts = {d.split(" IN DS ", 1)[-1].lower() for d in ds_records}
     for key in found.dnskeys:
         assert isinstance(key, DNSKEY)
-        if dns.dnssec.key_id(key) not in found.dnskey_sig_tags or not key.flags & 1:
-            continue
-        if dns.dnssec.make_ds(found.dnskeys.name, key, "SHA256").to_text().lower() in ds_texts:
+        tag = dns.dnssec.key_id(key)
+        if tag in found.dnskey_sig_tags and (tag, int(key.algorithm)) in ksks:
             return
     report.add(
-        "critical", found.name, "the DNSKEY RRset is not signed by a key that the published DS points to"
-    )
+        "critical", found.name, "the DNSKEY RRset is not signed by a KSK that the enforcers use "
+        f"(KSK key tags {_tags(t for t, _a in ksks)}; signed by {_tags(found.dnskey_sig_tags)})",
+    )  # fmt: skip
+
+
+def check_parent_ds(found: SourceFindings, ds_records: Sequence[DS], report: ZoneReport) -> None:
+    """The apex DNSKEY RRset is signed by a key that one of the given DS records (--ds: what
+    the parent has) points to, as a validating resolver needs."""
+    if not ds_records:
+        return
+    if found.dnskeys is not None and keys_pointed_to(ds_records, found.dnskeys) & found.dnskey_sig_tags:
+        return
+    given = _tags(int(d.key_tag) for d in ds_records)
+    report.add(
+        "critical", found.name, "the DNSKEY RRset is not signed by a key that the DS given with --ds points "
+        f"to (DS key tags {given}; signed by {_tags(found.dnskey_sig_tags)})",
+    )  # fmt: skip
 
 
 def check_expiry(found: SourceFindings, now: float, limits: Thresholds, report: ZoneReport) -> None:

@@ -1,7 +1,9 @@
 """Run the checks for zones of a duo (live) or for given sources (offline).
 
-Each copy is fetched, parsed and checked on its own in a worker process, one per core, so the
-copies of both signers are verified at the same time. A worker sends back only findings (see
+Copies are fetched on threads (fetch.Fetcher: a timeout per copy, and a server that timed out is
+not waited for again in the same run), a few zones ahead of the checks. Each copy is then parsed
+and checked on its own in a worker process, one per core, so the copies of both signers are
+verified at the same time. A worker sends back only findings (see
 checks.SourceFindings), plus what it received, should a second phase need it: verifying one
 copy's signatures under another copy's keys is needed only where those key sets differ; under an
 identical key set the copy's own results are the answer, so no signature is verified twice under
@@ -16,9 +18,9 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -28,23 +30,36 @@ import dns.rrset
 from duo_ods.bind.tsig import TsigKey, transfer_key
 from duo_ods.check.checks import (
     SourceFindings,
-    check_ds,
+    check_enforcer_ksks,
     check_expiry,
+    check_parent_ds,
     compare_sources,
     count_failures,
     cross_needed,
     findings,
     verify_all,
 )
+from duo_ods.check.ds import ParentDs, refuse_other_zones
+from duo_ods.check.fetch import DEFAULT_TIMEOUT, Fetched, Fetcher
 from duo_ods.check.model import Thresholds, ZoneReport
-from duo_ods.check.sources import AxfrSource, FileSource, Raw, Source, SourceError, load, parse_source, reload
+from duo_ods.check.sources import (
+    AxfrSource,
+    FileSource,
+    Raw,
+    Source,
+    SourceError,
+    failure,
+    parse_source,
+    read,
+    reload,
+)
 from duo_ods.check.verify import KeySet
 from duo_ods.check.zoneview import unsigned_records
 from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.drift import state_drift
-from duo_ods.keys.listing import ds_for_zone
+from duo_ods.ods.kaspdb import is_dead
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
 from duo_ods.zones.check import normalize_zone_name
@@ -62,12 +77,11 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What a worker sends back for one source."""
+    """What a worker sends back for one copy."""
 
     name: str
     error: str = ""
     findings: SourceFindings | None = None
-    raw: Raw | None = None  # for a second phase
     valid: frozenset[bytes] = frozenset()  # verifications done and valid (checks.verification_key)
 
 
@@ -84,31 +98,33 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def check_source(job: Job, source: Source, known: frozenset[bytes], record: bool) -> Outcome:
-    """Fetch, parse and check one copy (in a worker)."""
+def check_source(job: Job, fetched: Fetched, known: frozenset[bytes], record: bool) -> Outcome:
+    """Parse and check one fetched copy (in a worker)."""
     with _no_gc():
-        return _check_source(job, source, known, record)
+        return _check_source(job, fetched, known, record)
 
 
-def _check_source(job: Job, source: Source, known: frozenset[bytes], record: bool) -> Outcome:
+def _check_source(job: Job, fetched: Fetched, known: frozenset[bytes], record: bool) -> Outcome:
+    if fetched.raw is None:
+        return Outcome(fetched.name, error=fetched.error or "no data")
     started = time.monotonic()
     try:
-        raw, view = load(source, job.zone)
+        view = read(fetched.raw, job.zone, failure(fetched.source, job.zone))
     except SourceError as exc:
-        return Outcome(source.name, error=str(exc))
+        return Outcome(fetched.name, error=str(exc))
     loaded = time.monotonic()
     keys = KeySet(view.dnskeys) if view.dnskeys is not None else None
     results, valid = verify_all(view, keys, job.now, known, record) if keys else (None, set[bytes]())
     verified = time.monotonic()
-    found = findings(view, source.name, results)
+    found = findings(view, fetched.name, results)
     found.keyset = keys.id if keys else None
     found.data = unsigned_records(view)
     log.debug(
         "%s %s: %d records read in %.1f s, %d signatures verified in %.1f s, other checks %.1f s",
-        job.zone, source.name, view.data.records, loaded - started, len(view.data.rrsigs), verified - loaded,
+        job.zone, fetched.name, view.data.records, loaded - started, len(view.data.rrsigs), verified - loaded,
         time.monotonic() - verified,
     )  # fmt: skip
-    return Outcome(source.name, findings=found, raw=raw, valid=frozenset(valid))
+    return Outcome(fetched.name, findings=found, valid=frozenset(valid))
 
 
 def cross_check(job: Job, raw: Raw, keysets: Sequence[dns.rrset.RRset]) -> dict[str, int]:
@@ -141,30 +157,41 @@ def pool(workers: int) -> Executor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a zone's copies are checked against besides each other: the KSKs (key tag, algorithm)
+    that the enforcers use, and the DS records the operator gave with --ds."""
+
+    ksks: frozenset[tuple[int, int]] = frozenset()
+    parent_ds: tuple[ParentDs, ...] = ()
+
+
 class ZoneCheck:
-    """The check of one zone: started on the workers at once, finished once the DS records
-    (from the enforcers, meanwhile) are known."""
+    """The check of one zone, from its copies as the fetcher brings them: the first copies on the
+    workers at once, the rest (the secondaries) with the verifications already done."""
 
     def __init__(  # noqa: PLR0917
-        self, executor: Executor, workers: int, zone: str, sources: Sequence[Source], limits: Thresholds,
-        now: float | None = None,
+        self, executor: Executor, workers: int, zone: str, fetches: Sequence[Future[Fetched]],
+        limits: Thresholds, now: float | None = None,
     ) -> None:  # fmt: skip
         self.executor = executor
+        self.workers = workers
         self.job = Job(zone, time.time() if now is None else now)
         self.limits = limits
-        self.rest = list(sources[workers:])
-        record = bool(self.rest)
-        self.first = [
-            executor.submit(check_source, self.job, s, frozenset(), record) for s in sources[:workers]
-        ]
+        self.fetches = list(fetches)
 
-    def finish(self, ds_records: Sequence[str] = ()) -> ZoneReport:
+    def finish(self, expected: Expected | None = None) -> ZoneReport:
+        expected = expected or Expected()
         started = time.monotonic()
-        outcomes = [f.result() for f in self.first]
-        log.debug("%s: waited %.1f s for the first copies", self.job.zone, time.monotonic() - started)
-        if self.rest:
+        fetched = [f.result() for f in self.fetches]
+        log.debug("%s: waited %.1f s for the copies", self.job.zone, time.monotonic() - started)
+        first, rest = fetched[: self.workers], fetched[self.workers :]
+        record = bool(rest)
+        started_first = [self.executor.submit(check_source, self.job, c, frozenset(), record) for c in first]
+        outcomes = [f.result() for f in started_first]
+        if rest:
             known = frozenset().union(*(o.valid for o in outcomes))
-            later = [self.executor.submit(check_source, self.job, s, known, False) for s in self.rest]
+            later = [self.executor.submit(check_source, self.job, c, known, False) for c in rest]
             outcomes += [f.result() for f in later]
         report = ZoneReport(self.job.zone)
         copies = []
@@ -177,20 +204,21 @@ class ZoneCheck:
             report.problems += found.problems
             if found.signatures is not None:
                 report.signatures[found.name] = found.signatures
-            check_ds(found, ds_records, report)
+            check_enforcer_ksks(found, expected.ksks, report)
+            check_parent_ds(found, [d.rdata for d in expected.parent_ds], report)
             check_expiry(found, self.job.now, self.limits, report)
             copies.append(found)
         if len(copies) > 1:
             started = time.monotonic()
-            compare_sources(copies, self._cross(outcomes, copies), self.limits, report)
+            compare_sources(copies, self._cross(fetched, copies), self.limits, report)
             log.debug("%s: copies compared in %.1f s", self.job.zone, time.monotonic() - started)
         return report
 
     def _cross(
-        self, outcomes: Sequence[Outcome], copies: Sequence[SourceFindings]
+        self, fetched: Sequence[Fetched], copies: Sequence[SourceFindings]
     ) -> dict[tuple[str, str], int]:
         """The second phase, for copies whose key sets differ (the broken case): verify again."""
-        raws = {o.name: o.raw for o in outcomes}
+        raws = {f.name: f.raw for f in fetched}
         dnskeys = {c.keyset: c.dnskeys for c in copies if c.keyset is not None and c.dnskeys is not None}
         futures = {}
         for name, keysets in cross_needed(copies).items():
@@ -205,15 +233,22 @@ class ZoneCheck:
 def check_zone(  # noqa: PLR0917 (all but the first two have defaults)
     zone: str,
     sources: Sequence[Source],
-    ds_records: Sequence[str] = (),
+    parent_ds: Sequence[ParentDs] = (),
     limits: Thresholds | None = None,
     now: float | None = None,
     workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    fetcher: Fetcher | None = None,
 ) -> ZoneReport:
     """All checks on the copies of one zone; a missing copy is a problem, the rest still runs."""
     workers = workers or default_workers(len(sources))
-    with pool(workers) as executor:
-        return ZoneCheck(executor, workers, zone, sources, limits or Thresholds(), now).finish(ds_records)
+    with ExitStack() as stack:
+        if fetcher is None:
+            fetcher = stack.enter_context(Fetcher(timeout))
+        executor = stack.enter_context(pool(workers))
+        fetches = [fetcher.submit(zone, s) for s in sources]
+        check = ZoneCheck(executor, workers, zone, fetches, limits or Thresholds(), now)
+        return check.finish(Expected(parent_ds=tuple(parent_ds)))
 
 
 def live_sources(duo: Duo, zone: str) -> list[Source]:
@@ -224,73 +259,159 @@ def live_sources(duo: Duo, zone: str) -> list[Source]:
     return sources
 
 
-def _enforcer_view(duo: Duo, client: NodeClient, zone: str) -> tuple[list[str], list[str], list[str]]:
-    """The published DS records, key state drift between the nodes, and what could not be read.
+KeyViews = dict[str, list[dict[str, Any]]]  # zone -> its keys' enforcer states (kaspdb.KeyStates.to_json)
 
-    Key states come from each node's enforcer database, so a stopped enforcer still shows
-    where it stopped and the drift against the running one.
-    """
-    views: dict[str, list[dict[str, Any]]] = {}
-    unreadable: list[str] = []
-    for node in duo.nodes:
+
+@dataclass
+class NodeView:
+    """What one node's enforcer says, read once for every zone: its zones (from the running
+    enforcer) and its keys' states (from its database, so also while the enforcer is stopped)."""
+
+    name: str
+    zones: set[str] | None = None  # None: the enforcer could not be asked
+    enforcer_error: str = ""
+    states: KeyViews | None = None  # None: the database could not be read
+    database_error: str = ""
+
+    def problems(self) -> list[str]:
+        """What to mark the node with, on every zone."""
+        found = []
+        if self.zones is None:
+            found.append(
+                f"its enforcer does not answer ({self.enforcer_error}); key maintenance on this node is "
+                "stopped" + ("; key states read from its database" if self.states is not None else "")
+            )
+        if self.states is None:
+            found.append(f"cannot read its enforcer database: {self.database_error}")
+        return found
+
+
+def _zone_names(client: NodeClient, node: str) -> set[str]:
+    """The zones the node's running enforcer has."""
+    return {normalize_zone_name(z) for z in client.call(node, ZONE_LIST).names}
+
+
+def _key_states(client: NodeClient, node: str, zone: str | None = None) -> KeyViews:
+    """Every zone's key states (with `zone`: that zone's) from the node's enforcer database."""
+    zones = client.call(node, KEY_STATES, KeyStatesRequest(zone=zone)).zones
+    return {z.zone: [k.model_dump() for k in z.keys] for z in zones}
+
+
+class NodeViews:
+    """Every node asked at once, on threads: its enforcer for its zones and its database for the
+    key states, side by side (each is a round trip of its own, a process start in the lab)."""
+
+    def __init__(self, duo: Duo, client: NodeClient) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=2 * len(duo.nodes), thread_name_prefix="check-nodes")
+        ask = self._threads.submit
+        self._asked = {
+            node: (ask(_zone_names, client, node), ask(_key_states, client, node)) for node in duo.nodes
+        }
+        self._views: dict[str, NodeView] | None = None
+
+    def get(self) -> dict[str, NodeView]:
+        """The answers (waits for them the first time)."""
+        if self._views is None:
+            started = time.monotonic()
+            self._views = {node: self._view(node, *asked) for node, asked in self._asked.items()}
+            self._threads.shutdown()
+            log.debug("enforcers asked (waited %.1f s)", time.monotonic() - started)
+        return self._views
+
+    @staticmethod
+    def _view(node: str, zones: Future[set[str]], states: Future[KeyViews]) -> NodeView:
+        view = NodeView(node)
         try:
-            keys = client.call(node, KEY_STATES, KeyStatesRequest(zone=zone)).keys_of(zone)
-            views[node] = [k.model_dump() for k in keys or []]
+            view.zones = zones.result()
         except DuoError as exc:
-            unreadable.append(f"node {node}: cannot read its enforcer database: {exc}")
-    margin = parse_duration(duo.config.policy.skew_margin)
-    drift = state_drift(views, margin) if len(views) == len(duo.nodes) else []
-    try:
-        ds_records = ds_for_zone(duo, client, zone).ds
-    except DuoError as exc:
-        unreadable.append(f"cannot read the enforcers' keys: {exc}")
-        ds_records = []
-    return ds_records, drift, unreadable
+            view.enforcer_error = str(exc)
+        try:
+            view.states = states.result()
+        except DuoError as exc:
+            view.database_error = str(exc)
+        return view
 
 
-def check_duo(
-    duo: Duo, client: NodeClient, zones: Sequence[str], limits: Thresholds, workers: int | None = None
+def zones_to_check(views: Mapping[str, NodeView]) -> list[str]:
+    """Every zone any enforcer has; when no enforcer answers, every zone in their databases."""
+    found: set[str] = set()
+    for view in views.values():
+        found |= view.zones or set()
+    if not any(v.zones is not None for v in views.values()):
+        for view in views.values():
+            found |= set(view.states or {})
+    if not found and all(v.zones is None and v.states is None for v in views.values()):
+        # Nothing to check is not "all valid": say that the nodes could not be asked.
+        silent = [f"node {v.name}: {v.enforcer_error}; {v.database_error}" for v in views.values()]
+        raise NodeError("cannot list the zones to check: " + "; ".join(silent))
+    return sorted(found)
+
+
+def enforcer_ksks(views: Mapping[str, NodeView], zone: str) -> frozenset[tuple[int, int]]:
+    """(key tag, algorithm) of the zone's KSKs and CSKs that some enforcer has in use (neither
+    retiring nor dead): the keys the DS at the parent should point to."""
+    found: set[tuple[int, int]] = set()
+    for view in views.values():
+        for key in (view.states or {}).get(zone, []):
+            if key["role"] in {"KSK", "CSK"} and key["flags"].get("introducing") and not is_dead(key):
+                found.add((int(key["keytag"]), int(key["algorithm"])))
+    return frozenset(found)
+
+
+def enforcer_problems(duo: Duo, views: Mapping[str, NodeView], zone: str) -> list[tuple[str, str]]:
+    """(source, message) warnings for the zone: nodes whose enforcer could not be asked, and key
+    state drift between the nodes. The signed data is checked on its own; a silent enforcer stops
+    key maintenance, not signing, so these warn rather than fail the zone."""
+    found = [(node, problem) for node, view in views.items() for problem in view.problems()]
+    states = {node: (v.states or {}).get(zone, []) for node, v in views.items() if v.states is not None}
+    if len(states) == len(duo.nodes):
+        drift = state_drift(states, parse_duration(duo.config.policy.skew_margin))
+        if drift:
+            found.append(("duo", "enforcer key states differ between the nodes: " + "; ".join(drift)))
+    return found
+
+
+PREFETCH_ZONES = 4  # zones whose copies are fetched ahead of the one being checked (memory bound)
+
+
+def check_duo(  # noqa: PLR0917
+    duo: Duo,
+    client: NodeClient,
+    zones: Sequence[str],
+    limits: Thresholds,
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    parent_ds: Mapping[str, Sequence[ParentDs]] | None = None,
 ) -> list[ZoneReport]:
     """Check zones (default: every zone on any node) on every signer and secondary."""
-    if not zones:
-        found: set[str] = set()
-        silent: list[str] = []
-        for node in duo.nodes:
-            try:
-                found |= set(client.call(node, ZONE_LIST).names)
-            except DuoError as exc:
-                silent.append(str(exc))  # a node that answers still names the zones to check
-        if not found and silent:
-            # Nothing to check is not "all valid": say that the nodes could not be asked.
-            raise NodeError("cannot list the zones to check: " + "; ".join(silent))
-        zones = sorted(found)
+    parent_ds = parent_ds or {}
+    nodes = NodeViews(duo, client)  # meanwhile, given zones are fetched and checked
+    names = [normalize_zone_name(z) for z in zones] if zones else zones_to_check(nodes.get())
+    refuse_other_zones(parent_ds, names)
     reports = []
     workers = workers or default_workers(len(duo.nodes) + len(duo.config.secondaries))
-    with pool(workers) as executor:
-        for zone in (normalize_zone_name(z) for z in zones):
-            started = ZoneCheck(executor, workers, zone, live_sources(duo, zone), limits)
-            asked = time.monotonic()
-            ds_records, drift, unreadable = _enforcer_view(duo, client, zone)  # while the workers work
-            log.debug("%s: enforcers asked in %.1f s", zone, time.monotonic() - asked)
-            report = started.finish(ds_records)
-            for problem in unreadable:
-                # The signed data is checked above on its own; a silent enforcer stops key
-                # maintenance, not signing, so it warns rather than fails the zone.
-                report.add("warning", "duo", problem)
-            if drift:
-                report.add(
-                    "warning", "duo", "enforcer key states differ between the nodes: " + "; ".join(drift)
-                )
+    with Fetcher(timeout) as fetcher, pool(workers) as executor:
+        fetches: list[list[Future[Fetched]]] = []
+        for index, zone in enumerate(names):
+            for ahead in names[len(fetches) : index + 1 + PREFETCH_ZONES]:
+                fetches.append([fetcher.submit(ahead, s) for s in live_sources(duo, ahead)])
+            check = ZoneCheck(executor, workers, zone, fetches[index], limits)
+            views = nodes.get()
+            report = check.finish(Expected(enforcer_ksks(views, zone), tuple(parent_ds.get(zone, ()))))
+            fetches[index] = []  # let the copies go
+            for source, problem in enforcer_problems(duo, views, zone):
+                report.add("warning", source, problem)
             reports.append(report)
     return reports
 
 
-def check_given(
+def check_given(  # noqa: PLR0917
     zone: str,
     specs: Sequence[str],
-    ds_records: Sequence[str],
+    parent_ds: Sequence[ParentDs],
     limits: Thresholds,
     tsig: TsigKey | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> ZoneReport:
     """Offline (or ad hoc) check of saved files and/or servers given with --source."""
     zone = normalize_zone_name(zone)
@@ -304,4 +425,4 @@ def check_given(
             # Short names read better; fall back to the path when two files share a name.
             unique = file_names.count(target.name) == 1
             sources.append(FileSource(target.name if unique else str(target), target))
-    return check_zone(zone, sources, ds_records, limits)
+    return check_zone(zone, sources, parent_ds, limits, timeout=timeout)

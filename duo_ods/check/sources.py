@@ -18,6 +18,8 @@ from pathlib import Path
 import dns.exception
 import dns.message
 import dns.name
+import dns.query
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -55,21 +57,48 @@ class SourceError(Exception):
     """A copy that could not be had; the message says why."""
 
 
-def load(source: Source, zone: str) -> tuple[Raw, ZoneView]:
-    """The copy of the zone from the source, as it came and analysed; SourceError when there is none."""
+class SourceTimeout(SourceError):
+    """The server stayed silent for longer than the timeout (a hung server accepts the connection
+    and never answers)."""
+
+
+def failure(source: Source, zone: str) -> str:
+    """How a failure to get the copy starts: the reason follows."""
+    if isinstance(source, AxfrSource):
+        return f"no AXFR of {zone} from {source.address} port {source.port}"
+    return f"cannot read {source.path} as zone {zone}"
+
+
+def fetch(source: Source, zone: str, timeout: float = AXFR_TIMEOUT) -> Raw:
+    """The copy as it comes, not read yet (see read): the AXFR messages, or the file's text.
+    SourceTimeout when the server stayed silent for `timeout` seconds, SourceError otherwise."""
     origin = dns.name.from_text(zone)
     if isinstance(source, AxfrSource):
         try:
-            messages, data = axfr(source.address, source.port, origin, source.tsig)
-            return messages, analyse(data)
+            return axfr_messages(source.address, source.port, origin, source.tsig, timeout)
+        except dns.exception.Timeout as exc:
+            raise SourceTimeout(f"{failure(source, zone)}: no answer within {timeout:g} s") from exc
         except (dns.exception.DNSException, OSError, EOFError) as exc:
-            why = f"no AXFR of {zone} from {source.address} port {source.port}: {exc or type(exc).__name__}"
-            raise SourceError(why) from exc
+            raise SourceError(f"{failure(source, zone)}: {exc or type(exc).__name__}") from exc
     try:
-        text = source.path.read_text()
-        return text, analyse(from_text(text, origin))
-    except (dns.exception.DNSException, OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"cannot read {source.path} as zone {zone}: {exc}") from exc
+        return source.path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{failure(source, zone)}: {exc}") from exc
+
+
+def read(raw: Raw, zone: str, why: str = "") -> ZoneView:
+    """What a fetched copy holds, analysed; SourceError (starting with `why`) when it is not a
+    valid copy of the zone."""
+    try:
+        return reload(raw, zone)
+    except (dns.exception.DNSException, EOFError) as exc:
+        raise SourceError(f"{why or 'bad copy'}: {exc or type(exc).__name__}") from exc
+
+
+def load(source: Source, zone: str, timeout: float = AXFR_TIMEOUT) -> tuple[Raw, ZoneView]:
+    """The copy of the zone from the source, as it came and analysed; SourceError when there is none."""
+    raw = fetch(source, zone, timeout)
+    return raw, read(raw, zone, failure(source, zone))
 
 
 def reload(raw: Raw, zone: str) -> ZoneView:
@@ -154,52 +183,97 @@ def _find_tsig(wire: bytes) -> tuple[dns.name.Name, dns.rdata.Rdata, int] | None
     return None
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+def _read_exactly(sock: socket.socket, size: int, silence: float) -> bytes:
+    """`size` bytes; a server that sends nothing for `silence` seconds has timed out."""
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
+    sock.settimeout(silence)
     while got < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise dns.exception.Timeout
-        sock.settimeout(left)
-        n = sock.recv_into(view[got:])
+        try:
+            n = sock.recv_into(view[got:])
+        except TimeoutError as exc:
+            raise dns.exception.Timeout from exc
         if n == 0:
             raise EOFError
         got += n
     return bytes(buffer)
 
 
-def axfr(
+def _skip_name(wire: bytes, offset: int) -> int:
+    while True:
+        length = wire[offset]
+        if length == 0:
+            return offset + 1
+        if length >= 0xC0:
+            return offset + 2
+        offset += length + 1
+
+
+def apex_soas(wire: bytes, origin: bytes, query_id: int) -> int:
+    """How many SOA records of the zone's apex an AXFR answer holds (the second one closes the
+    transfer). Only walks the records: the full reading is done where the copy is checked."""
+    msg_id, flags, qdcount, ancount, _ns, _ar = HEADER.unpack_from(wire, 0)
+    if msg_id != query_id:
+        raise WireError("AXFR answer with the wrong message id")
+    if flags & 0xF:
+        raise dns.query.TransferError(dns.rcode.Rcode.make(flags & 0xF))  # type: ignore[no-untyped-call]
+    offset = HEADER.size
+    for _ in range(qdcount):
+        offset = _skip_name(wire, offset) + 4
+    found = 0
+    for _ in range(ancount):
+        start = offset
+        offset = _skip_name(wire, offset)
+        rdtype, _class, _ttl, rdlen = RR_FIXED.unpack_from(wire, offset)
+        offset += RR_FIXED.size + rdlen
+        if rdtype == dns.rdatatype.SOA and read_name(wire, start, {})[0].lower() == origin:
+            found += 1
+    if offset > len(wire):
+        raise WireError("malformed AXFR message: records run past its end")
+    return found
+
+
+def axfr_messages(
     address: str, port: int, origin: dns.name.Name, tsig: TsigKey | None = None, timeout: float = AXFR_TIMEOUT
-) -> tuple[list[bytes], ZoneData]:
-    """The AXFR messages of the zone, and what they hold, checked to start and end with the SOA.
-    With a transfer key the request is signed, and so must be the first and last answers."""
+) -> list[bytes]:
+    """The AXFR messages of the zone, up to the closing SOA, unread (see from_messages). With a
+    transfer key the request is signed, and so must be the first and last answers. `timeout`: how
+    long the server may stay silent (to connect, to answer, between messages), not a limit on the
+    whole transfer, so a large zone that keeps coming is not cut short."""
     request = dns.message.make_query(origin, dns.rdatatype.AXFR, dns.rdataclass.IN)
     if tsig is not None:
         request.use_tsig(tsig.keyring(), dns.name.from_text(tsig.name))
     query = request.to_wire()
     checker = _Tsig(tsig, request)
-    deadline = time.monotonic() + timeout
+    apex = origin.canonicalize().to_wire()
+    assert apex is not None
     messages: list[bytes] = []
-    data = ZoneData(origin)  # parsed as it comes, to see the closing SOA
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except TimeoutError as exc:
         raise dns.exception.Timeout from exc
     with sock:
         sock.sendall(struct.pack("!H", len(query)) + query)
-        done = False
-        while not done:
-            (size,) = struct.unpack("!H", _read_exactly(sock, 2, deadline))
-            wire = _read_exactly(sock, size, deadline)
+        soas = 0
+        while soas < 2:
+            (size,) = struct.unpack("!H", _read_exactly(sock, 2, timeout))
+            wire = _read_exactly(sock, size, timeout)
             with _malformed():
                 checker.check(wire)
-                done = data.add_message(wire, request.id)
+                soas += apex_soas(wire, apex, request.id)
             messages.append(wire)
     if tsig is not None and checker.last_signed != len(messages) - 1:
         raise WireError("the last answer is not signed with the transfer key")
-    return messages, data
+    return messages
+
+
+def axfr(
+    address: str, port: int, origin: dns.name.Name, tsig: TsigKey | None = None, timeout: float = AXFR_TIMEOUT
+) -> tuple[list[bytes], ZoneData]:
+    """The AXFR messages of the zone and what they hold, checked to start and end with the SOA."""
+    messages = axfr_messages(address, port, origin, tsig, timeout)
+    return messages, from_messages(messages, origin)
 
 
 def parse_source(spec: str) -> tuple[str, int] | Path:

@@ -8,11 +8,14 @@ import sys
 import click
 
 from duo_ods.bind.tsig import TsigKey, transfer_key
+from duo_ods.check.ds import parse_ds_options
+from duo_ods.check.fetch import DEFAULT_TIMEOUT
 from duo_ods.check.model import Thresholds
 from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
 from duo_ods.check.run import check_duo, check_given
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.errors import DuoError
+from duo_ods.zones.check import normalize_zone_name
 
 
 def _transfer_key(ctx: Ctx) -> TsigKey | None:
@@ -30,7 +33,14 @@ def _transfer_key(ctx: Ctx) -> TsigKey | None:
 @click.option(
     "--source", "sources", multiple=True, help="ADDR:PORT or a zone FILE instead of the duo (repeat)"
 )
-@click.option("--ds", "ds_records", multiple=True, help="a published DS ('ZONE. IN DS ...') to check against")
+@click.option(
+    "--ds", "ds_records", multiple=True,
+    help="a DS the parent has ('ZONE. IN DS ...'; repeat): every copy must be signed by a key it points to",
+)  # fmt: skip
+@click.option(
+    "--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=click.FloatRange(min=0.1),
+    help="seconds a copy's server may stay silent; one that does is not waited for again in this run",
+)  # fmt: skip
 @click.option("--warn-days", default=3.0, show_default=True, help="warn when a signature expires sooner")
 @click.option("--crit-days", default=1.0, show_default=True, help="critical when a signature expires sooner")
 @click.option("--serial-spread", default=10, show_default=True, help="warn when serials are further apart")
@@ -44,19 +54,23 @@ def check(
     warn_days: float,
     crit_days: float,
     serial_spread: int,
+    timeout: float,
 ) -> None:
     """Prove the mix: each copy valid, and every signature valid under every other copy's keys.
 
     Exit status: 0 when every zone is ok, 1 otherwise (with --nagios: 0/1/2/3 as plugins do).
     """
     limits = Thresholds(warn_expiry_days=warn_days, crit_expiry_days=crit_days, serial_spread=serial_spread)
+    if sources and len(zones) != 1:
+        raise click.UsageError("--source needs exactly one ZONE")
     try:
+        names = [normalize_zone_name(z) for z in zones]
+        parent_ds = parse_ds_options(ds_records, names or None)  # all zones: checked once they are known
         if sources:
-            if len(zones) != 1:
-                raise click.UsageError("--source needs exactly one ZONE")
-            reports = [check_given(zones[0], sources, ds_records, limits, _transfer_key(ctx))]
+            given = parent_ds.get(names[0], [])
+            reports = [check_given(names[0], sources, given, limits, _transfer_key(ctx), timeout)]
         else:
-            reports = check_duo(ctx.duo, ctx.client, zones, limits)
+            reports = check_duo(ctx.duo, ctx.client, names, limits, timeout=timeout, parent_ds=parent_ds)
     except DuoError as exc:
         if nagios:
             click.echo(f"DUO UNKNOWN - {exc}")

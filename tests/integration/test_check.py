@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Lab
-from tests.support.dnssec import write_zone
+from tests.support.dnssec import wait_signed, write_zone
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +143,143 @@ def test_a_node_down_is_a_problem_and_the_rest_still_runs(lab: Lab) -> None:
     assert code == 1 and zone["ok"] is False
     assert any(p["source"] == "b" and "no AXFR of example.test" in p["message"] for p in zone["problems"])
     assert zone["signatures"]["a"] > 10  # node a was still checked
+
+
+# --- issue 13: a hung signer costs one timeout per run; --ds applies to every copy -----------
+
+EXTRA_ZONES = [f"hung{i:02}.test" for i in range(1, 7)]  # each zone's shared keys take ~15 s to make
+TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def many_zones(lab: Lab) -> list[str]:
+    """Small zones dropped into the watched input folder (the key origin's watcher makes their
+    keys), each signed on both nodes before the tests use them."""
+    folder = Path(lab.status["input_dir"])
+    example = (folder / ZONE).read_text()
+    for zone in EXTRA_ZONES:
+        temp = folder / f".{zone}.tmp"
+        temp.write_text(example.replace(ZONE, zone))
+        temp.rename(folder / zone)
+    for zone in EXTRA_ZONES:
+        for node in ("a", "b"):
+            wait_signed_long(lab, node, zone)
+    return [ZONE, *EXTRA_ZONES]
+
+
+def wait_signed_long(lab: Lab, node: str, zone: str) -> None:
+    n = lab.node(node)
+    wait_signed(n["address"], n["port"], zone, 2, lab.tsig, timeout=60 + 30 * len(EXTRA_ZONES))
+
+
+def signerd_pid(lab: Lab, node: str) -> int:
+    """The node's ods-signerd as the lab reports it now (a node stop/start gives a new pid)."""
+    status = json.loads(lab.duo("--json", "lab", "status", "--dir", str(lab.dir)).stdout)
+    pid = int(next(n for n in status["nodes"] if n["name"] == node)["daemons"]["signerd"])
+    assert "ods-signerd" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    return pid
+
+
+def test_a_hung_signer_costs_one_timeout_not_one_per_zone(lab: Lab, many_zones: list[str]) -> None:
+    pid = signerd_pid(lab, "b")
+    os.kill(pid, signal.SIGSTOP)  # it keeps accepting TCP connections (the kernel does), never answers
+    try:
+        started = time.monotonic()
+        code, report = run_check(lab, "--timeout", str(TIMEOUT))
+        took = time.monotonic() - started
+        status, line = nagios(lab, "--timeout", str(TIMEOUT))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"check with b's signer stopped: {took:.1f} s for {len(many_zones)} zones (--timeout {TIMEOUT:g})")
+    # One timeout for the whole run plus the checks themselves (not one timeout per zone: that
+    # alone would be len(many_zones) x TIMEOUT).
+    assert took < len(many_zones) * TIMEOUT, took
+    assert took < 2 * TIMEOUT + 12, took
+    assert code == 1 and report["ok"] is False
+    assert set(many_zones) <= set(report["zones"])
+    timed_out = 0
+    for zone in many_zones:
+        problems = report["zones"][zone]["problems"]
+        from_b = [p for p in problems if p["source"] == "b"]
+        assert len(from_b) == 1 and from_b[0]["severity"] == "critical", problems
+        b = lab.node("b")
+        assert from_b[0]["message"].startswith(f"no AXFR of {zone} from {b['address']} port {b['port']}: ")
+        timed_out += from_b[0]["message"].endswith(f": no answer within {TIMEOUT:g} s")
+        assert from_b[0]["message"].endswith(f"no answer within {TIMEOUT:g} s") or re.search(
+            rf": not asked, it did not answer within {TIMEOUT:g} s for [a-z0-9.]+ earlier in this run$",
+            from_b[0]["message"],
+        ), from_b[0]["message"]
+        # Everything else is still checked: a's copy and the secondary's.
+        assert report["zones"][zone]["signatures"]["a"] > 10
+        assert not [p for p in problems if p["severity"] == "critical" and p["source"] != "b"], problems
+    assert 1 <= timed_out <= 2  # the others were not waited for
+    assert status == 2 and line.startswith("DUO CRITICAL - b: no AXFR of "), line
+    # b answers again once it runs on
+    lab.signed("b", ZONE)
+
+
+def test_a_wrong_ds_is_critical_on_every_copy(lab: Lab) -> None:
+    good = lab.duo("--json", "key", "ds", ZONE)
+    ds = json.loads(good.stdout)["ds"]
+    code, report = run_check(lab, ZONE, *[a for d in ds for a in ("--ds", d)])
+    assert code == 0 and report["ok"] is True, report
+    tag, algorithm, digest_type, digest = ds[0].split(" IN DS ", 1)[1].split()
+    wrong_digest = ("0" if digest[0] != "0" else "1") + digest[1:]
+    for wrong in (f"{ZONE}. IN DS {tag} {algorithm} {digest_type} {wrong_digest}",
+                  f"{ZONE}. IN DS {(int(tag) + 1) % 65536} {algorithm} {digest_type} {digest}"):  # fmt: skip
+        code, report = run_check(lab, ZONE, "--ds", wrong)
+        zone = report["zones"][ZONE]
+        assert code == 1 and zone["ok"] is False
+        wrong_ds = "not signed by a key that the DS given with --ds points to"
+        flagged = {
+            p["source"] for p in zone["problems"] if p["severity"] == "critical" and wrong_ds in p["message"]
+        }  # fmt: skip
+        assert flagged == {"a", "b", "ns1"}, zone["problems"]
+
+
+@pytest.mark.parametrize(
+    ("ds", "why"),
+    [
+        ("garbage", "not a DS record"),
+        ("other.test. IN DS 1 13 2 " + "ab" * 32, "a DS for other.test, not for a zone being checked"),
+        (f"{ZONE}. IN DS 1 13 9 abcd", "digest type 9 is not one of"),
+    ],
+)
+def test_an_unparseable_ds_is_a_one_line_error(lab: Lab, ds: str, why: str) -> None:
+    for zones in ([ZONE], []):
+        proc = lab.duo("check", *zones, "--ds", ds, check=False)
+        assert proc.returncode == 1 and proc.stdout == "", proc
+        lines = proc.stderr.strip().splitlines()
+        assert (
+            len(lines) == 1 and lines[0].startswith(f"ods-duo: error: --ds {ds!r}: ") and why in lines[0]
+        ), lines
+
+
+def test_a_node_whose_enforcer_is_down_is_marked_and_checked(lab: Lab) -> None:
+    status = json.loads(lab.duo("--json", "lab", "status", "--dir", str(lab.dir)).stdout)
+    pid = int(next(n for n in status["nodes"] if n["name"] == "b")["daemons"]["enforcerd"])
+    assert "ods-enforcerd" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    os.kill(pid, signal.SIGTERM)  # the enforcer only: b's signer keeps signing and serving
+    try:
+        deadline = time.monotonic() + 30
+        while _alive(pid):
+            assert time.monotonic() < deadline, "b's enforcer did not stop"
+            time.sleep(0.2)
+        code, report = run_check(lab, ZONE)
+    finally:
+        lab.duo("node", "start", "b")  # starts what is not running: the enforcer
+    zone = report["zones"][ZONE]
+    assert code == 0 and zone["ok"] is True, zone
+    marks = [p for p in zone["problems"] if p["source"] == "b"]
+    assert len(marks) == 1 and marks[0]["severity"] == "warning", zone["problems"]
+    assert "its enforcer does not answer" in marks[0]["message"]
+    assert marks[0]["message"].endswith("key states read from its database")
+    assert all(zone["signatures"][n] > 10 for n in ("a", "b", "ns1"))  # every copy still checked
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

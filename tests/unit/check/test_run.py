@@ -14,6 +14,7 @@ import pytest
 
 import duo_ods.check.checks
 import duo_ods.check.verify
+from duo_ods.check.ds import parse_ds
 from duo_ods.check.model import ZoneReport
 from duo_ods.check.run import check_zone
 from duo_ods.check.sources import FileSource
@@ -33,7 +34,7 @@ def save(zone: dns.zone.Zone, path: Path) -> FileSource:
 
 
 def check(*sources: FileSource, workers: int = 1, now: float = NOW, ds: tuple[str, ...] = ()) -> ZoneReport:
-    return check_zone(ZONE, sources, ds, now=now, workers=workers)
+    return check_zone(ZONE, sources, [parse_ds(d) for d in ds], now=now, workers=workers)
 
 
 def shown(report: ZoneReport) -> list[str]:
@@ -156,7 +157,8 @@ def test_opt_out_and_ds(keys: tuple[Key, Key], tmp_path: Path) -> None:
     assert check(save(zone, tmp_path / "a"), ds=(ds,)).problems == []
     zsk_ds = f"{ZONE}. IN DS {dns.dnssec.make_ds(ORIGIN, keys[1].dnskey, 'SHA256')}"
     assert shown(check(save(zone, tmp_path / "a"), ds=(zsk_ds,))) == [
-        "critical [a] the DNSKEY RRset is not signed by a key that the published DS points to"
+        f"critical [a] the DNSKEY RRset is not signed by a key that the DS given with --ds points to "
+        f"(DS key tags {keys[1].tag}; signed by {keys[0].tag})"
     ]
 
 
