@@ -51,6 +51,7 @@ class Agent:
         except OSError as exc:
             raise TransportError(f"node {node}: cannot run {argv[0]}: {exc.strerror}") from None
         self.lock = threading.Lock()
+        self.answered = False  # it replied once: the carrier reached the node
         self.buffer = b""
         self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         self._stderr_reader = threading.Thread(
@@ -78,7 +79,8 @@ class Agent:
     def _gone(self, op: str) -> TransportError:
         """The agent ended without a reply: why, in one line (its last words, once it has exited)."""
         self.stop()
-        if self.unreachable_exit is not None and self.proc.returncode == self.unreachable_exit:
+        unreachable = self.unreachable_exit is not None and self.proc.returncode == self.unreachable_exit
+        if unreachable and not self.answered:
             return TransportError(
                 f"node {self.node}: {op}: cannot reach it ({self.where}): {self.last_words()}"
             )
@@ -120,6 +122,7 @@ class Agent:
             ) from None
         if reply is None:
             raise self._gone(op)
+        self.answered = True
         return decode_reply(self.node, op, reply.decode())
 
     def kill(self) -> None:

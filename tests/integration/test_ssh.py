@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ NODES = {"a": "127.0.1.11", "b": "127.0.1.12"}
 SSH_PORT = 2211
 SILENT = "127.0.1.21"  # takes TCP connections and never says a word
 NOBODY = "127.0.1.22"  # nothing listens
-FLAKY = "127.0.1.23"  # forwards to node b's sshd for a while, then is gone
 REPO = Path(__file__).resolve().parents[2]
 ODS_DUO = str(Path(sys.executable).with_name("ods-duo"))  # the venv's, as a node would have it
 ZONE = """$ORIGIN {zone}.
@@ -119,6 +117,7 @@ def start_sshd(name: str, address: str, base: Path, authorized: list[str]) -> Ss
         "PasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\n"
         "UsePAM no\n"
+        "PermitUserEnvironment ODS_DUO_FAULT\n"  # the mid-flow test kills b's agent through it
         "StrictModes no\n"  # the pytest temp folders sit under world-writable /tmp
         "LogLevel VERBOSE\n"
     )
@@ -131,49 +130,6 @@ def start_sshd(name: str, address: str, base: Path, authorized: list[str]) -> Ss
     return Sshd(name, address, base, proc, " ".join(public.split()[:2]))
 
 
-class FlakyForwarder:
-    """TCP forwarder to node b's sshd that serves `connections` connections, then stops listening.
-
-    A peer that answers the preflight and is unreachable once the key flow copies the key.
-    """
-
-    def __init__(self, address: str, upstream: tuple[str, int], connections: int) -> None:
-        self.upstream = upstream
-        self.left = connections
-        self.served = 0
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((address, SSH_PORT))
-        self.listener.listen(8)
-        self.open: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.left > 0:
-            client, _ = self.listener.accept()
-            server = socket.create_connection(self.upstream)
-            self.open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-            self.left -= 1
-            self.served += 1
-        self.listener.close()  # from now on: connection refused
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for s in [self.listener, *self.open]:
-            s.close()
-
-
 @dataclass
 class SshLab:
     lab: Lab
@@ -181,6 +137,7 @@ class SshLab:
     sshd: dict[str, Sshd]
     client_key: Path
     hang_key: Path
+    dying_key: Path
     sleeper: Path
     known_hosts: Path
 
@@ -246,6 +203,8 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     client_pub = keygen(client)
     hang = base / "hang_key"
     hang_pub = keygen(hang)
+    dying = base / "dying_key"
+    dying_pub = keygen(dying)
     sleeper = base / "sleep-forever.py"
     sleeper.write_text("import time\ntime.sleep(60)\n")
     silent = socket.socket()  # a peer that hangs: the kernel completes the handshake, nobody speaks
@@ -266,14 +225,15 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 [
                     f'command="{forced[node]}",restrict {client_pub}',
                     f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
+                    f'environment="ODS_DUO_FAULT=op:key-unwrap:before",command="{forced[node]}",restrict '
+                    f"{dying_pub}",
                 ],
             )
         known_hosts = base / "known_hosts"
         known_hosts.write_text(
             "".join(f"[{s.address}]:{SSH_PORT} {s.host_key_line}\n" for s in sshd.values())
-            + f"[{FLAKY}]:{SSH_PORT} {sshd['b'].host_key_line}\n"
         )
-        yield SshLab(lab, base, sshd, client, hang, sleeper, known_hosts)
+        yield SshLab(lab, base, sshd, client, hang, dying, sleeper, known_hosts)
     finally:
         for server in sshd.values():
             server.stop()
@@ -316,9 +276,10 @@ def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: SshLab, tmp_pa
     ssh_lab.duo(config, "zone", "add", "viassh.test", "--file", str(zone_file))
     created = json.loads(ssh_lab.duo(config, "--json", "key", "create", "viassh.test").stdout)["keys"]
 
-    # it went over ssh: each node's sshd let the client in for the zone add and the key flow
+    # it went over ssh: one connection per node per command (zone add, key create), each a session
+    # with the node's agent behind the forced command
     for node, server in ssh_lab.sshd.items():
-        assert server.accepted() >= accepted[node] + 8, ssh_lab.logs()
+        assert server.accepted() == accepted[node] + 2, ssh_lab.logs()
         assert "forced-command (key-option)" in server.log()
     assert sorted(k["role"] for k in created) == ["KSK", "ZSK"]
     locators = {k["locator"] for k in created}
@@ -369,22 +330,16 @@ def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: SshLab) 
 
 
 def test_peer_gone_in_the_middle_of_key_create_is_undone(ssh_lab: SshLab, tmp_path: Path) -> None:
-    """b answers the preflight (kek-status, zone-list), then is unreachable when the key is copied."""
+    """b answers the preflight, then its agent dies (SIGKILL) as the key is copied to it: the
+    connection ends mid-flow. b's key entry runs the agent with ODS_DUO_FAULT set (duo_ods/faults.py)."""
     lab = ssh_lab.lab
     add_zone(lab, "midway.test", tmp_path)
-    forwarder = FlakyForwarder(FLAKY, (NODES["b"], SSH_PORT), connections=2)
-    try:
-        config = ssh_lab.config("duo-flaky", b={"host": FLAKY})
-        before = snapshot(lab)
-        proc = ssh_lab.duo(config, "key", "create", "midway.test", "--origin", "a", check=False)
-    finally:
-        forwarder.close()
-    assert forwarder.served == 2
+    config = ssh_lab.config("duo-dying", b={"identity_file": str(ssh_lab.dying_key)})
+    before = snapshot(lab)
+    proc = ssh_lab.duo(config, "key", "create", "midway.test", "--origin", "a", check=False)
     assert proc.returncode == 1
-    assert proc.stderr.startswith(
-        f"ods-duo: error: step copy on b: node b: key-unwrap: cannot reach it (ssh {FLAKY} port {SSH_PORT}): "
-    )
-    assert "Connection refused" in proc.stderr
+    assert proc.stderr.startswith("ods-duo: error: step copy on b: node b: key-unwrap"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
     # the key that a made was deleted again (over ssh); nothing reached b, the backup or an enforcer
     assert snapshot(lab) == before
     for node in NODES:
@@ -457,7 +412,7 @@ def test_forced_command_runs_only_node_operations(ssh_lab: SshLab) -> None:
     assert ok.returncode == 0, ok.stderr
     assert "example.test" in [z["name"] for z in json.loads(ok.stdout)["result"]["zones"]]
     for command, reason in (
-        ("id", "is not `ods-duo --config PATH node op OPERATION --node NODE`"),
+        ("id", "is not `ods-duo --config PATH node op OPERATION --node NODE` or"),
         (f"ods-duo --config {lab.config} lab down --dir /", "is not `ods-duo"),
         ("ods-duo --config /tmp/other.toml node op zone-list --node b", "this key may only use"),
         (f"ods-duo --config {lab.config} node op kek-import-raw --node b", "unknown operation"),
