@@ -65,6 +65,8 @@ from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
 from duo_ods.zones.check import normalize_zone_name
 
 log = logging.getLogger(__name__)
+
+NODE_TIMEOUT = 10.0  # seconds for a node's zones or key states (ODS answers in well under one)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -286,14 +288,15 @@ class NodeView:
         return found
 
 
-def _zone_names(client: NodeClient, node: str) -> set[str]:
-    """The zones the node's running enforcer has."""
-    return {normalize_zone_name(z) for z in client.call(node, ZONE_LIST).names}
+def _zone_names(client: NodeClient, node: str, timeout: float) -> set[str]:
+    """The zones the node's running enforcer has (a hung enforcer costs `timeout`, not the
+    transport's minutes)."""
+    return {normalize_zone_name(z) for z in client.call(node, ZONE_LIST, timeout=timeout).names}
 
 
-def _key_states(client: NodeClient, node: str, zone: str | None = None) -> KeyViews:
-    """Every zone's key states (with `zone`: that zone's) from the node's enforcer database."""
-    zones = client.call(node, KEY_STATES, KeyStatesRequest(zone=zone)).zones
+def _key_states(client: NodeClient, node: str, timeout: float) -> KeyViews:
+    """Every zone's key states from the node's enforcer database."""
+    zones = client.call(node, KEY_STATES, KeyStatesRequest(), timeout=timeout).zones
     return {z.zone: [k.model_dump() for k in z.keys] for z in zones}
 
 
@@ -301,11 +304,12 @@ class NodeViews:
     """Every node asked at once, on threads: its enforcer for its zones and its database for the
     key states, side by side (each is a round trip of its own, a process start in the lab)."""
 
-    def __init__(self, duo: Duo, client: NodeClient) -> None:
+    def __init__(self, duo: Duo, client: NodeClient, timeout: float) -> None:
         self._threads = ThreadPoolExecutor(max_workers=2 * len(duo.nodes), thread_name_prefix="check-nodes")
         ask = self._threads.submit
         self._asked = {
-            node: (ask(_zone_names, client, node), ask(_key_states, client, node)) for node in duo.nodes
+            node: (ask(_zone_names, client, node, timeout), ask(_key_states, client, node, timeout))
+            for node in duo.nodes
         }
         self._views: dict[str, NodeView] | None = None
 
@@ -385,7 +389,9 @@ def check_duo(  # noqa: PLR0917
 ) -> list[ZoneReport]:
     """Check zones (default: every zone on any node) on every signer and secondary."""
     parent_ds = parent_ds or {}
-    nodes = NodeViews(duo, client)  # meanwhile, given zones are fetched and checked
+    nodes = NodeViews(
+        duo, client, max(NODE_TIMEOUT, timeout)
+    )  # meanwhile, given zones are fetched and checked
     names = [normalize_zone_name(z) for z in zones] if zones else zones_to_check(nodes.get())
     refuse_other_zones(parent_ds, names)
     reports = []

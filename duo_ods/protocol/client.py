@@ -53,14 +53,16 @@ class NodeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, target: str, op: Op[Req, Rep], request: Req | None = None) -> Rep:
+    def call(
+        self, target: str, op: Op[Req, Rep], request: Req | None = None, timeout: float | None = None
+    ) -> Rep:
         if not op.runs_on(target):
             raise ValueError(f"operation {op.name} does not run on {target}")
         if request is None:
             request = op.request()
         if not isinstance(request, op.request):
             raise TypeError(f"{op.name} takes {op.request.__name__}, not {type(request).__name__}")
-        result = self.transport.call(target, op.name, request.model_dump(mode="json"))
+        result = self.transport.call(target, op.name, request.model_dump(mode="json"), timeout)
         try:
             return op.reply.model_validate(result)
         except ValidationError as exc:

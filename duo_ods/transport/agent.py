@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -45,9 +46,12 @@ class Agent:
         self.where = where
         self.unreachable_exit = unreachable_exit
         try:
+            # A session of its own: a hung agent is killed with whatever it runs (an ods-enforcer
+            # client waiting on a stopped daemon would outlive it otherwise).
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True,
+            )  # fmt: skip
         except OSError as exc:
             raise TransportError(f"node {node}: cannot run {argv[0]}: {exc.strerror}") from None
         self.lock = threading.Lock()
@@ -126,8 +130,10 @@ class Agent:
         return decode_reply(self.node, op, reply.decode())
 
     def kill(self) -> None:
-        """It hangs: SIGKILL by its pid, and reap it."""
-        self.proc.kill()
+        """It hangs: SIGKILL to it and its children (its process group, whose id is its pid), and
+        reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.stop()
 
     def stop(self) -> None:

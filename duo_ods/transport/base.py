@@ -16,7 +16,11 @@ Payload = dict[str, Any]
 
 
 class Transport(Protocol):
-    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload: ...
+    def call(
+        self, node: str, op: str, payload: Payload | None = None, timeout: float | None = None
+    ) -> Payload:
+        """Run `op` on `node`; `timeout` (seconds) instead of the transport's own, for callers that
+        must not wait long (check, monitoring)."""
 
     def close(self) -> None:
         """Stop whatever the transport keeps running (its agents); calls after this start anew."""

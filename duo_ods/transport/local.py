@@ -29,8 +29,10 @@ class LocalTransport:
         argv += ["node", "serve", "--node", node]
         return Agent(node, argv, "local agent")
 
-    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
-        return self.agents.call(node, op, payload, self.timeout)
+    def call(
+        self, node: str, op: str, payload: Payload | None = None, timeout: float | None = None
+    ) -> Payload:
+        return self.agents.call(node, op, payload, timeout or self.timeout)
 
     def close(self) -> None:
         self.agents.close()

@@ -83,8 +83,10 @@ class SshTransport:
         log.debug("node %s: agent via %s", node, self.where)
         return Agent(node, self.argv(node), self.where, unreachable_exit=SSH_FAILED)
 
-    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
-        return self.agents.call(node, op, payload, self.target.op_timeout)
+    def call(
+        self, node: str, op: str, payload: Payload | None = None, timeout: float | None = None
+    ) -> Payload:
+        return self.agents.call(node, op, payload, timeout or self.target.op_timeout)
 
     def close(self) -> None:
         """The connection ends with the agent's end of input."""
@@ -100,8 +102,10 @@ class RoutingTransport:
         self.local = local
         self.remote = dict(remote)
 
-    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
-        return self.remote.get(node, self.local).call(node, op, payload)
+    def call(
+        self, node: str, op: str, payload: Payload | None = None, timeout: float | None = None
+    ) -> Payload:
+        return self.remote.get(node, self.local).call(node, op, payload, timeout)
 
     def close(self) -> None:
         for transport in [self.local, *self.remote.values()]:

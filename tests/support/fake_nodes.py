@@ -26,7 +26,9 @@ class FakeNodes:
     def on(self, op: Op[Req, Rep], handler: Callable[[str, Req], Rep]) -> None:
         self.handlers[op.name] = handler
 
-    def call(self, node: str, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(
+        self, node: str, op: str, payload: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """The Transport side: JSON data in, JSON data out, as a real node answers."""
         declared = TABLE[op]
         self.calls.append((node, declared))

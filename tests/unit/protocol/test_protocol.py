@@ -132,7 +132,9 @@ def test_the_client_refuses_a_reply_that_does_not_match_its_type() -> None:
     assert fake.client.call("a", P.KEK_STATUS).fingerprint == "ab" * 16
 
     class Liar(FakeNodes):
-        def call(self, node: str, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        def call(
+            self, node: str, op: str, payload: dict[str, Any] | None = None, timeout: float | None = None
+        ) -> dict[str, Any]:
             return {"has_kek": ["yes"], "fingerprint": None}
 
     with pytest.raises(TransportError, match="node b: kek-status: malformed reply: has_kek"):

@@ -157,7 +157,9 @@ class Recorder:
         self.name = name
         self.calls: list[tuple[str, str]] = []
 
-    def call(self, node: str, op: str, payload: Payload | None = None) -> Payload:
+    def call(
+        self, node: str, op: str, payload: Payload | None = None, timeout: float | None = None
+    ) -> Payload:
         self.calls.append((node, op))
         return {"by": self.name}
 
