@@ -36,6 +36,7 @@ from duo_ods.zones.check import normalize_zone_name
 log = logging.getLogger(__name__)
 
 ROLE_CHOICES = ("csk", "pair", "ksk", "zsk")
+CONFIRM_WAIT = 30.0  # seconds for the enforcers to give a zone the successor of a rollover
 
 
 class KeyFlowError(DuoError):
@@ -250,6 +251,23 @@ def roll_forward(duo: Duo, client: NodeClient, zone: str, role: str, locator: st
     return told
 
 
+def confirm_rolled(client: NodeClient, zone: str, locator: str, nodes: list[str]) -> None:
+    """Until every node's enforcer has given the zone the successor (a task of its own, soon after
+    `key rollover`)."""
+    deadline = time.monotonic() + CONFIRM_WAIT
+    for node in nodes:
+        while True:
+            keys = step("confirm", node, client, P.KEY_STATES, P.KeyStatesRequest(zone=zone)).keys_of(zone)
+            if keys and any(k.locator == locator for k in keys):
+                break
+            if time.monotonic() > deadline:
+                raise KeyFlowError(
+                    f"step confirm: node {node} did not give zone {zone} the successor {locator} "
+                    f"within {CONFIRM_WAIT:.0f} s (is its enforcer running?)"
+                )
+            time.sleep(0.5)
+
+
 @dataclass
 class Finished:
     """What finish_pending did with a journal a command left."""
@@ -284,6 +302,7 @@ def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
         done = f"finished the interrupted {what}: its keys are in every enforcer now"
     elif left.command == "key rollover":
         told = roll_forward(duo, client, left.zone, left.details["role"], left.details["locator"])
+        confirm_rolled(client, left.zone, left.details["locator"], list(duo.nodes))
         journal_path(duo).unlink(missing_ok=True)
         done = f"finished the interrupted {what}" + (f" on {', '.join(told)}" if told else "")
     else:

@@ -18,6 +18,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.flow import (
     KeyFlowError,
+    confirm_rolled,
     finish_pending,
     pick_origin,
     roll_forward,
@@ -33,7 +34,6 @@ from duo_ods.zones.check import normalize_zone_name
 log = logging.getLogger(__name__)
 
 ROLLOVER_ROLES = ("zsk", "ksk")
-CONFIRM_WAIT = 30.0  # seconds for the enforcers to give the zone the successor
 
 
 @dataclass
@@ -97,22 +97,6 @@ def _check_pool_is_ours(duo: Duo, client: NodeClient, zone: str, role: str) -> N
             )
 
 
-def _confirm(duo: Duo, client: NodeClient, zone: str, locator: str, nodes: list[str]) -> None:
-    """Until every node's enforcer has given the zone the successor (a task of its own, soon after)."""
-    deadline = time.monotonic() + CONFIRM_WAIT
-    for node in nodes:
-        while True:
-            keys = step("confirm", node, client, P.KEY_STATES, P.KeyStatesRequest(zone=zone)).keys_of(zone)
-            if keys and any(k.locator == locator for k in keys):
-                break
-            if time.monotonic() > deadline:
-                raise KeyFlowError(
-                    f"step confirm: node {node} did not give zone {zone} the successor {locator} "
-                    f"within {CONFIRM_WAIT:.0f} s (is its enforcer running?)"
-                )
-            time.sleep(0.5)
-
-
 def rollover(duo: Duo, client: NodeClient, zone: str, role: str, origin: str | None = None) -> Rollover:
     zone = normalize_zone_name(zone)
     if role not in ROLLOVER_ROLES:
@@ -148,16 +132,16 @@ def rollover(duo: Duo, client: NodeClient, zone: str, role: str, origin: str | N
                 duo.nodes, "rollover", P.KEY_ROLLOVER, P.KeyRolloverRequest(zone=zone, role=enforcer_role)
             )
         except PartlyDone as exc:
-            if not exc.done:  # no enforcer took it: as if nothing happened
-                _undo_or_keep(client, journal, exc)
-                raise
+            # Never undone from here: a node whose reply was lost may have started it. The journal
+            # stays, and `key resume` (or the next key command) rolls in the successor wherever a
+            # pool still holds it.
             raise KeyFlowError(
                 f"{exc}. The successor {bundle.locator} waits in the pool of {', '.join(exc.failed)}: "
                 "`ods-duo key resume` (or the next key command) rolls it in there once they answer"
             ) from exc
         result.started = {node: reply.at for node, reply in started.items()}
         journal.close()
-        _confirm(duo, client, zone, bundle.locator, list(duo.nodes))
+        confirm_rolled(client, zone, bundle.locator, list(duo.nodes))
     log.info(
         "zone %s: %s rollover to key %s (tag %d) started on %s, %.2f s apart",
         zone, enforcer_role, bundle.locator, bundle.keytag, ", ".join(result.started), result.spread,
@@ -187,7 +171,7 @@ def resume(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
             tag = next((k.keytag for ks in keys.values() for k in ks if k.locator == locator), 0)
             result = Rollover(zone, enforcer_role, locator, tag, origin="")
             result.started = dict.fromkeys(finished.nodes, time.time())
-            _confirm(duo, client, zone, locator, list(duo.nodes))
+            confirm_rolled(client, zone, locator, list(duo.nodes))
             return result
         pools = {n: set(step("preflight", n, client, P.DB_SCHEMA).pool) for n in duo.nodes}
         keys = _zone_keys(duo, client, zone)
@@ -199,7 +183,7 @@ def resume(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
         result = Rollover(zone, enforcer_role, locator, taken[locator].keytag, origin="")
         nodes = roll_forward(duo, client, zone, enforcer_role, locator)
         result.started = dict.fromkeys(nodes, time.time())
-        _confirm(duo, client, zone, locator, nodes)
+        confirm_rolled(client, zone, locator, nodes)
     log.info("zone %s: %s rollover to %s resumed on %s", zone, enforcer_role, locator, ", ".join(nodes))
     return result
 

@@ -1,6 +1,7 @@
-"""A `key create` killed (SIGKILL) at step boundaries, in the controller and in a node's operation:
-after `key resume` the duo is consistent (tests/support/crash.py says what that means). CI runs a
-seeded sample of the kill points; bench/crash_sweep.py runs every one and writes its result file."""
+"""`key create` and `key rollover` killed (SIGKILL) at step boundaries, in the controller and in a
+node's operation: after `key resume` the duo is consistent (tests/support/crash.py says what that
+means). CI runs a seeded sample of the kill points; bench/crash_sweep.py runs every one and writes
+its result file."""
 
 from __future__ import annotations
 
@@ -10,23 +11,35 @@ import random
 import pytest
 
 from tests.integration.conftest import Lab
-from tests.support.crash import KEY_CREATE_POINTS, ZONE_TEXT, key_create_at
+from tests.support.crash import (
+    KEY_CREATE_POINTS,
+    KEY_ROLLOVER_POINTS,
+    ZONE_TEXT,
+    key_create_at,
+    key_rollover_at,
+)
 
 SEED = int(os.environ.get("ODS_DUO_CRASH_SEED", "20261129"))
 SAMPLE = sorted(random.Random(SEED).sample(KEY_CREATE_POINTS, 6))
 # the commit point, a lost node reply and the import split are always in the sample
 POINTS = sorted({*SAMPLE, "journal:7", "op:key-unwrap:after", "op:key-import:after"})
+# a rollover: its commit point, a lost reply of `key rollover`, and two more
+ROLL_SAMPLE = random.Random(SEED).sample(sorted(set(KEY_ROLLOVER_POINTS) - {"journal:7"}), 2)
+ROLL_POINTS = sorted({*ROLL_SAMPLE, "journal:7", "op:key-rollover:after"})
 
 
 @pytest.fixture(scope="module")
 def lab(make_lab, tmp_path_factory) -> Lab:  # type: ignore[no-untyped-def]
     lab = make_lab("127.0.0.230")
     folder = tmp_path_factory.mktemp("zones")
-    for i, _ in enumerate(POINTS):
-        zone = f"crash{i}.test"
+    for zone in [f"crash{i}.test" for i in range(len(POINTS))] + [
+        f"roll{i}.test" for i in range(len(ROLL_POINTS))
+    ]:
         path = folder / zone
         path.write_text(ZONE_TEXT.format(zone=zone))
         lab.duo("zone", "add", zone, "--file", str(path))
+        if zone.startswith("roll"):
+            lab.duo("key", "create", zone)
     return lab
 
 
@@ -40,3 +53,13 @@ def test_key_create_killed_at_a_step_boundary_recovers(lab: Lab, point: str) -> 
     assert outcome.keys in (0, 2)
     if point == "journal:8" or point.startswith(("op:key-import:", "op:enforce:")):
         assert outcome.keys == 2, f"{point}: the run was past its commit point, so it must be finished"
+
+
+@pytest.mark.parametrize("point", ROLL_POINTS)
+def test_key_rollover_killed_at_a_step_boundary_recovers(lab: Lab, point: str) -> None:
+    zone = f"roll{ROLL_POINTS.index(point)}.test"
+    outcome = key_rollover_at(lab.config, ["a", "b"], zone, point)
+    assert outcome.killed_exit != 0, f"{point}: the fault point was never reached"
+    assert outcome.problems == [], f"{point}: {outcome}"
+    if point == "journal:7" or point.startswith("op:key-rollover:"):
+        assert outcome.keys == 3, f"{point}: the run was past its commit point, so it must be finished"

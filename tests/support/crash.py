@@ -1,4 +1,5 @@
-"""Kill points for `key create` and what must hold after recovery (the crash test and bench/crash_sweep.py).
+"""Kill points for `key create` and `key rollover`, and what must hold after recovery (the crash test
+and bench/crash_sweep.py).
 
 A kill point is an ODS_DUO_FAULT value (duo_ods/faults.py): the controller SIGKILLed right after
 its Nth journal record, or a node's operation SIGKILLed before or after its handler ran. After
@@ -19,9 +20,15 @@ from typing import Any
 # key create of a KSK+ZSK pair writes 8 journal records: begin; per role: hsm origin, hsm peer,
 # bundle; commit.
 JOURNAL_RECORDS = 8
-NODE_OPS = ("key-generate", "key-wrap", "key-unwrap", "bundle-put", "key-import", "enforce")
+NODE_OPS = ("key-generate", "key-wrap", "key-unwrap", "bundle-put", "key-seal", "key-import", "enforce")
 KEY_CREATE_POINTS = [f"journal:{n}" for n in range(1, JOURNAL_RECORDS + 1)] + [
     f"op:{op}:{when}" for op in NODE_OPS for when in ("before", "after")
+]
+# key rollover of one ZSK: begin; hsm origin, hsm peer, bundle; pool a, pool b; commit.
+ROLLOVER_JOURNAL_RECORDS = 7
+ROLLOVER_OPS = ("key-generate", "key-unwrap", "bundle-put", "key-seal", "key-pool-add", "key-rollover")
+KEY_ROLLOVER_POINTS = [f"journal:{n}" for n in range(1, ROLLOVER_JOURNAL_RECORDS + 1)] + [
+    f"op:{op}:{when}" for op in ROLLOVER_OPS for when in ("before", "after")
 ]
 
 ZONE_TEXT = """$ORIGIN {zone}.
@@ -112,3 +119,31 @@ def key_create_at(config: str, nodes: list[str], zone: str, point: str) -> Outco
     elif len(keys) != 2:
         problems.append(f"zone {zone} has {len(keys)} keys after recovery, not a KSK and a ZSK")
     return Outcome(point, killed.returncode, resumed.stdout.strip(), len(keys), problems)
+
+
+def zone_keys(config: str, node: str, zone: str) -> set[str]:
+    return {
+        k["locator"] for z in op(config, node, "key-states")["zones"] if z["zone"] == zone for k in z["keys"]
+    }
+
+
+def key_rollover_at(config: str, nodes: list[str], zone: str, point: str) -> Outcome:
+    """A ZSK rollover of a zone with keys, killed at `point`, then key resume; what holds afterwards:
+    consistent, and the zone has its two keys (undone) or three (the successor rolled in everywhere)."""
+    killed = run(config, "key", "rollover", zone, "--role", "zsk", fault=point)
+    resumed = run(config, "key", "resume")
+    if resumed.returncode != 0:
+        return Outcome(
+            point, killed.returncode, resumed.stderr.strip(), -1, [f"key resume failed: {resumed.stderr}"]
+        )
+    problems = consistency(config, nodes)
+    keys = {n: zone_keys(config, n, zone) for n in nodes}
+    if len({frozenset(k) for k in keys.values()}) != 1:
+        problems.append(f"the nodes have different keys for {zone}: {keys}")
+    count = len(keys[nodes[0]])
+    if count not in (2, 3):
+        problems.append(f"zone {zone} has {count} keys after recovery, not 2 (undone) or 3 (rolled)")
+    for node in nodes:
+        if pool := op(config, node, "db-schema")["pool"]:
+            problems.append(f"node {node}: keys left in the spare-key pool: {pool}")
+    return Outcome(point, killed.returncode, resumed.stdout.strip(), count, problems)

@@ -15,7 +15,6 @@ from duo_ods.config.resolve import Duo
 from duo_ods.keys.flow import KeyFlowError
 from duo_ods.keys.rollover import mark_ds, resume, rollover
 from duo_ods.protocol import ops as P
-from duo_ods.protocol.client import StepError
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 
@@ -98,13 +97,18 @@ def test_rollover_puts_one_successor_in_both_pools_and_both_take_it(duo: Duo) ->
         assert (node, P.KEY_POOL_ADD) in fake.calls
 
 
-def test_a_rollover_no_enforcer_took_is_undone_everywhere(duo: Duo) -> None:
+def test_a_rollover_past_its_commit_point_is_never_undone(duo: Duo) -> None:
+    """Every `key rollover` failed (or only its reply was lost): the successor stays in both pools,
+    the journal stays, and resuming rolls it in on every node."""
     fake = Fake()
     fake.fail = {("a", P.KEY_ROLLOVER), ("b", P.KEY_ROLLOVER)}
-    with pytest.raises(StepError, match="step rollover"):
+    with pytest.raises(KeyFlowError, match=r"step rollover.*key resume"):
         rollover(duo, fake.client, ZONE, "zsk")
-    assert fake.pool == {"a": [], "b": []}
-    assert {("a", P.KEY_DELETE), ("b", P.KEY_DELETE), ("backup", P.BUNDLE_REMOVE)} <= set(fake.calls)
+    assert len(fake.pool["a"]) == len(fake.pool["b"]) == 1
+    assert P.KEY_DELETE not in fake.ops_called() and P.BUNDLE_REMOVE not in fake.ops_called()
+    fake.fail = set()
+    done = resume(duo, fake.client, ZONE, "zsk")
+    assert sorted(done.started) == ["a", "b"] and fake.pool == {"a": [], "b": []}
 
 
 def test_a_rollover_started_on_one_node_keeps_the_successor_for_resume(duo: Duo) -> None:
