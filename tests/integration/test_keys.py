@@ -233,6 +233,24 @@ def test_backup_verify_restores_every_bundle_and_catches_damage(lab: Lab) -> Non
     assert json.loads(lab.duo("--json", "backup", "verify").stdout)["ok"] is True
 
 
+def test_kek_replace_keeps_old_bundles_verifiable_and_new_keys_sealed(lab: Lab, tmp_path: Path) -> None:
+    """A new KEK everywhere; the backup keeps the old one unwrap-only, so every bundle made before
+    still verifies, and keys made after are sealed on every token."""
+    before = json.loads(lab.duo("--json", "kek", "init", "--replace").stdout)
+    assert before["replaced"] and before["retired"]
+    verify = lab.duo("--json", "backup", "verify", check=False)
+    assert verify.returncode == 0, verify.stdout
+    _new_zone(lab, "afterkek.test", tmp_path)
+    lab.duo("key", "create", "afterkek.test")
+    report = json.loads(lab.duo("--json", "backup", "verify").stdout)
+    assert report["ok"] and report["problems"] == []
+    for node in ("a", "b"):
+        custody = json.loads(lab.duo("node", "op", "hsm-custody", "--node", node).stdout)["result"]
+        assert custody["problems"] == []
+        keys = [o for o in custody["objects"] if o["object_class"] == "private" and o["role"] == "dnssec"]
+        assert keys and all(o["extractable"] is False and o["sensitive"] is True for o in keys), keys
+
+
 # Last in this module: it replaces the KEK in every token with one it knows, after which the
 # bundles made earlier no longer open (as they should not).
 def test_no_private_key_in_clear_anywhere(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,21 +297,3 @@ def test_no_private_key_in_clear_anywhere(lab: Lab, tmp_path: Path, monkeypatch:
             for secret in secrets:
                 assert secret not in data, f"private key material in clear in {path}"
     assert searched > 20
-
-
-def test_kek_replace_keeps_old_bundles_verifiable_and_new_keys_sealed(lab: Lab, tmp_path: Path) -> None:
-    """Last in this module: a new KEK everywhere; the backup keeps the old one unwrap-only, so every
-    bundle made before still verifies, and keys made after are sealed on every token."""
-    before = json.loads(lab.duo("--json", "kek", "init", "--replace").stdout)
-    assert before["replaced"] and before["retired"]
-    verify = lab.duo("--json", "backup", "verify", check=False)
-    assert verify.returncode == 0, verify.stdout
-    _new_zone(lab, "afterkek.test", tmp_path)
-    lab.duo("key", "create", "afterkek.test")
-    report = json.loads(lab.duo("--json", "backup", "verify").stdout)
-    assert report["ok"] and report["problems"] == []
-    for node in ("a", "b"):
-        custody = json.loads(lab.duo("node", "op", "hsm-custody", "--node", node).stdout)["result"]
-        assert custody["problems"] == []
-        keys = [o for o in custody["objects"] if o["object_class"] == "private" and o["role"] == "dnssec"]
-        assert keys and all(o["extractable"] is False and o["sensitive"] is True for o in keys), keys
