@@ -15,8 +15,11 @@ from tests.support.crash import (
     KEY_CREATE_POINTS,
     KEY_ROLLOVER_POINTS,
     ZONE_TEXT,
+    consistency,
     key_create_at,
     key_rollover_at,
+    op,
+    run,
 )
 
 SEED = int(os.environ.get("ODS_DUO_CRASH_SEED", "20261129"))
@@ -63,3 +66,27 @@ def test_key_rollover_killed_at_a_step_boundary_recovers(lab: Lab, point: str) -
     assert outcome.problems == [], f"{point}: {outcome}"
     if point == "journal:7" or point.startswith("op:key-rollover:"):
         assert outcome.keys == 3, f"{point}: the run was past its commit point, so it must be finished"
+
+
+def test_kek_replace_killed_midway_is_refused_by_key_commands_and_finished_by_running_it_again(
+    lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`kek init --replace` killed as it hands the new KEK to a node: the backup has the new KEK,
+    the nodes the old one. No key is made under mixed KEKs (the preflight compares fingerprints),
+    running `kek init --replace` again puts one KEK everywhere, and every bundle still verifies
+    (the backup keeps each replaced KEK for unwrapping)."""
+    killed = run(lab.config, "kek", "init", "--replace", fault="op:kek-unwrap:before")
+    assert killed.returncode != 0
+    status = {t: op(lab.config, t, "kek-status")["fingerprint"] for t in ("a", "b", "backup")}
+    assert status["a"] == status["b"] != status["backup"]
+    path = tmp_path_factory.mktemp("kekcrash") / "kekcrash.test"
+    path.write_text(ZONE_TEXT.format(zone="kekcrash.test"))
+    lab.duo("zone", "add", "kekcrash.test", "--file", str(path))
+    refused = run(lab.config, "key", "create", "kekcrash.test")
+    assert refused.returncode == 1 and "the KEKs differ" in refused.stderr, refused.stderr
+    assert consistency(lab.config, ["a", "b"]) == []
+    lab.duo("kek", "init", "--replace")
+    status = {t: op(lab.config, t, "kek-status")["fingerprint"] for t in ("a", "b", "backup")}
+    assert len(set(status.values())) == 1
+    lab.duo("key", "create", "kekcrash.test")
+    assert consistency(lab.config, ["a", "b"]) == []
