@@ -1,4 +1,4 @@
-"""Crash sweep (issue 12): `key create` SIGKILLed at every kill point, then `key resume`.
+"""Crash sweep (issue 12): `key create` and `key rollover` SIGKILLed at every kill point, then `key resume`.
 
 Run from the repository folder, as root:
     .venv/bin/python bench/crash_sweep.py [--base-address 127.0.0.240] [--out bench/results/crash.md]
@@ -23,7 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: use this checkout's duo_ods
     sys.path.insert(0, str(REPO))
 
-from tests.support.crash import KEY_CREATE_POINTS, ZONE_TEXT, Outcome, key_create_at, run  # noqa: E402
+from tests.support.crash import (  # noqa: E402
+    KEY_CREATE_POINTS,
+    KEY_ROLLOVER_POINTS,
+    ZONE_TEXT,
+    Outcome,
+    key_create_at,
+    key_rollover_at,
+    run,
+)
 
 
 def main() -> int:
@@ -52,31 +60,41 @@ def main() -> int:
         if up.returncode != 0:
             print(up.stderr, file=sys.stderr)
             return 1
-        for i, point in enumerate(KEY_CREATE_POINTS):
+        plan = [("key create", p) for p in KEY_CREATE_POINTS] + [
+            ("key rollover", p) for p in KEY_ROLLOVER_POINTS
+        ]
+        for i, (command, point) in enumerate(plan):
             zone = f"sweep{i}.test"
             path = work / zone
             path.write_text(ZONE_TEXT.format(zone=zone))
             run(config, "zone", "add", zone, "--file", str(path))
             t0 = time.monotonic()
-            outcome = key_create_at(config, ["a", "b"], zone, point)
+            if command == "key create":
+                outcome = key_create_at(config, ["a", "b"], zone, point)
+            else:
+                run(config, "key", "create", zone)
+                outcome = key_rollover_at(config, ["a", "b"], zone, point)
+            outcome.point = f"{command} {point}"
             outcomes.append((outcome, time.monotonic() - t0))
-            print(f"{point}: exit {outcome.killed_exit}, keys {outcome.keys}, problems {outcome.problems}")
+            print(
+                f"{outcome.point}: exit {outcome.killed_exit}, keys {outcome.keys}, {outcome.problems}"
+            )
     finally:
         subprocess.run([sys.executable, "-m", "duo_ods", "lab", "down", "--dir", str(lab)], check=False)
     failed = [o for o, _ in outcomes if o.problems or o.killed_exit == 0]
     lines = [
-        "# Crash sweep: `key create` killed at every kill point",
+        "# Crash sweep: `key create` and `key rollover` killed at every kill point",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/crash_sweep.py` on a lab duo "
         f"(ODS 2.1.12, SoftHSM 2.6.1): {len(outcomes)} kill points, {len(failed)} failed, "
         f"{time.monotonic() - started:.0f} s in all.",
         "",
-        "| kill point | exit of the killed run | after `key resume` | keys of the zone | problems | s |",
+        "| command, kill point | exit when killed | after `key resume` | keys of the zone | problems | s |",
         "|---|---|---|---|---|---|",
     ]
     for o, seconds in outcomes:
-        after = "finished forward" if o.keys == 2 and "finished" in o.resume else (
-            "undone, then made anew" if "undid" in o.resume else o.resume or "nothing left")  # fmt: skip
+        after = "finished forward" if "finished" in o.resume else (
+            "undone" if "undid" in o.resume else o.resume or "nothing left")  # fmt: skip
         problems = "; ".join(o.problems) or "none"
         lines.append(f"| `{o.point}` | {o.killed_exit} | {after} | {o.keys} | {problems} | {seconds:.1f} |")
     args.out.write_text("\n".join(lines) + "\n")
