@@ -313,16 +313,17 @@ def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: SshLab, tmp_pa
         assert all(r["in_hsm"] == ["a", "b"] and len(r["in_enforcer"]) == 2 for r in mine)
 
 
-def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: SshLab) -> None:
+def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: SshLab, tmp_path: Path) -> None:
     lab = ssh_lab.lab
+    add_zone(lab, "unreached.test", tmp_path)
     config = ssh_lab.config("duo-nobody", b={"host": NOBODY})
     before = snapshot(lab)
     start = time.monotonic()
-    proc = ssh_lab.duo(config, "key", "create", "example.test", "--role", "zsk", check=False)
+    proc = ssh_lab.duo(config, "key", "create", "unreached.test", check=False)
     elapsed = time.monotonic() - start
     assert proc.returncode == 1
     assert proc.stderr == (
-        f"ods-duo: error: step preflight on b: node b: kek-status: cannot reach it (ssh {NOBODY} port "
+        f"ods-duo: error: step preflight on b: node b: key-states: cannot reach it (ssh {NOBODY} port "
         f"{SSH_PORT}): ssh: connect to host {NOBODY} port {SSH_PORT}: Connection refused\n"
     )
     assert elapsed < CONNECT_TIMEOUT + SLACK
