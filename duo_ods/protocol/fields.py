@@ -24,9 +24,13 @@ MAX_PAYLOAD = 512 * 1024 * 1024  # one request on the wire, all zones of a batch
 
 
 class Message(BaseModel):
-    """A request or reply: immutable, and no field the protocol does not declare."""
+    """A request or reply: immutable, and no field the protocol does not declare.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    Lax, not strict, type checking: JSON has no tuples, and a number may arrive as 5.0; the
+    field types below (patterns, ranges, lengths) are what keeps hostile values out.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _zone_name(value: str) -> str:

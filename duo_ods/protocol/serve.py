@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from duo_ods.config.resolve import Backup, Duo, Node
-from duo_ods.errors import DuoError
+from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol.client import describe
 from duo_ods.protocol.fields import MAX_PAYLOAD
 from duo_ods.protocol.ops import TABLE, Op, Rep, Req
@@ -37,7 +37,10 @@ class Bound(Generic[Req, Rep, Target]):
             request = self.op.request.model_validate(payload)
         except ValidationError as exc:
             raise RequestError(f"{self.op.name}: bad request: {describe(exc)}") from None
-        return self.handler(duo, target, request)
+        try:
+            return self.handler(duo, target, request)
+        except ValidationError as exc:  # a bug on this side, but the caller still gets one line
+            raise NodeError(f"{self.op.name}: the node could not build its reply: {describe(exc)}") from exc
 
 
 def bind(op: Op[Req, Rep], handler: Callable[[Duo, Target, Req], Rep]) -> Bound[Req, Rep, Target]:

@@ -97,7 +97,7 @@ def test_operation_names_are_spelled_only_in_the_protocol_module() -> None:
             },
             "role",
         ),
-        ("key-ds", {"zone": "ok.test", "keytag": "1", "action": "seen"}, "keytag"),
+        ("key-ds", {"zone": "ok.test", "keytag": 70000, "action": "seen"}, "keytag"),
         ("key-ds", {"zone": "ok.test", "keytag": 1, "action": "forget"}, "action"),
     ],
 )
@@ -133,7 +133,7 @@ def test_the_client_refuses_a_reply_that_does_not_match_its_type() -> None:
 
     class Liar(FakeNodes):
         def call(self, node: str, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-            return {"has_kek": "yes", "fingerprint": None}
+            return {"has_kek": ["yes"], "fingerprint": None}
 
     with pytest.raises(TransportError, match="node b: kek-status: malformed reply: has_kek"):
         Liar().client.call("b", P.KEK_STATUS)

@@ -34,6 +34,9 @@ class FakeTransport(FakeNodes):
             P.ZoneEntry(name=z, policy="duo", next_change="none") for z in self.zones[n]]))  # fmt: skip
         self.on(P.ZONE_ADD, self.add)
         self.on(P.ZONE_REMOVE, self.remove)
+        self.watched: dict[str, list[str]] = {"a": [], "b": []}
+        self.on(P.INPUT_STATE, lambda n, r: P.InputStateReply(
+            node=n, enforcer=True, signer=True, zones=[], watched=self.watched[n]))  # fmt: skip
 
     def add(self, node: str, request: P.ZoneInput) -> P.ZoneAddReply:
         if node == self.refuse_on:
@@ -62,7 +65,8 @@ def test_add_on_every_node(duo: Duo, tmp_path: Path) -> None:
     assert result.added_on == ["a", "b"]
     assert result.serial == 2026112800
     assert fake.zones == {"a": ["example.test"], "b": ["example.test"]}
-    rows = list_zones(duo, fake.client)
+    rows, down = list_zones(duo, fake.client)
+    assert down == {}
     assert rows[0]["zone"] == "example.test" and rows[0]["on_all_nodes"]
 
 
