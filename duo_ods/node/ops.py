@@ -10,7 +10,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from duo_ods.config.resolve import Duo, Node
+from duo_ods.config.resolve import Duo, Node, zone_file_name
 from duo_ods.errors import CommandError, DuoError, NodeError
 from duo_ods.node import daemons
 from duo_ods.node.configs import write_zonelist
@@ -105,7 +105,9 @@ def op_input_state(duo: Duo, node: Node, req: P.InputStateRequest) -> P.InputSta
             continue
         except OSError as exc:
             raise NodeError(f"node {node.name}: zone {name}: cannot read {path}: {exc.strerror}") from None
-        zones.append(P.NodeInput(zone=name, digest=hashlib.sha256(data).hexdigest(), mtime=mtime))
+        digest = hashlib.sha256(data).hexdigest()
+        pending = _pending(node, name).exists()
+        zones.append(P.NodeInput(zone=name, digest=digest, mtime=mtime, pending=pending))
     watched: list[str] = []
     if req.zone is not None and node.input_dir.is_dir():
         watched = sorted(
@@ -216,6 +218,7 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
         raise NodeError(f"node {node.name}: zone {zone} is not on this node; zone add it")
     write_atomic(node.paths.unsigned_zone(zone), req.text, mode=0o640)
     if daemons.running(node, "signerd") is None:
+        _mark_pending(node, zone, True)
         return P.ZoneUpdateReply(
             node=node.name, zone=zone, signing=False, note="signer down: signs when it starts"
         )
@@ -225,9 +228,26 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
         command = f"sign {zone} --serial {req.serial}" if req.serial else f"sign {zone}"
         Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(command)
     except CommandError as exc:
+        _mark_pending(node, zone, True)
         note = f"new data stored, but the signer did not take the sign request: {exc}"
         return P.ZoneUpdateReply(node=node.name, zone=zone, signing=False, note=note)
+    _mark_pending(node, zone, False)
     return P.ZoneUpdateReply(node=node.name, zone=zone, signing=True)
+
+
+def _pending(node: Node, zone: str) -> Path:
+    return node.paths.state / "pending-sign" / zone_file_name(zone)
+
+
+def _mark_pending(node: Node, zone: str, pending: bool) -> None:
+    """Input stored while the signer could not take it: the controller levels its serial once the
+    signer runs (duo_ods.zones.catchup), since a starting signer picks a serial of its own."""
+    path = _pending(node, zone)
+    if pending:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
 
 
 def op_state_export(duo: Duo, node: Node, req: P.Empty) -> P.StateExportReply:
@@ -255,6 +275,7 @@ def op_zone_resign(duo: Duo, node: Node, req: P.ZoneResignRequest) -> P.ZoneResi
     if daemons.running(node, "signerd") is None:
         raise NodeError(f"node {node.name}: signer is not running")
     Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(f"sign {req.zone} --serial {req.serial}")
+    _mark_pending(node, req.zone, False)
     return P.ZoneResignReply(node=node.name, zone=req.zone, serial=req.serial)
 
 
@@ -265,6 +286,7 @@ def op_zone_remove(duo: Duo, node: Node, req: P.ZoneRequest) -> P.ZoneRemoveRepl
         return P.ZoneRemoveReply(node=node.name, zone=zone, removed=False)
     enforcer(node)("zone", "delete", "--zone", zone)
     node.paths.unsigned_zone(zone).unlink(missing_ok=True)
+    _mark_pending(node, zone, False)
     write_zonelist(duo, node, [z for z in known if z != zone])
     log.info("node %s: zone %s removed", node.name, zone)
     return P.ZoneRemoveReply(node=node.name, zone=zone, removed=True)

@@ -284,6 +284,7 @@ class NodeInput(Message):
     zone: ZoneName
     digest: str | None  # sha256 of the input file, None when there is none
     mtime: float | None  # when that file was last written
+    pending: bool = False  # stored while the signer was down: not signed since (serial not levelled)
 
 
 class InputStateReply(Message):

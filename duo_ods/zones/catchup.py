@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 MTIME_SLACK = 2.0  # seconds: a node's input written this long after the record is newer than it
 SERVE_WAIT = 30.0  # seconds for a signer to serve what it was asked to sign
 
-Action = Literal["write", "sign", "newer-on-node", "not-on-node", "unreachable"]
-ACTING: frozenset[str] = frozenset({"write", "sign"})
+Action = Literal["write", "sign", "level", "newer-on-node", "not-on-node", "unreachable"]
+ACTING: frozenset[str] = frozenset({"write", "sign", "level"})
 
 
 # --- want and observe ---------------------------------------------------------------------
@@ -61,11 +61,20 @@ class Want:
 
 
 @dataclass(frozen=True)
+class Input:
+    """A node's signer input for a zone."""
+
+    digest: str | None
+    mtime: float | None
+    pending: bool = False  # stored while its signer was down; its serial is not levelled yet
+
+
+@dataclass(frozen=True)
 class NodeView:
     node: str
     error: str | None = None  # the node did not answer: nothing else is known
     signer: bool = False
-    inputs: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)  # zone: digest, mtime
+    inputs: dict[str, Input] = field(default_factory=dict)
 
 
 def wants(records: Iterable[InputRecord]) -> dict[str, Want]:
@@ -80,7 +89,7 @@ def observe(client: NodeClient, nodes: Iterable[str]) -> dict[str, NodeView]:
             reply = client.call(node, P.INPUT_STATE)
         except DuoError as exc:
             return NodeView(node, error=str(exc))
-        inputs = {z.zone: (z.digest, z.mtime) for z in reply.zones}
+        inputs = {z.zone: Input(z.digest, z.mtime, z.pending) for z in reply.zones}
         return NodeView(node, signer=reply.signer, inputs=inputs)
 
     names = list(nodes)
@@ -106,6 +115,7 @@ class Step:
         verb = {
             "write": "write the newest input (signer down: it signs it when it starts)",
             "sign": "write the newest input and sign it above every stale serial",
+            "level": "sign its input (stored while the signer was down) above every stale serial",
             "newer-on-node": "leave it: the node's input is newer than the record",
             "not-on-node": "leave it: the zone is not on this node",
             "unreachable": "cannot catch up now",
@@ -128,11 +138,15 @@ def plan_catch_up(
                 # Not ours to add here: zone add (or the node's watcher) adds zones, with keys.
                 steps.append(Step(node, zone, "not-on-node", ""))
                 continue
-            digest, mtime = view.inputs[zone]
-            if digest == w.digest:
+            have = view.inputs[zone]
+            if have.digest == w.digest:
+                if have.pending and view.signer:  # a signer that started by itself picked its own serial
+                    steps.append(Step(node, zone, "level", ""))
                 continue
-            if digest is not None and mtime is not None and mtime > w.at + slack:
-                steps.append(Step(node, zone, "newer-on-node", f"input written {mtime - w.at:.0f} s after"))
+            if have.digest is not None and have.mtime is not None and have.mtime > w.at + slack:
+                steps.append(
+                    Step(node, zone, "newer-on-node", f"input written {have.mtime - w.at:.0f} s after")
+                )
                 continue
             steps.append(Step(node, zone, "sign" if view.signer else "write", ""))
     return steps
@@ -236,12 +250,12 @@ def apply_catch_up(duo: Duo, client: NodeClient, steps: list[Step]) -> CatchUpRe
                 raise NodeError(f"zone {step.zone}: no newest-input record")
             records[step.zone] = record
             if step.action == "write":
-                reply = client.call(
-                    step.node, P.ZONE_UPDATE, P.ZoneUpdateRequest(zone=step.zone, text=record.text)
-                )
+                request = P.ZoneUpdateRequest(zone=step.zone, text=record.text)
+                reply = client.call(step.node, P.ZONE_UPDATE, request)
                 report.done[where] = {"stored": True, "note": reply.note}
             else:
-                report.done[where] = _sign_at(duo, client, step.node, record, resign=False)
+                resign = step.action == "level"
+                report.done[where] = _sign_at(duo, client, step.node, record, resign=resign)
         except DuoError as exc:
             report.failed[where] = str(exc)
             log.error("zone %s: node %s not caught up: %s", step.zone, step.node, exc)
@@ -269,15 +283,17 @@ def start_node(duo: Duo, client: NodeClient, node: str) -> dict[str, Any]:
     """`node start`: the newest inputs first, then the daemons, then serials above any stale copy.
 
     With its daemons down the node stores new input (checked against its zonelist.xml); the signer
-    reads it as it starts, so it never re-signs the old input at a new serial.
+    reads it as it starts, so it never re-signs the old input at a new serial. Zones whose input was
+    stored while the signer was down (by `zone update`, the watcher or `zone catch-up`) and zones
+    written here are then signed with a serial chosen from every copy (catch_up_serial).
     """
     duo.node(node)
     want = wants(r for z in recorded_zones(duo) if (r := latest_input(duo, z)) is not None)
     view = observe(client, [node])[node]
     steps = plan_catch_up(want, {node: view})
-    written: list[str] = []
     report = CatchUpReport(steps)
-    for step in (s for s in steps if s.acts):
+    level = sorted(z for z, i in view.inputs.items() if i.pending and z in want)
+    for step in (s for s in steps if s.action in ("write", "sign")):
         record = latest_input(duo, step.zone)
         if record is None:
             continue
@@ -286,9 +302,9 @@ def start_node(duo: Duo, client: NodeClient, node: str) -> dict[str, Any]:
         except DuoError as exc:
             report.failed[f"{node} {step.zone}"] = str(exc)
             continue
-        written.append(step.zone)
+        level.append(step.zone)
     started = client.call(node, P.START)
-    for zone in written:
+    for zone in sorted(set(level)):
         record = latest_input(duo, zone)
         if record is None:
             continue
@@ -296,4 +312,4 @@ def start_node(duo: Duo, client: NodeClient, node: str) -> dict[str, Any]:
             report.done[f"{node} {zone}"] = _sign_at(duo, client, node, record, resign=True)
         except DuoError as exc:
             report.failed[f"{node} {zone}"] = str(exc)
-    return {"node": node, "pids": started.pids, "caught_up": written, **report.to_json()}
+    return {"node": node, "pids": started.pids, "caught_up": sorted(set(level)), **report.to_json()}
