@@ -21,6 +21,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import dns.name
+import dns.rdatatype
+import dns.zone
+
 from duo_ods.config.resolve import Duo, zone_file_name
 from duo_ods.errors import DuoError
 from duo_ods.render.engine import write_atomic
@@ -102,3 +106,44 @@ def recorded_zones(duo: Duo) -> list[str]:
 def forget_input(duo: Duo, zone: str) -> None:
     """The zone is gone from every node (zone remove): nothing to catch up to any more."""
     _path(duo, zone).unlink(missing_ok=True)
+
+
+def record_text(duo: Duo, zone: str, text: str) -> InputRecord:
+    """Record text that a node signed already (checked when it first came in), e.g. the input a
+    restore chose from a peer or a snapshot."""
+    origin = dns.name.root if zone == "." else dns.name.from_text(zone)
+    parsed = dns.zone.from_text(text, origin=origin, relativize=False, check_origin=False)
+    soa = parsed.get_rdataset(origin, dns.rdatatype.SOA)
+    serial = int(soa[0].serial) if soa is not None else 0
+    records = sum(len(rdataset) for _name, rdataset in parsed.iterate_rdatasets())
+    return record_input(duo, CheckedZone(zone, text, serial, records, 0))
+
+
+# --- which input is the newest: the record, a live peer's, a snapshot's ---------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: str  # "record", "peer NODE", "snapshot"
+    text: str
+    at: float | None  # when it was written (record: recorded; peer: its file's mtime; snapshot: taken)
+
+
+def newest_input(
+    record: Candidate | None, peer: Candidate | None, snapshot: Candidate | None, slack: float = 2.0
+) -> Candidate | None:
+    """The newest of the inputs available for a zone. Pure.
+
+    The record is written before any node is told by every ods-duo path, so it is at least as new
+    as any input a node got from ods-duo: it wins over a snapshot (a node's input, copied later)
+    always, and over a live peer's input unless that file was written after the record (by
+    something that does not record, e.g. a watcher with a backup folder of its own). The snapshot
+    is used only for what nothing newer has.
+    """
+    if record is not None and peer is not None:
+        if text_digest(peer.text) == text_digest(record.text):
+            return record
+        if peer.at is not None and record.at is not None and peer.at > record.at + slack:
+            return peer
+        return record
+    return record or peer or snapshot
