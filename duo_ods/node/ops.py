@@ -235,6 +235,12 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
     return P.ZoneUpdateReply(node=node.name, zone=zone, signing=True)
 
 
+def op_zone_levelled(duo: Duo, node: Node, req: P.ZoneRequest) -> P.Empty:
+    """The controller found the zone's pending input served at a serial that needs no change."""
+    _mark_pending(node, req.zone, False)
+    return P.Empty()
+
+
 def _pending(node: Node, zone: str) -> Path:
     return node.paths.state / "pending-sign" / zone_file_name(zone)
 

@@ -565,6 +565,7 @@ ZONE_RESIGN = Op("zone-resign", ZoneResignRequest, ZoneResignReply, "node")
 ZONE_REMOVE = Op("zone-remove", ZoneRequest, ZoneRemoveReply, "node")
 STATE_EXPORT = Op("state-export", Empty, StateExportReply, "node", reads_only=True)
 INPUT_STATE = Op("input-state", InputStateRequest, InputStateReply, "node", reads_only=True)
+ZONE_LEVELLED = Op("zone-levelled", ZoneRequest, Empty, "node")  # its pending input needs no new serial
 
 KEK_STATUS = Op("kek-status", KekStatusRequest, KekStatusReply, "holder", reads_only=True)
 KEK_TRANSPORT_KEY = Op("kek-transport-key", Empty, PublicReply, "holder")
@@ -602,7 +603,7 @@ TABLE: dict[str, Op[Any, Any]] = {
     op.name: op
     for op in (
         INIT, START, STOP, STATUS, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH, ZONE_UPDATE,
-        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE,
+        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED,
         KEK_STATUS, KEK_TRANSPORT_KEY, KEK_GENERATE, KEK_WRAP_FOR, KEK_UNWRAP,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,
         KEY_LIST, DB_SCHEMA, KEY_POOL_ADD, KEY_POOL_REMOVE, KEY_STATES, KEY_STATES_WRITE, KEY_ROLLOVER,

@@ -213,6 +213,8 @@ def _sign_at(duo: Duo, client: NodeClient, node: str, record: InputRecord, resig
     if resign:
         if target is not None:
             client.call(node, P.ZONE_RESIGN, P.ZoneResignRequest(zone=record.zone, serial=target))
+        else:  # its own serial is fine: on top, with the newest content
+            client.call(node, P.ZONE_LEVELLED, P.ZoneRequest(zone=record.zone))
     else:
         request = P.ZoneUpdateRequest(zone=record.zone, text=record.text, serial=target)
         reply = client.call(node, P.ZONE_UPDATE, request)
