@@ -60,6 +60,8 @@ def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResu
             client.call(node, P.ZONE_ADD, P.ZoneInput(zone=name, text=checked.text))
         except DuoError as exc:
             _undo_add(client, name, result.added_on)
+            if not result.already_on:  # the zone is on no node again: nothing to catch up to
+                forget_input(duo, name)
             raise NodeError(f"zone {name}: node {node} refused it, nothing changed: {exc}") from exc
         result.added_on.append(node)
     log.info("zone %s added on %s", name, ", ".join(result.added_on))

@@ -9,6 +9,7 @@ from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import NodeError, ZoneFileError
 from duo_ods.protocol import ops as P
+from duo_ods.zones.inputs import latest_input
 from duo_ods.zones.manage import add_zone, list_zones, remove_zone
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
@@ -102,3 +103,13 @@ def test_remove(duo: Duo, tmp_path: Path) -> None:
         remove_zone(duo, fake.client, "example.test")
     add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
     assert remove_zone(duo, fake.client, "example.test") == {"a": True, "b": True}
+
+
+def test_a_refused_add_leaves_no_newest_input_record(duo: Duo, tmp_path: Path) -> None:
+    fake = FakeTransport(refuse_on="b")
+    with pytest.raises(NodeError):
+        add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
+    assert latest_input(duo, "example.test") is None
+    add_zone(duo, FakeTransport().client, "example.test", tmp_path / "example.test")
+    record = latest_input(duo, "example.test")
+    assert record is not None and record.serial == 2026112800
