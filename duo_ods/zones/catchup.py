@@ -81,12 +81,13 @@ def wants(records: Iterable[InputRecord]) -> dict[str, Want]:
     return {r.zone: Want(r.zone, r.digest, r.at) for r in records}
 
 
-def observe(client: NodeClient, nodes: Iterable[str]) -> dict[str, NodeView]:
-    """Every node's inputs at once (a hung node must not hold up the others)."""
+def observe(client: NodeClient, nodes: Iterable[str], zone: str | None = None) -> dict[str, NodeView]:
+    """Every node's inputs (of every zone, or of `zone`) at once: a hung node must not hold up the others."""
+    request = P.InputStateRequest(zone=zone)
 
     def one(node: str) -> NodeView:
         try:
-            reply = client.call(node, P.INPUT_STATE)
+            reply = client.call(node, P.INPUT_STATE, request)
         except DuoError as exc:
             return NodeView(node, error=str(exc))
         inputs = {z.zone: Input(z.digest, z.mtime, z.pending) for z in reply.zones}
@@ -265,17 +266,25 @@ def apply_catch_up(duo: Duo, client: NodeClient, steps: list[Step]) -> CatchUpRe
 
 
 def catch_up(
-    duo: Duo, client: NodeClient, nodes: Iterable[str] | None = None, dry_run: bool = False
+    duo: Duo,
+    client: NodeClient,
+    nodes: Iterable[str] | None = None,
+    dry_run: bool = False,
+    zone: str | None = None,
 ) -> CatchUpReport:
-    """Bring every node (or `nodes`) to each zone's newest recorded input; the watcher's entry point.
+    """Bring every node (or `nodes`) to each zone's (or `zone`'s) newest recorded input.
 
-    Cheap when nothing is missing: one INPUT_STATE per node, no DNS traffic.
+    The key origin's watcher's entry point, every [serials] level_interval (zones.level.level_zone
+    calls it per zone too). Cheap when nothing is missing: one INPUT_STATE per node, no DNS traffic.
     """
     names = list(nodes) if nodes is not None else list(duo.nodes)
     for name in names:
         duo.node(name)  # a clear error for an unknown node
-    want = wants(r for z in recorded_zones(duo) if (r := latest_input(duo, z)) is not None)
-    steps = plan_catch_up(want, observe(client, names))
+    zones = [zone] if zone is not None else recorded_zones(duo)
+    want = wants(r for z in zones if (r := latest_input(duo, z)) is not None)
+    if not want:
+        return CatchUpReport([])
+    steps = plan_catch_up(want, observe(client, names, zone))
     if dry_run:
         return CatchUpReport(steps)
     return apply_catch_up(duo, client, steps)

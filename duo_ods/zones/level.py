@@ -4,6 +4,10 @@ Each signer counts its own serial and re-signs on its own schedule, so the seria
 (ODS-FACTS: ...01 against ...06 in an afternoon). A secondary that fails over keeps the
 higher serial it has and ignores the lagging node until that node passes it; levelling keeps
 the gap small. The lagging node re-signs its current input with the leading node's serial.
+
+Same serial, same content: a node whose input is not the zone's newest (it missed an update) is
+caught up first (duo_ods.zones.catchup), never levelled with its stale input to the leader's serial.
+A node that cannot be caught up (unreachable, failed, input newer than the record) is not levelled.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
+from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.manage import served_serials
 
 log = logging.getLogger(__name__)
@@ -31,11 +36,20 @@ def lagging(served: dict[str, int | None], max_spread: int) -> tuple[int | None,
 
 def level_zone(duo: Duo, client: NodeClient, zone: str, max_spread: int | None = None) -> dict[str, Any]:
     spread = duo.config.serials.max_spread if max_spread is None else max_spread
+    caught = catch_up(duo, client, zone=zone)
+    stale = {s.node for s in caught.steps if s.action in ("newer-on-node", "unreachable")}
+    stale |= {where.split(" ", 1)[0] for where in caught.failed}
     served = served_serials(duo, zone)
     top, behind = lagging(served, spread)
-    result: dict[str, Any] = {"zone": zone, "served": served, "target": top, "levelled": [], "failed": {}}
+    result: dict[str, Any] = {
+        "zone": zone, "served": served, "target": top, "levelled": [], "failed": {},
+        "caught_up": caught.done, "catch_up_failed": caught.failed,
+    }  # fmt: skip
     for node in behind:
         assert top is not None  # nodes lag only behind a known serial
+        if node in stale:
+            result["failed"][node] = "not levelled: its input is not the zone's newest (see catch-up)"
+            continue
         try:
             client.call(node, P.ZONE_RESIGN, P.ZoneResignRequest(zone=zone, serial=top))
         except DuoError as exc:
