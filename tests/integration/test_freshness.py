@@ -27,7 +27,11 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
+from duo_ods.bind.query import soa_serial
 from duo_ods.bind.tsig import TsigKey
+from duo_ods.config.load import load_config
+from duo_ods.transport import transport_for
+from duo_ods.zones.manage import notify_secondaries
 from tests.integration.conftest import Lab, run_duo
 
 pytestmark = pytest.mark.integration
@@ -339,6 +343,46 @@ def test_no_secondary_ever_went_back_to_older_content(lab: Lab, sampler: Sampler
     assert set(counts) == set(servers(lab)) and min(counts.values()) > 20, counts
     assert len(sampler.versions) == 4
     assert sampler.problems == []
+
+
+def test_a_stale_copy_on_top_is_outranked_by_catch_up(lab: Lab, sampler: Sampler, versions: Versions) -> None:
+    """The issue's worst case, made on purpose (so after the sampler's verdict): b missed an update,
+    came back by itself (not through `node start`, as a reboot would) and re-signed its OLD input
+    at a serial above the newest data, so the failover secondary took the stale copy. ODS 2.1.12
+    gives no hook to stop that; `zone catch-up` (and the watcher's periodic one) outranks it."""
+    sampler.stop.set()
+    duo = load_config(Path(lab.config))
+    lab.duo("node", "stop", "b")
+    rc, result, _ = update(lab, sampler, versions.next("fresh4"), config=partitioned(lab))
+    assert rc == 1 and result["nodes"]["b"]["status"] == "missed"
+    newest = sampler.versions[-1]
+    transport_for(duo).call("b", "start", {})  # as systemd would: no catch-up first
+    # ods-signerd raises its serial on every re-sign: b drifts above the newest data with old data.
+    top = max(
+        s for s in (soa_serial(n["address"], n["port"], ZONE, lab.tsig) for n in lab.status["nodes"]) if s
+    )
+    transport_for(duo).call("b", "zone-resign", {"zone": ZONE, "serial": top + 3})
+    b = lab.node("b")
+    deadline = time.monotonic() + CATCH_UP
+    while soa_serial(b["address"], b["port"], ZONE, lab.tsig) != top + 3:
+        assert time.monotonic() < deadline, "b did not re-sign its old input"
+        time.sleep(0.3)
+    notify_secondaries(duo, ZONE)
+    ns1 = lab.status["secondaries"][0]
+    while (served := fetch(ns1["address"], ns1["port"], lab.tsig)) is None or content(served)[0] != top + 3:
+        assert time.monotonic() < deadline, "the secondary did not take b's stale copy"
+        time.sleep(0.5)
+    assert content(served)[1] != newest  # the stale copy won at the secondary: the failure mode
+
+    caught = json.loads(lab.duo("--json", "zone", "catch-up").stdout)
+    assert [(s["node"], s["action"]) for s in caught["steps"]] == [("b", "sign")]
+    [done] = caught["done"].values()
+    assert done["target"] > top + 3  # above the stale copy, not beside it
+    deadline = time.monotonic() + CATCH_UP
+    while (served := fetch(ns1["address"], ns1["port"], lab.tsig)) is None or content(served)[1] != newest:
+        assert time.monotonic() < deadline, "the secondary did not get the newest data back"
+        time.sleep(0.5)
+    check_ok(lab)
 
 
 # --- split mode: ns1 from a, ns2 from b -----------------------------------------------------
