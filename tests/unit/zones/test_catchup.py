@@ -17,7 +17,7 @@ from duo_ods.keys.listing import list_keys
 from duo_ods.node import ops as O
 from duo_ods.node.configs import write_zonelist
 from duo_ods.protocol import ops as P
-from duo_ods.zones import manage
+from duo_ods.zones import catchup, manage
 from duo_ods.zones.catchup import Input, NodeView, Want, plan_catch_up
 from duo_ods.zones.check import check_zone_text
 from duo_ods.zones.content import content_digest, text_content_digest
@@ -233,3 +233,32 @@ def test_zone_update_on_a_stopped_node_stores_the_input_and_marks_it_pending(duo
     assert state.enforcer is False and state.signer is False
     with pytest.raises(NodeError, match="not on this node"):
         O.op_zone_update(duo, node, P.ZoneUpdateRequest(zone="other.test", text=NEW))
+
+
+# --- node start: the newest input before the signer starts ---------------------------------
+
+
+def test_node_start_writes_the_missed_input_before_the_daemons_start(
+    duo: Duo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = record_input(duo, _checked())
+    fake = FakeNodes()
+    written: dict[str, str] = {}
+    fake.on(P.INPUT_STATE, lambda n, r: P.InputStateReply(node=n, enforcer=False, signer=False, zones=[
+        P.NodeInput(zone=ZONE, digest="old", mtime=1.0)]))  # fmt: skip
+
+    def update(node: str, request: P.ZoneUpdateRequest) -> P.ZoneUpdateReply:
+        assert P.START not in fake.ops_called(), "input written after the signer started"
+        written[node] = request.text
+        return P.ZoneUpdateReply(node=node, zone=request.zone, signing=False, note="signer down")
+
+    fake.on(P.ZONE_UPDATE, update)
+    fake.on(P.START, lambda n, r: P.StartReply(node=n, pids={"signerd": 1, "enforcerd": 2}))
+    levelled: list[str] = []
+    monkeypatch.setattr(catchup, "_sign_at", lambda duo, client, node, rec, resign: levelled.append(
+        f"{node} {rec.zone} {resign}") or {"serial": 1})  # fmt: skip
+    result = catchup.start_node(duo, fake.client, "b")
+    assert fake.ops_called() == [P.INPUT_STATE, P.ZONE_UPDATE, P.START]
+    assert written == {"b": record.text}
+    assert levelled == [f"b {ZONE} True"]  # then signed above any stale copy
+    assert result["caught_up"] == [ZONE] and result["failed"] == {}
