@@ -5,9 +5,11 @@ Each signer counts its own serial and re-signs on its own schedule, so the seria
 higher serial it has and ignores the lagging node until that node passes it; levelling keeps
 the gap small. The lagging node re-signs its current input with the leading node's serial.
 
-Same serial, same content: a node whose input is not the zone's newest (it missed an update) is
-caught up first (duo_ods.zones.catchup), never levelled with its stale input to the leader's serial.
-A node that cannot be caught up (unreachable, failed, input newer than the record) is not levelled.
+Same serial, same content: before a lagging node is levelled, the zone is caught up
+(duo_ods.zones.catchup), so a node that missed an update gets the newest input and is never
+levelled with its stale input to the leader's serial. A node that cannot be caught up
+(unreachable, failed, input newer than the record) is not levelled. Catching up nodes that do not
+lag is catch_up's job (`zone catch-up`, the key origin's watcher every level_interval).
 """
 
 from __future__ import annotations
@@ -36,14 +38,20 @@ def lagging(served: dict[str, int | None], max_spread: int) -> tuple[int | None,
 
 def level_zone(duo: Duo, client: NodeClient, zone: str, max_spread: int | None = None) -> dict[str, Any]:
     spread = duo.config.serials.max_spread if max_spread is None else max_spread
-    caught = catch_up(duo, client, zone=zone)
-    stale = {s.node for s in caught.steps if s.action in ("newer-on-node", "unreachable")}
-    stale |= {where.split(" ", 1)[0] for where in caught.failed}
     served = served_serials(duo, zone)
     top, behind = lagging(served, spread)
+    caught_up: dict[str, Any] = {}
+    stale: set[str] = set()
+    if behind:  # only then (SOA queries are cheap, asking every node for its input is not)
+        caught = catch_up(duo, client, zone=zone)
+        stale = {s.node for s in caught.steps if s.action in ("newer-on-node", "unreachable")}
+        stale |= {where.split(" ", 1)[0] for where in caught.failed}
+        caught_up = {"done": caught.done, "failed": caught.failed}
+        if caught.done:  # a caught-up node signed at a serial of its own choice: look again
+            served = served_serials(duo, zone)
+            top, behind = lagging(served, spread)
     result: dict[str, Any] = {
-        "zone": zone, "served": served, "target": top, "levelled": [], "failed": {},
-        "caught_up": caught.done, "catch_up_failed": caught.failed,
+        "zone": zone, "served": served, "target": top, "levelled": [], "failed": {}, "caught_up": caught_up,
     }  # fmt: skip
     for node in behind:
         assert top is not None  # nodes lag only behind a known serial
