@@ -17,6 +17,8 @@ from duo_ods.keys.listing import list_keys
 from duo_ods.node import ops as O
 from duo_ods.node.configs import write_zonelist
 from duo_ods.protocol import ops as P
+from duo_ods.watch.plan import ZoneFileState
+from duo_ods.watch.state import save_state, state_path
 from duo_ods.zones import catchup, manage
 from duo_ods.zones.catchup import Input, NodeView, Want, plan_catch_up
 from duo_ods.zones.check import check_zone_text
@@ -262,3 +264,17 @@ def test_node_start_writes_the_missed_input_before_the_daemons_start(
     assert written == {"b": record.text}
     assert levelled == [f"b {ZONE} True"]  # then signed above any stale copy
     assert result["caught_up"] == [ZONE] and result["failed"] == {}
+
+
+def test_zone_list_drops_refused_files_that_are_gone(duo: Duo, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = duo.nodes["a"]
+    node.input_dir.mkdir(parents=True)
+    still = node.input_dir / "bad.test"
+    still.write_text("garbage")
+    save_state(state_path(node.paths.state), {
+        "bad.test": ZoneFileState("x", "error", f"{still}:1: no SOA", str(still)),
+        "gone.test": ZoneFileState("y", "error", "gone.test:1: no SOA", str(node.input_dir / "gone.test")),
+    })  # fmt: skip
+    monkeypatch.setattr(O, "_zones", lambda node: [])
+    reply = O.op_zone_list(duo, node, P.Empty())
+    assert [r.zone for r in reply.refused] == ["bad.test"]
