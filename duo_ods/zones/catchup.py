@@ -220,9 +220,14 @@ def _sign_at(duo: Duo, client: NodeClient, node: str, record: InputRecord, resig
         request = P.ZoneUpdateRequest(zone=record.zone, text=record.text, serial=target)
         reply = client.call(node, P.ZONE_UPDATE, request)
         if not reply.signing:
-            return {"serial": None, "note": reply.note or "stored; the signer did not take it"}
+            raise NodeError(f"node {node}: zone {record.zone}: {reply.note or 'the signer did not take it'}")
     served = _wait_copy(copies, record.zone, node, newest, target)
-    notified = notify_secondaries(duo, record.zone) if served is not None else {}
+    if served is None:
+        raise NodeError(
+            f"node {node}: zone {record.zone}: asked to sign the newest input (serial "
+            f"{target or 'its own'}), but it does not serve it after {SERVE_WAIT:.0f} s"
+        )
+    notified = notify_secondaries(duo, record.zone)
     log.info("zone %s: node %s caught up, serves serial %s", record.zone, node, served)
     return {"serial": served, "target": target, "notified": notified}
 
