@@ -5,6 +5,12 @@ the bundles, a fresh enforcer database with the zones, and each key's enforcer s
 source had it. The source is the live peer when one answers (it has the newest state), else
 the backup store's latest snapshot (both nodes lost: "flatliners").
 
+Each zone's input is the newest available (duo_ods.zones.inputs.newest_input): the controller's
+newest-input record, else a live peer's, and the snapshot's only where nothing newer exists. The
+snapshot's age is shown. When a zone's best input is not the record and a secondary serves
+other content, the restore would put older data in front of the secondaries: it is refused
+before the node is touched, unless allow_older (`--allow-older`).
+
 Everything the rebuild needs is checked before the node is touched: a key without a bundle
 stops the restore before anything is made.
 """
@@ -18,14 +24,19 @@ from typing import Any
 from duo_ods.backup.report import bundles as held_bundles
 from duo_ods.backup.snapshot import node_state
 from duo_ods.bind.query import soa_serial
+from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import import_request, unwrap_request
+from duo_ods.keys.journal import key_lock
 from duo_ods.keys.kek import send_kek
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
+from duo_ods.zones.catchup import catch_up
+from duo_ods.zones.content import served_copy, text_content_digest
+from duo_ods.zones.inputs import Candidate, latest_input, newest_input, record_text
 from duo_ods.zones.manage import notify_secondaries, served_serials
 from duo_ods.zones.serial import next_serial
 
@@ -113,14 +124,90 @@ def _copy_kek(duo: Duo, client: NodeClient, node: str) -> str:
     return got
 
 
-def restore_node(duo: Duo, client: NodeClient, node: str, source: str | None = None) -> dict[str, Any]:
+def age(seconds: float) -> str:
+    """A duration for a person: 3d 4h, 2h 5m, 7m 3s."""
+    s = max(0, int(seconds))
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m}m"
+    return f"{m}m {s % 60}s"
+
+
+def _best_inputs(duo: Duo, client: NodeClient, kind: str, state: P.Snapshot) -> dict[str, Candidate]:
+    """Each zone's newest available input: the record, the live peer's, the snapshot's."""
+    mtimes: dict[str, float | None] = {}
+    if kind == "peer":
+        try:
+            mtimes = {z.zone: z.mtime for z in client.call(state.node, P.INPUT_STATE).zones}
+        except DuoError as exc:
+            log.warning(
+                "restore: no input times from %s (%s); the record wins over its inputs", state.node, exc
+            )
+    best: dict[str, Candidate] = {}
+    for z in state.zones:
+        rec = latest_input(duo, z.zone)
+        record = Candidate("record", rec.text, rec.at) if rec else None
+        theirs = Candidate(f"peer {state.node}", z.text, mtimes.get(z.zone)) if kind == "peer" else None
+        snap = Candidate("snapshot", z.text, state.taken) if kind == "backup" else None
+        chosen = newest_input(record, theirs, snap)
+        assert chosen is not None  # the source always has the zone's text
+        best[z.zone] = chosen
+    return best
+
+
+def _older_than_secondaries(duo: Duo, best: dict[str, Candidate]) -> list[str]:
+    """Zones whose best input is not the record while a secondary serves other content: restoring
+    would put older data in front of it (nothing newer than that input is known here)."""
+    key = transfer_key(duo)
+    found = []
+    for zone, chosen in sorted(best.items()):
+        if chosen.source == "record":
+            continue  # written before any node had it: nothing that ods-duo served is newer
+        mine = text_content_digest(chosen.text, zone)
+        for sec in duo.config.secondaries:
+            copy = served_copy(sec.address, sec.port, zone, key)
+            if copy is not None and copy.digest != mine:
+                found.append(f"{zone} (secondary {sec.name} serves serial {copy.serial} with other data)")
+    return found
+
+
+def restore_node(
+    duo: Duo, client: NodeClient, node: str, source: str | None = None, allow_older: bool = False
+) -> dict[str, Any]:
     duo.node(node)  # a clear error for an unknown node
     if source is not None and source not in SOURCES:
         raise RestoreError(f"--from {source}: choose one of {', '.join(SOURCES)}")
+    # Under the key lock: a restore imports keys and writes key states, and must not meet a key
+    # command half way (nor a watcher making keys for a new zone).
+    with key_lock(duo, f"backup restore --node {node}"):
+        return _restore_node(duo, client, node, source, allow_older)
+
+
+def _restore_node(
+    duo: Duo, client: NodeClient, node: str, source: str | None, allow_older: bool
+) -> dict[str, Any]:
     kind, state = _source_state(duo, client, node, source)
-    zones = [z.model_copy(update={"states": z.states.live() if z.states else None}) for z in state.zones]
+    best = _best_inputs(duo, client, kind, state)
+    snapshot_age = age(time.time() - state.taken) if kind == "backup" else None
+    older = _older_than_secondaries(duo, best)
+    if older and not allow_older:
+        taken = f" (snapshot taken {snapshot_age} ago)" if snapshot_age else ""
+        raise RestoreError(
+            f"restore: the newest input available{taken} is older than what the secondaries serve for "
+            + "; ".join(older)
+            + ": pass --allow-older to put it in front of them"
+        )
+    zones = [
+        z.model_copy(update={"states": z.states.live() if z.states else None, "text": best[z.zone].text})
+        for z in state.zones
+    ]
     state = state.model_copy(update={"zones": zones})
     bundles = _preflight(duo, client, node, state)
+    for zone, chosen in best.items():
+        if chosen.source != "record":  # what the nodes get is the newest input from now on
+            record_text(duo, zone, chosen.text)
     keys = [(z.zone, k) for z in zones if z.states for k in z.states.keys]
     log.info("restore node %s from %s: %d zones, %d keys", node, state.node, len(zones), len(keys))
 
@@ -152,11 +239,18 @@ def restore_node(duo: Duo, client: NodeClient, node: str, source: str | None = N
         ) from exc
 
     serving = _wait_serving(duo, node, [z.zone for z in zones if z.states])
-    serials = {zone: _catch_up(duo, client, node, zone, above=kind == "backup") for zone in serving}
+    # From a snapshot, or with an input newer than the peer's: above every serial served anywhere.
+    above = {z: kind == "backup" or not best[z].source.startswith("peer") for z in serving}
+    serials = {zone: _catch_up(duo, client, node, zone, above=above[zone]) for zone in serving}
+    # A peer that missed an update the record has gets it now (cheap when it has everything).
+    peers = [n for n in duo.nodes if n != node]
+    caught = catch_up(duo, client, peers).to_json() if kind == "peer" else None
     return {
         "node": node, "source": state.node, "from": kind,
-        "snapshot_taken": state.taken, "zones": [z.zone for z in zones], "keys": written.keys,
-        "kek": kek, "serving": serving, "serials": serials,
+        "snapshot_taken": state.taken, "snapshot_age": snapshot_age,
+        "inputs": {z: c.source for z, c in best.items()}, "older_allowed": older if allow_older else [],
+        "zones": [z.zone for z in zones], "keys": written.keys,
+        "kek": kek, "serving": serving, "serials": serials, "peer_catch_up": caught,
     }  # fmt: skip
 
 

@@ -56,14 +56,27 @@ def backup_snapshot_cmd(ctx: Ctx, node: str | None) -> None:
     "--from", "source", type=click.Choice(SOURCES),
     help="state from the live peer or the backup's latest snapshot (default: the peer if it answers)",
 )  # fmt: skip
+@click.option(
+    "--allow-older", is_flag=True,
+    help="restore even where the newest input available is older than what a secondary serves",
+)  # fmt: skip
 @pass_ctx
-def backup_restore_cmd(ctx: Ctx, node: str, source: str | None) -> None:
-    """Rebuild a wiped node: token, KEK, keys, enforcer database, zones and key states."""
-    r = restore_node(ctx.duo, ctx.client, node, source)
+def backup_restore_cmd(ctx: Ctx, node: str, source: str | None, allow_older: bool) -> None:
+    """Rebuild a wiped node: token, KEK, keys, enforcer database, zones and key states.
+
+    Each zone gets the newest input available (the controller's newest-input record, a live
+    peer's, the snapshot's only where nothing newer exists); refused when that is older than what
+    a secondary serves, unless --allow-older.
+    """
+    r = restore_node(ctx.duo, ctx.client, node, source, allow_older)
+    age = f", snapshot taken {r['snapshot_age']} ago" if r["snapshot_age"] else ""
+    inputs = ", ".join(f"{z} from the {src}" for z, src in sorted(r["inputs"].items()))
     text = [
-        f"node {r['node']} restored from {r['from']} ({r['source']}): {len(r['zones'])} zones, "
+        f"node {r['node']} restored from {r['from']} ({r['source']}{age}): {len(r['zones'])} zones, "
         f"{r['keys']} keys, KEK {r['kek']}",
+        f"  inputs: {inputs or 'none'}",
         f"  serving: {', '.join(r['serving']) or 'nothing yet'}",
+        *[f"  older than a secondary (allowed): {o}" for o in r["older_allowed"]],
     ]
     ctx.emit(r, "\n".join(text))
 

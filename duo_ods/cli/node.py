@@ -18,6 +18,7 @@ from duo_ods.protocol.ops import Rep
 from duo_ods.protocol.serve import RequestError, dispatch, read_payload
 from duo_ods.transport.base import encode_reply
 from duo_ods.transport.forced import RefusedCommand, parse_request
+from duo_ods.zones.catchup import start_node
 
 
 @click.group()
@@ -169,7 +170,27 @@ def node_init(ctx: Ctx, node_name: str, dry_run: bool) -> None:
     ctx.emit(result.model_dump(mode="json"), f"node {node_name}: {len(result.done)} step(s) done\n{done}")
 
 
-node.add_command(_simple(P.START, "Start the node's ods-signerd and ods-enforcerd."))
+@node.command("start")
+@click.argument("node_name", metavar="NODE")
+@pass_ctx
+def node_start(ctx: Ctx, node_name: str) -> None:
+    """Start the node's ods-signerd and ods-enforcerd, after giving it every zone's newest input.
+
+    A node that missed updates while it was down gets them BEFORE its signer starts (else it
+    re-signs its old input with a new, higher serial); after the start, each caught-up zone is
+    signed with a serial above any stale copy and the secondaries are notified.
+    """
+    ctx.duo.node(node_name)  # a clear error for an unknown node before any work
+    r = start_node(ctx.duo, ctx.client, node_name)
+    lines = [f"node {node_name}: " + ", ".join(f"{d} pid {pid}" for d, pid in r["pids"].items())]
+    for where, done in r["done"].items():
+        lines.append(f"  caught up {where}: serves serial {done.get('serial')}")
+    lines += [f"  NOT caught up {where}: {why}" for where, why in r["failed"].items()]
+    ctx.emit(r, "\n".join(lines))
+    if r["failed"]:
+        raise SystemExit(1)
+
+
 node.add_command(_simple(P.STOP, "Stop the node's daemons (by pid)."))
 node.add_command(_simple(P.STATUS, "Show the node's daemons and zones."))
 node.add_command(_simple(P.POLICY_IMPORT, "Load the rendered kasp.xml into the node's enforcer."))

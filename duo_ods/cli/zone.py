@@ -9,9 +9,10 @@ import click
 
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.check import normalize_zone_name
 from duo_ods.zones.level import level_zone
-from duo_ods.zones.manage import add_zone, list_zones, node_zones, remove_zone, update_zone
+from duo_ods.zones.manage import add_zone, list_zones, missed_summary, node_zones, remove_zone, update_zone
 
 
 @click.group()
@@ -46,28 +47,59 @@ def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
 @click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="unsigned zone file")
 @pass_ctx
 def zone_update(ctx: Ctx, zone_name: str, file: Path) -> None:
-    """Check FILE, then give every node the new data for ZONE; each re-signs it."""
+    """Check FILE, record it as ZONE's newest input, then give it to every node; each re-signs it.
+
+    Exits 1 when a node did not take it now (down, hung, unreachable): that node is caught up
+    when it returns (`node start`, the key origin's watcher, or `zone catch-up`).
+    """
     result = update_zone(ctx.duo, ctx.client, zone_name, file)
     lines = [f"zone {result['zone']}: input serial {result['serial']}, {result['records']} records"]
     for node, r in result["nodes"].items():
-        state = f"error: {r['error']}" if "error" in r else ("signed" if r["signing"] else r["note"])
+        state = {
+            "missed": f"missed: {r.get('error')}",
+            "signed": "signed",
+            "stored": f"stored: {r.get('note')}",
+        }
         served = result["served"].get(node)
-        lines.append(
-            f"  node {node}: {state}; serves serial {served if served is not None else '(no answer)'}"
-        )
+        shown = served if served is not None else "(no answer)"
+        lines.append(f"  node {node}: {state[r['status']]}; serves serial {shown}")
     for sec, outcome in result.get("notified", {}).items():
         lines.append(f"  secondary {sec}: {outcome}")
     ctx.emit(result, "\n".join(lines))
+    summary = missed_summary(result)
+    if summary:
+        click.echo(f"ods-duo: {summary}", err=True)
+        raise SystemExit(1)
 
 
 @zone.command("remove")
 @click.argument("zone_name", metavar="ZONE")
+@click.option(
+    "--delete-file", is_flag=True,
+    help="first delete the zone's file (ZONE, ZONE.zone) from every input directory this machine reaches",
+)  # fmt: skip
 @pass_ctx
-def zone_remove(ctx: Ctx, zone_name: str) -> None:
-    """Remove ZONE from every node."""
-    result = remove_zone(ctx.duo, ctx.client, zone_name)
+def zone_remove(ctx: Ctx, zone_name: str, delete_file: bool) -> None:
+    """Remove ZONE from every node (refused while its file is still in a watched input directory)."""
+    result = remove_zone(ctx.duo, ctx.client, zone_name, delete_file)
     _sync_managed_secondaries(ctx)
     ctx.emit({"zone": zone_name, "removed": result}, f"zone {zone_name} removed from {', '.join(result)}")
+
+
+@zone.command("catch-up")
+@click.argument("node_names", metavar="[NODE]...", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="show the plan only")
+@pass_ctx
+def zone_catch_up(ctx: Ctx, node_names: tuple[str, ...], dry_run: bool) -> None:
+    """Give every node (or NODE) each zone's newest input that it missed, signed above any stale serial."""
+    report = catch_up(ctx.duo, ctx.client, list(node_names) or None, dry_run)
+    lines = [s.describe() for s in report.steps] or ["every node has every zone's newest input"]
+    for where, done in report.done.items():
+        lines.append(f"  done {where}: " + ", ".join(f"{k} {v}" for k, v in done.items() if k != "notified"))
+    lines += [f"  FAILED {where}: {why}" for where, why in report.failed.items()]
+    ctx.emit({**report.to_json(), "dry_run": dry_run}, "\n".join(lines))
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @zone.command("level")
@@ -95,11 +127,13 @@ def zone_level(ctx: Ctx, zone_names: tuple[str, ...], max_spread: int | None) ->
 @pass_ctx
 def zone_list(ctx: Ctx) -> None:
     """Every zone and the nodes that have it."""
-    rows = list_zones(ctx.duo, ctx.client)
+    rows, down = list_zones(ctx.duo, ctx.client)
     lines = [f"{'ZONE':30} {'NODES':12} NEXT CHANGE"]
     for row in rows:
         nodes = ",".join(sorted(row["nodes"])) or "-"
         flag = "" if row["on_all_nodes"] else "  (not on every node)"
+        if down and not row["on_all_nodes"]:
+            flag = f"  ({', '.join(sorted(down))} down: unknown there)"
         nxt = "; ".join(f"{n}: {v['next_change']}" for n, v in sorted(row["nodes"].items()))
         lines.append(f"{row['zone']:30} {nodes:12} {nxt}{flag}")
         for n, v in sorted(row["nodes"].items()):
@@ -107,4 +141,5 @@ def zone_list(ctx: Ctx) -> None:
                 lines.append(f"    input on {n}: {v['input']['status']}: {v['input']['message']}")
         for n, message in sorted(row.get("refused", {}).items()):
             lines.append(f"    refused on {n}: {message}")
-    ctx.emit({"zones": rows}, "\n".join(lines))
+    lines += [f"node {n}: DOWN or unreachable: {why}" for n, why in sorted(down.items())]
+    ctx.emit({"zones": rows, "down": down}, "\n".join(lines))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.dnssec import keytag, make_dnskey, make_ds
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
@@ -19,22 +20,40 @@ def _comparable(entry: dict[str, Any]) -> tuple[Any, ...]:
     return (entry["role"], entry["state"], entry["keytag"], entry["algorithm"], entry["bits"], records)
 
 
+DOWN = "(down)"  # the state shown for a node that did not answer
+
+
 def list_keys(duo: Duo, client: NodeClient, zone: str | None = None) -> list[dict[str, Any]]:
-    """One row per (zone, key) with each node's view; 'differs' flags any disagreement."""
+    """One row per (zone, key) with each node's view; 'differs' flags any disagreement.
+
+    A node that does not answer (down, unreachable) is marked in every row, as
+    {"state": "(down)", "down": True, "error": ...}, and left out of the comparison: the
+    others' keys are still shown, when an operator needs them most. Every node down is an error.
+    """
     request = P.KeyListRequest(zone=normalize_zone_name(zone) if zone else None)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    down: dict[str, str] = {}
     for node in duo.nodes:
-        for key in client.call(node, P.KEY_LIST, request).keys:
+        try:
+            keys = client.call(node, P.KEY_LIST, request).keys
+        except DuoError as exc:
+            down[node] = str(exc)
+            continue
+        for key in keys:
             row = rows.setdefault(
                 (key.zone, key.locator),
                 {"zone": key.zone, "locator": key.locator, "role": key.role, "keytag": key.keytag,
                  "nodes": {}},
             )  # fmt: skip
             row["nodes"][node] = key.model_dump(mode="json")
+    if down and len(down) == len(duo.nodes):
+        raise NodeError("no node answers: " + "; ".join(down.values()))
     result = []
     for (_zone, _locator), row in sorted(rows.items()):
         views = [row["nodes"].get(node) for node in duo.nodes]
-        row["missing_on"] = [node for node in duo.nodes if node not in row["nodes"]]
+        row["missing_on"] = [node for node in duo.nodes if node not in row["nodes"] and node not in down]
+        for node, error in down.items():
+            row["nodes"][node] = {"state": DOWN, "down": True, "error": error}
         row["differs"] = bool(row["missing_on"]) or len({_comparable(v) for v in views if v}) > 1
         result.append(row)
     return result

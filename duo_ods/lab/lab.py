@@ -272,6 +272,8 @@ def _node_status(duo: Duo, name: str) -> dict[str, Any]:
         "daemons": daemons.status(node),
         "zones": [],
     }
+    # A node that is down is shown as down, never a reason for status to fail.
+    entry["down"] = all(pid is None for pid in entry["daemons"].values())
     if entry["daemons"]["enforcerd"] is not None:
         try:
             with NodeClient(transport_for(duo)) as client:

@@ -23,6 +23,8 @@ NODE_HANDLERS: dict[str, Bound[Any, Any, Node]] = handlers(
     bind(P.ZONE_RESIGN, O.op_zone_resign),
     bind(P.ZONE_REMOVE, O.op_zone_remove),
     bind(P.STATE_EXPORT, O.op_state_export),
+    bind(P.INPUT_STATE, O.op_input_state),
+    bind(P.ZONE_LEVELLED, O.op_zone_levelled),
     *K.kek_handlers(K.node_token, backup=False),
     bind(P.KEY_GENERATE, K.op_key_generate),
     bind(P.KEY_WRAP, K.op_key_wrap),

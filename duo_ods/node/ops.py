@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
-from duo_ods.config.resolve import Duo, Node
+from duo_ods.config.resolve import Duo, Node, zone_file_name
 from duo_ods.errors import CommandError, DuoError, NodeError
 from duo_ods.node import daemons
 from duo_ods.node.configs import write_zonelist
-from duo_ods.node.setup import init_node
+from duo_ods.node.setup import init_node, zonelist_zones
 from duo_ods.node.system import init_system_node
 from duo_ods.ods import kaspdb
 from duo_ods.ods.client import Enforcer, Signer
@@ -21,7 +22,7 @@ from duo_ods.ods.parse import EnforcerZone, parse_zone_list
 from duo_ods.protocol import ops as P
 from duo_ods.render.engine import write_atomic
 from duo_ods.watch.state import load_state, state_path
-from duo_ods.zones.check import check_zone_text
+from duo_ods.zones.check import check_zone_text, zone_name_from_filename
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,48 @@ def _zones(node: Node) -> list[EnforcerZone]:
     return parse_zone_list(enforcer(node)("zone", "list"))
 
 
+def _zone_names(node: Node) -> list[str]:
+    """The node's zones: the enforcer's when it runs, else its zonelist.xml (kept equal to them)."""
+    if daemons.running(node, "enforcerd") is not None:
+        return [z.name for z in _zones(node)]
+    return zonelist_zones(node)
+
+
+def op_input_state(duo: Duo, node: Node, req: P.InputStateRequest) -> P.InputStateReply:
+    """The signer's input file of every zone (or one), and that zone's files in the watched input
+    directory. Read from files only: a node whose daemons are down answers too (catch-up before
+    start, `zone remove`)."""
+    names = _zone_names(node)
+    if req.zone is not None:
+        names = [z for z in names if z == req.zone]
+    zones = []
+    for name in names:
+        path = node.paths.unsigned_zone(name)
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+        except FileNotFoundError:
+            zones.append(P.NodeInput(zone=name, digest=None, mtime=None))
+            continue
+        except OSError as exc:
+            raise NodeError(f"node {node.name}: zone {name}: cannot read {path}: {exc.strerror}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        pending = _pending(node, name).exists()
+        zones.append(P.NodeInput(zone=name, digest=digest, mtime=mtime, pending=pending))
+    watched: list[str] = []
+    if req.zone is not None and node.input_dir.is_dir():
+        watched = sorted(
+            str(p) for p in node.input_dir.iterdir()
+            if p.is_file() and zone_name_from_filename(p.name) == req.zone
+        )  # fmt: skip
+    return P.InputStateReply(
+        node=node.name,
+        enforcer=daemons.running(node, "enforcerd") is not None,
+        signer=daemons.running(node, "signerd") is not None,
+        zones=zones,
+        watched=watched,
+    )
+
+
 def _input_digest(node: Node, zone: str) -> str | None:
     """sha256 of the signer's current input for the zone (what was last checked and stored)."""
     path = node.paths.unsigned_zone(zone)
@@ -101,10 +144,11 @@ def op_zone_list(duo: Duo, node: Node, req: P.Empty) -> P.ZoneListReply:
             )
         )  # fmt: skip
     known = {z.name for z in zones}
+    # A refused file that is gone since (deleted, or renamed to its zone's other name) is no news.
     refused = [
         P.RefusedInput(zone=name, status=s.status, message=s.message, file=s.file)
         for name, s in sorted(inputs.items())
-        if name not in known and s.status == "error"
+        if name not in known and s.status == "error" and (not s.file or Path(s.file).exists())
     ]
     return P.ZoneListReply(node=node.name, zones=zones, refused=refused)
 
@@ -176,14 +220,18 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
 
     The input file is replaced atomically, so the signer reads the old or the new
     version, never half of one. A signer that is down reads the new file when it
-    starts; that is reported, not an error.
+    starts; that is reported, not an error. With the enforcer down too, the zone is
+    checked against the node's zonelist.xml (kept equal to the enforcer's zones), so
+    new data reaches a stopped node whose host answers: its signer reads it at start,
+    before it serves again.
     """
     zone = req.zone
-    recheck(duo, node, zone, req.text)
-    if zone not in [z.name for z in _zones(node)]:
+    if zone not in _zone_names(node):
         raise NodeError(f"node {node.name}: zone {zone} is not on this node; zone add it")
+    recheck(duo, node, zone, req.text)
     write_atomic(node.paths.unsigned_zone(zone), req.text, mode=0o640)
     if daemons.running(node, "signerd") is None:
+        _mark_pending(node, zone, True)
         return P.ZoneUpdateReply(
             node=node.name, zone=zone, signing=False, note="signer down: signs when it starts"
         )
@@ -193,9 +241,32 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
         command = f"sign {zone} --serial {req.serial}" if req.serial else f"sign {zone}"
         Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(command)
     except CommandError as exc:
+        _mark_pending(node, zone, True)
         note = f"new data stored, but the signer did not take the sign request: {exc}"
         return P.ZoneUpdateReply(node=node.name, zone=zone, signing=False, note=note)
+    _mark_pending(node, zone, False)
     return P.ZoneUpdateReply(node=node.name, zone=zone, signing=True)
+
+
+def op_zone_levelled(duo: Duo, node: Node, req: P.ZoneRequest) -> P.Empty:
+    """The controller found the zone's pending input served at a serial that needs no change."""
+    _mark_pending(node, req.zone, False)
+    return P.Empty()
+
+
+def _pending(node: Node, zone: str) -> Path:
+    return node.paths.state / "pending-sign" / zone_file_name(zone)
+
+
+def _mark_pending(node: Node, zone: str, pending: bool) -> None:
+    """Input stored while the signer could not take it: the controller levels its serial once the
+    signer runs (duo_ods.zones.catchup), since a starting signer picks a serial of its own."""
+    path = _pending(node, zone)
+    if pending:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
 
 
 def op_state_export(duo: Duo, node: Node, req: P.Empty) -> P.StateExportReply:
@@ -223,6 +294,7 @@ def op_zone_resign(duo: Duo, node: Node, req: P.ZoneResignRequest) -> P.ZoneResi
     if daemons.running(node, "signerd") is None:
         raise NodeError(f"node {node.name}: signer is not running")
     Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(f"sign {req.zone} --serial {req.serial}")
+    _mark_pending(node, req.zone, False)
     return P.ZoneResignReply(node=node.name, zone=req.zone, serial=req.serial)
 
 
@@ -233,6 +305,7 @@ def op_zone_remove(duo: Duo, node: Node, req: P.ZoneRequest) -> P.ZoneRemoveRepl
         return P.ZoneRemoveReply(node=node.name, zone=zone, removed=False)
     enforcer(node)("zone", "delete", "--zone", zone)
     node.paths.unsigned_zone(zone).unlink(missing_ok=True)
+    _mark_pending(node, zone, False)
     write_zonelist(duo, node, [z for z in known if z != zone])
     log.info("node %s: zone %s removed", node.name, zone)
     return P.ZoneRemoveReply(node=node.name, zone=zone, removed=True)

@@ -273,6 +273,29 @@ class ZoneRemoveReply(Message):
     removed: bool
 
 
+class InputStateRequest(Message):
+    zone: ZoneName | None = None  # one zone (and its files in the watched input directory), or every zone
+
+
+class NodeInput(Message):
+    """The signer's input for one zone: what it signs when it (re)starts or is told to sign."""
+
+    zone: ZoneName
+    digest: str | None  # sha256 of the input file, None when there is none
+    mtime: float | None  # when that file was last written
+    pending: bool = False  # stored while the signer was down: not signed since (serial not levelled)
+
+
+class InputStateReply(Message):
+    """A node's inputs, read from its files: it answers with its daemons down too."""
+
+    node: str
+    enforcer: bool
+    signer: bool
+    zones: list[NodeInput]  # the zones of the node's zonelist.xml
+    watched: list[str] = Field(default_factory=list)  # the asked zone's files in the node's input_dir
+
+
 class StateExportReply(Message):
     node: str
     zones: list[ZoneExport]
@@ -605,6 +628,8 @@ ZONE_UPDATE = Op("zone-update", ZoneUpdateRequest, ZoneUpdateReply, "node")
 ZONE_RESIGN = Op("zone-resign", ZoneResignRequest, ZoneResignReply, "node")
 ZONE_REMOVE = Op("zone-remove", ZoneRequest, ZoneRemoveReply, "node")
 STATE_EXPORT = Op("state-export", Empty, StateExportReply, "node", reads_only=True)
+INPUT_STATE = Op("input-state", InputStateRequest, InputStateReply, "node", reads_only=True)
+ZONE_LEVELLED = Op("zone-levelled", ZoneRequest, Empty, "node")  # its pending input needs no new serial
 
 KEK_STATUS = Op("kek-status", KekStatusRequest, KekStatusReply, "holder", reads_only=True)
 KEK_TRANSPORT_KEY = Op("kek-transport-key", Empty, TransportKeyReply, "holder")
@@ -647,7 +672,7 @@ TABLE: dict[str, Op[Any, Any]] = {
     op.name: op
     for op in (
         INIT, START, STOP, STATUS, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH, ZONE_UPDATE,
-        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT,
+        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED,
         KEK_STATUS, KEK_TRANSPORT_KEY, KEK_UNWRAP, HSM_CUSTODY,
         KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,

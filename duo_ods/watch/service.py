@@ -38,7 +38,9 @@ from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
+from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.check import CheckedZone, InputVanished, zone_name_from_filename
+from duo_ods.zones.inputs import record_inputs
 from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import check_file, node_zones, update_checked
 
@@ -169,6 +171,7 @@ class Watcher:
         for start in range(0, len(batch), self.config.batch_size):
             chunk = batch[start : start + self.config.batch_size]
             request = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z, text=c.text) for z, _p, c in chunk])
+            record_inputs(self.duo, [c for _z, _p, c in chunk])  # the newest input, before any node has it
             try:
                 self.client.call(self.node.name, P.ZONE_ADD_BATCH, request)
             except DuoError as exc:
@@ -244,10 +247,15 @@ class Watcher:
                 self.changed = True
 
     def level_serials_when_due(self) -> None:
-        """Every [serials] level_interval: bring a node whose serial lags too far up (zones.level)."""
+        """Every [serials] level_interval (key origin): a node that missed an update (stopped, or
+        restarted outside ods-duo) gets the newest input above every stale copy (zones.catchup),
+        then a node whose serial lags too far is brought up (zones.level)."""
         if not self.level_interval or time.monotonic() < self.next_level:
             return
         self.next_level = time.monotonic() + self.level_interval
+        report = catch_up(self.duo, self.client)
+        for where, problem in report.failed.items():
+            log.warning("catch-up of %s: %s", where, problem)
         for zone in sorted(self.state):
             level_zone(self.duo, self.client, zone)
 

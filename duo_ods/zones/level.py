@@ -4,6 +4,12 @@ Each signer counts its own serial and re-signs on its own schedule, so the seria
 (ODS-FACTS: ...01 against ...06 in an afternoon). A secondary that fails over keeps the
 higher serial it has and ignores the lagging node until that node passes it; levelling keeps
 the gap small. The lagging node re-signs its current input with the leading node's serial.
+
+Same serial, same content: before a lagging node is levelled, the zone is caught up
+(duo_ods.zones.catchup), so a node that missed an update gets the newest input and is never
+levelled with its stale input to the leader's serial. A node that cannot be caught up
+(unreachable, failed, input newer than the record) is not levelled. Catching up nodes that do not
+lag is catch_up's job (`zone catch-up`, the key origin's watcher every level_interval).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
+from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.manage import served_serials
 
 log = logging.getLogger(__name__)
@@ -33,9 +40,24 @@ def level_zone(duo: Duo, client: NodeClient, zone: str, max_spread: int | None =
     spread = duo.config.serials.max_spread if max_spread is None else max_spread
     served = served_serials(duo, zone)
     top, behind = lagging(served, spread)
-    result: dict[str, Any] = {"zone": zone, "served": served, "target": top, "levelled": [], "failed": {}}
+    caught_up: dict[str, Any] = {}
+    stale: set[str] = set()
+    if behind:  # only then (SOA queries are cheap, asking every node for its input is not)
+        caught = catch_up(duo, client, zone=zone)
+        stale = {s.node for s in caught.steps if s.action in ("newer-on-node", "unreachable")}
+        stale |= {where.split(" ", 1)[0] for where in caught.failed}
+        caught_up = {"done": caught.done, "failed": caught.failed}
+        if caught.done:  # a caught-up node signed at a serial of its own choice: look again
+            served = served_serials(duo, zone)
+            top, behind = lagging(served, spread)
+    result: dict[str, Any] = {
+        "zone": zone, "served": served, "target": top, "levelled": [], "failed": {}, "caught_up": caught_up,
+    }  # fmt: skip
     for node in behind:
         assert top is not None  # nodes lag only behind a known serial
+        if node in stale:
+            result["failed"][node] = "not levelled: its input is not the zone's newest (see catch-up)"
+            continue
         try:
             client.call(node, P.ZONE_RESIGN, P.ZoneResignRequest(zone=zone, serial=top))
         except DuoError as exc:

@@ -1,8 +1,9 @@
-"""Zone add/remove/list across every node of the duo.
+"""Zone add/update/remove/list across every node of the duo.
 
-The file is checked once, before any node is touched; then each node gets the
-same checked text. If a node refuses, the nodes that took the zone in this run
-give it back, so a failure leaves the duo as it was.
+The file is checked once, before any node is touched; then the checked text is recorded as the
+zone's newest good input (duo_ods.zones.inputs: what a node that misses it catches up to), and
+each node gets it. If a node refuses an add, the nodes that took the zone in this run give it
+back, so a failure leaves the duo as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
-from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name
+from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name, zone_name_from_filename
+from duo_ods.zones.inputs import forget_input, record_input
 from duo_ods.zones.serial import next_serial
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResu
     result.already_on = [n for n, zones in current.items() if name in zones]
     if len(result.already_on) == len(duo.nodes):
         raise NodeError(f"zone {name} exists on every node already; to change its data, update its file")
+    record_input(duo, checked)  # before any node has it: a node that misses it catches up to it
     for node in duo.nodes:
         if node in result.already_on:
             continue
@@ -57,6 +60,8 @@ def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResu
             client.call(node, P.ZONE_ADD, P.ZoneInput(zone=name, text=checked.text))
         except DuoError as exc:
             _undo_add(client, name, result.added_on)
+            if not result.already_on:  # the zone is on no node again: nothing to catch up to
+                forget_input(duo, name)
             raise NodeError(f"zone {name}: node {node} refused it, nothing changed: {exc}") from exc
         result.added_on.append(node)
     log.info("zone %s added on %s", name, ", ".join(result.added_on))
@@ -96,14 +101,28 @@ def check_file(duo: Duo, zone: str, file: Path, *, input_dir: Path | None = None
     )
 
 
+CATCHES_UP = "it catches up when it returns"
+
+
 def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: list[str]) -> dict[str, Any]:
-    """New data to `nodes` at once, each signing with one serial above every node's served serial."""
+    """New data to `nodes` at once, each signing with one serial above every served serial.
+
+    The checked text is recorded as the zone's newest input first (the watcher gets that by
+    calling this), so a node that misses it is caught up later (duo_ods.zones.catchup). Each
+    node's outcome is in result["nodes"][node]["status"]: "signed" (signing the new data),
+    "stored" (its signer is down: it has the new input and signs it when it starts) or "missed"
+    (not reached); result["missed"] names every node that is not signing it now.
+    """
     name = checked.name
+    record_input(duo, checked)
     result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
     served = {n: s for n, s in served_serials(duo, name).items() if s is not None}
-    # Above every served serial and above the input's own: the signer never goes below the input's
-    # serial (it picks its own then, and the nodes would not wait for the same one).
-    target = next_serial([*served.values(), checked.serial], duo.config.policy.serial) if served else None
+    held = [s for s in secondary_serials(duo, name).values() if s is not None]
+    # Above every serial a signer or a secondary serves (a secondary may hold a higher serial from a
+    # signer that is down now: below it, the new data would never reach it), and above the input's
+    # own: the signer never goes below the input's serial (it picks its own then).
+    known = [*served.values(), *held]
+    target = next_serial([*known, checked.serial], duo.config.policy.serial) if known else None
     result["output_serial"] = target
     request = P.ZoneUpdateRequest(zone=name, text=checked.text, serial=target)
 
@@ -112,20 +131,48 @@ def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: li
             reply = client.call(node, P.ZONE_UPDATE, request)
         except DuoError as exc:
             log.warning("zone %s: node %s keeps its last data: %s", name, node, exc)
-            return {"error": str(exc)}
-        return reply.model_dump(mode="json")
+            return {"status": "missed", "error": str(exc)}
+        return {"status": "signed" if reply.signing else "stored", **reply.model_dump(mode="json")}
 
     # All nodes at once: a hung node must not delay the healthy one (that is the duo's point).
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
         result["nodes"] = dict(zip(nodes, pool.map(one, nodes), strict=True))
-    if all("error" in r for r in result["nodes"].values()):
-        raise NodeError(f"zone {name}: no node took the new data: " + "; ".join(
+    result["missed"] = [n for n, r in result["nodes"].items() if r["status"] != "signed"]
+    result["ok"] = not result["missed"]
+    if all(r["status"] == "missed" for r in result["nodes"].values()):
+        raise NodeError(f"zone {name}: no node took the new data (recorded: {CATCHES_UP}): " + "; ".join(
             r["error"] for r in result["nodes"].values()))  # fmt: skip
-    signing = [n for n, r in result["nodes"].items() if r.get("signing")]
+    signing = [n for n, r in result["nodes"].items() if r["status"] == "signed"]
     result["served"] = _wait_served(duo, name, signing, target)
     if target is not None and any(s == target for s in result["served"].values()):
         result["notified"] = notify_secondaries(duo, name)
     return result
+
+
+def missed_summary(result: dict[str, Any]) -> str | None:
+    """One line naming the nodes that did not take an update now, or None when every node did."""
+    if not result.get("missed"):
+        return None
+    why = "; ".join(
+        f"{n}: {'not reached' if r['status'] == 'missed' else 'signer down, new input stored'}"
+        for n, r in result["nodes"].items() if n in result["missed"]
+    )  # fmt: skip
+    return (
+        f"zone {result['zone']}: node {', '.join(result['missed'])} missed the update ({why}); {CATCHES_UP}"
+    )
+
+
+def secondary_serials(duo: Duo, zone: str, timeout: float = 2.0) -> dict[str, int | None]:
+    """The SOA serial each configured secondary serves now (None: no answer)."""
+    secs = duo.config.secondaries
+    if not secs:
+        return {}
+
+    def ask(i: int) -> int | None:
+        return soa_serial(secs[i].address, secs[i].port, zone, None, timeout)
+
+    with ThreadPoolExecutor(max_workers=len(secs)) as pool:
+        return dict(zip((s.name for s in secs), pool.map(ask, range(len(secs))), strict=True))
 
 
 def _wait_served(
@@ -162,20 +209,70 @@ def served_serials(duo: Duo, zone: str, timeout: float = 2.0) -> dict[str, int |
         return dict(zip(duo.nodes, pool.map(ask, duo.nodes), strict=True))
 
 
-def remove_zone(duo: Duo, client: NodeClient, zone: str) -> dict[str, bool]:
+class InputFileStillThere(NodeError):
+    """zone remove while the zone's file is still in a watched input directory."""
+
+
+def watched_files(duo: Duo, client: NodeClient, zone: str) -> dict[str, list[str]]:
+    """The zone's files (ZONE, ZONE.zone) in each node's watched input directory: as the node sees
+    them (INPUT_STATE), and on this machine for nodes that do not answer."""
+    found: dict[str, list[str]] = {}
+    for name, node in duo.nodes.items():
+        try:
+            files = client.call(name, P.INPUT_STATE, P.InputStateRequest(zone=zone)).watched
+        except DuoError:
+            files = _local_files(node.input_dir, zone)
+        if files:
+            found[name] = files
+    return found
+
+
+def _local_files(folder: Path, zone: str) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and zone_name_from_filename(p.name) == zone)
+
+
+def remove_zone(duo: Duo, client: NodeClient, zone: str, delete_file: bool = False) -> dict[str, bool]:
+    """Remove the zone from every node; refused while its file is in a watched input directory.
+
+    A watcher that sees that file change again would add the zone back with NEW keys (a new DS:
+    bogus at a real parent until the DS is replaced). `delete_file` removes the file from every
+    input directory this machine can reach first (a node's watcher then records it as gone).
+    """
     name = normalize_zone_name(zone)
     current = node_zones(duo, client)
     if not any(name in zones for zones in current.values()):
         raise NodeError(f"zone {name} is not on any node")
+    if delete_file:
+        for node in duo.nodes.values():
+            for path in _local_files(node.input_dir, name):
+                Path(path).unlink(missing_ok=True)
+                log.info("zone %s: deleted %s from node %s's input directory", name, path, node.name)
+    still = watched_files(duo, client, name)
+    if still:
+        where = "; ".join(f"node {n}: {', '.join(f)}" for n, f in still.items())
+        hint = "delete it there" if delete_file else "delete the file first or pass --delete-file"
+        raise InputFileStillThere(
+            f"zone {name}: its file is still in a watched input directory ({where}): {hint}"
+        )
     request = P.ZoneRequest(zone=name)
-    return {node: client.call(node, P.ZONE_REMOVE, request).removed for node in duo.nodes}
+    removed = {node: client.call(node, P.ZONE_REMOVE, request).removed for node in duo.nodes}
+    forget_input(duo, name)
+    return removed
 
 
-def list_zones(duo: Duo, client: NodeClient) -> list[dict[str, Any]]:
-    """One row per zone: on which nodes it is, and what each enforcer plans next."""
+def list_zones(duo: Duo, client: NodeClient) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One row per zone: on which nodes it is, and what each enforcer plans next; and the nodes
+    that did not answer (down or unreachable: marked, not fatal)."""
     rows: dict[str, dict[str, Any]] = {}
+    down: dict[str, str] = {}
     for node in duo.nodes:
-        reply = client.call(node, P.ZONE_LIST)
+        try:
+            reply = client.call(node, P.ZONE_LIST)
+        except DuoError as exc:
+            down[node] = str(exc)
+            continue
         for z in reply.zones:
             row = rows.setdefault(z.name, {"zone": z.name, "policy": z.policy, "nodes": {}})
             row["nodes"][node] = {
@@ -186,4 +283,5 @@ def list_zones(duo: Duo, client: NodeClient) -> list[dict[str, Any]]:
             row.setdefault("refused", {})[node] = r.message
     for row in rows.values():
         row["on_all_nodes"] = set(row["nodes"]) == set(duo.nodes)
-    return [rows[name] for name in sorted(rows)]
+        row["unknown_on"] = sorted(down)
+    return [rows[name] for name in sorted(rows)], down

@@ -9,6 +9,7 @@ from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import NodeError, ZoneFileError
 from duo_ods.protocol import ops as P
+from duo_ods.zones.inputs import latest_input
 from duo_ods.zones.manage import add_zone, list_zones, remove_zone
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
@@ -34,6 +35,9 @@ class FakeTransport(FakeNodes):
             P.ZoneEntry(name=z, policy="duo", next_change="none") for z in self.zones[n]]))  # fmt: skip
         self.on(P.ZONE_ADD, self.add)
         self.on(P.ZONE_REMOVE, self.remove)
+        self.watched: dict[str, list[str]] = {"a": [], "b": []}
+        self.on(P.INPUT_STATE, lambda n, r: P.InputStateReply(
+            node=n, enforcer=True, signer=True, zones=[], watched=self.watched[n]))  # fmt: skip
 
     def add(self, node: str, request: P.ZoneInput) -> P.ZoneAddReply:
         if node == self.refuse_on:
@@ -62,7 +66,8 @@ def test_add_on_every_node(duo: Duo, tmp_path: Path) -> None:
     assert result.added_on == ["a", "b"]
     assert result.serial == 2026112800
     assert fake.zones == {"a": ["example.test"], "b": ["example.test"]}
-    rows = list_zones(duo, fake.client)
+    rows, down = list_zones(duo, fake.client)
+    assert down == {}
     assert rows[0]["zone"] == "example.test" and rows[0]["on_all_nodes"]
 
 
@@ -121,3 +126,13 @@ def test_add_applies_the_configured_size_limit(tmp_path: Path) -> None:
     (tmp_path / "example.test").write_text(ZONE)
     with pytest.raises(ZoneFileError, match="bigger than the limit of 20 bytes"):
         add_zone(duo, FakeTransport().client, "example.test", tmp_path / "example.test")
+
+
+def test_a_refused_add_leaves_no_newest_input_record(duo: Duo, tmp_path: Path) -> None:
+    fake = FakeTransport(refuse_on="b")
+    with pytest.raises(NodeError):
+        add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
+    assert latest_input(duo, "example.test") is None
+    add_zone(duo, FakeTransport().client, "example.test", tmp_path / "example.test")
+    record = latest_input(duo, "example.test")
+    assert record is not None and record.serial == 2026112800

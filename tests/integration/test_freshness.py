@@ -1,0 +1,409 @@
+"""The newest data always wins (issue 13), on a real duo: a node that missed an update catches up,
+and nothing stale ever reaches a secondary.
+
+One lab for the module (failover: ns1 pulls from a, then b). The tests run in order on it; a
+sampler thread AXFRs every signer and secondary every half second the whole time and records the
+SOA serial and a digest of the content (the zone without RRSIG, NSEC, NSEC3, NSEC3PARAM, DNSKEY and
+SOA). The last failover test asserts what it saw: no secondary ever went back to older content,
+and no serial was ever seen with two different contents. A split-mode lab (ns1 from a, ns2 from b)
+repeats the main scenario at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.name
+import dns.query
+import dns.rdatatype
+import dns.zone
+import pytest
+
+from duo_ods.bind.query import soa_serial
+from duo_ods.bind.tsig import TsigKey
+from duo_ods.config.load import load_config
+from duo_ods.transport import transport_for
+from duo_ods.zones.manage import notify_secondaries
+from tests.integration.conftest import Lab, run_duo
+
+pytestmark = pytest.mark.integration
+
+ZONE = "example.test"
+CATCH_UP = 30.0  # seconds: after a node returns, every signer and secondary serves the newest data
+SIGNER_MADE = {"RRSIG", "NSEC", "NSEC3", "NSEC3PARAM", "DNSKEY", "SOA"}
+
+
+# --- what a server serves -----------------------------------------------------------------
+
+
+def fetch(address: str, port: int, key: TsigKey, timeout: float = 3.0) -> dns.zone.Zone | None:
+    try:
+        messages = dns.query.xfr(
+            address, dns.name.from_text(ZONE), port=port, lifetime=timeout, relativize=False,
+            keyring=key.keyring(), keyname=key.name,
+        )  # fmt: skip
+        return dns.zone.from_xfr(messages, relativize=False)
+    except (dns.exception.DNSException, OSError, EOFError):
+        return None
+
+
+def content(z: dns.zone.Zone) -> tuple[int, str]:
+    """(SOA serial, digest of the content without what each signer makes)."""
+    lines = sorted(
+        f"{name} {ttl} {dns.rdatatype.to_text(rd.rdtype)} {rd.to_text()}"
+        for name, ttl, rd in z.iterate_rdatas()
+        if dns.rdatatype.to_text(rd.rdtype) not in SIGNER_MADE
+    )
+    soa = z.get_rdataset(dns.name.from_text(ZONE), dns.rdatatype.SOA)
+    assert soa is not None
+    return int(soa[0].serial), hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def has_record(z: dns.zone.Zone, owner: str) -> bool:
+    return z.get_node(dns.name.from_text(f"{owner}.{ZONE}")) is not None
+
+
+def servers(lab: Lab) -> dict[str, tuple[str, int]]:
+    found = {f"signer {n['name']}": (n["address"], n["port"]) for n in lab.status["nodes"]}
+    found |= {f"secondary {s['name']}": (s["address"], s["port"]) for s in lab.status["secondaries"]}
+    return found
+
+
+# --- the sampler --------------------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Every `every` seconds: serial and content digest at every signer and secondary."""
+
+    lab: Lab
+    every: float = 0.5
+    versions: list[str] = field(default_factory=list)  # content digests, oldest first
+    samples: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="freshness-sampler", daemon=True)
+        thread.start()
+        return thread
+
+    def expect(self, text: str) -> None:
+        """The next content version (checked by the signers' own rules: a content digest)."""
+        self.versions.append(text)
+
+    def run(self) -> None:
+        key = self.lab.tsig
+        seen_serials: dict[int, tuple[str, str]] = {}
+        highest: dict[str, int] = {}
+        while not self.stop.wait(self.every):
+            for where, (address, port) in servers(self.lab).items():
+                z = fetch(address, port, key)
+                if z is None:
+                    continue
+                serial, digest = content(z)
+                with self.lock:
+                    self.samples.setdefault(where, []).append((time.time(), serial, digest))
+                    # Rule 1: one serial, one content, wherever it is served.
+                    if serial in seen_serials and seen_serials[serial][0] != digest:
+                        self.problems.append(
+                            f"serial {serial}: {where} serves other content than {seen_serials[serial][1]}"
+                        )
+                    seen_serials.setdefault(serial, (digest, where))
+                    if not where.startswith("secondary") or digest not in self.versions:
+                        continue
+                    # Rule 2: a secondary never goes back to older content.
+                    version = self.versions.index(digest)
+                    if version < highest.get(where, -1):
+                        self.problems.append(
+                            f"{where} went back from content version {highest[where]} to {version} "
+                            f"(serial {serial})"
+                        )
+                    highest[where] = max(version, highest.get(where, -1))
+
+    def latest(self, where: str) -> tuple[int, str] | None:
+        with self.lock:
+            entries = self.samples.get(where)
+            return (entries[-1][1], entries[-1][2]) if entries else None
+
+
+# --- fixtures and helpers -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    return make_lab("127.0.0.210")
+
+
+@pytest.fixture(scope="module")
+def sampler(lab: Lab) -> Iterator[Sampler]:
+    s = Sampler(lab)
+    s.expect(version_digest(lab, (lab.dir / "input" / ZONE).read_text()))
+    thread = s.start()
+    yield s
+    s.stop.set()
+    thread.join(timeout=10)
+
+
+def version_digest(lab: Lab, text: str) -> str:
+    """The content digest of an input text, as the sampler computes it from a served copy."""
+    z = dns.zone.from_text(text, origin=dns.name.from_text(ZONE), relativize=False)
+    return content(z)[1]
+
+
+class Versions:
+    """Input files for successive versions of the zone, each with one new record."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.base = (lab.dir / "input" / ZONE).read_text()
+        self.count = 0
+
+    def next(self, owner: str) -> Path:
+        self.count += 1
+        # The input's own serial stays: the signers pick theirs (the duo levels them).
+        self.base += f"{owner} IN A 192.0.2.{100 + self.count}\n"
+        path = self.lab.dir / f"{ZONE}.v{self.count}"  # outside the watched input directory
+        path.write_text(self.base)
+        return path
+
+
+@pytest.fixture(scope="module")
+def versions(lab: Lab) -> Versions:
+    return Versions(lab)
+
+
+def partitioned(lab: Lab) -> str:
+    """A config in which node b's host cannot be reached: ssh to a port where nothing listens (what a
+    controller sees when the network to b is down). Same lab folder, so the same records and keys."""
+    path = lab.dir / "duo-partition.toml"
+    if not path.exists():
+        (lab.dir / "secrets" / "unused-ssh-key").write_text("")
+        text = Path(lab.config).read_text()
+        ssh = (
+            'transport = "ssh"\nssh = { host = "127.0.0.1", port = 9, '
+            'identity_file = "secrets/unused-ssh-key", known_hosts_file = "secrets/unused-ssh-key", '
+            "connect_timeout = 2, op_timeout = 5 }\n"
+        )
+        path.write_text(text.replace("[nodes.b]\n", "[nodes.b]\n" + ssh, 1))
+    return str(path)
+
+
+def wait_newest(lab: Lab, sampler: Sampler, owner: str, timeout: float = CATCH_UP) -> dict[str, int]:
+    """Until every signer and secondary serves the newest version (with `owner`): their serials."""
+    want = sampler.versions[-1]
+    deadline = time.monotonic() + timeout
+    while True:
+        latest = {w: sampler.latest(w) for w in servers(lab)}
+        if all(v is not None and v[1] == want for v in latest.values()):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every server serves the newest data after {timeout} s: {latest}")
+        time.sleep(0.3)
+    for node in ("a", "b"):  # the record itself, in each signer's signed copy
+        assert has_record(lab.signed(node, ZONE), owner)
+    for sec in lab.status["secondaries"]:  # ...and in each secondary's copy
+        served = fetch(sec["address"], sec["port"], lab.tsig)
+        assert served is not None and has_record(served, owner), sec["name"]
+    return {w: v[0] for w, v in latest.items() if v is not None}
+
+
+def update(
+    lab: Lab, sampler: Sampler, path: Path, config: str | None = None
+) -> tuple[int, dict[str, Any], str]:
+    sampler.expect(version_digest(lab, path.read_text()))
+    args = ["--config", config or lab.config, "--json", "zone", "update", ZONE, "--file", str(path)]
+    proc = run_duo(*args, check=False)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}, proc.stderr
+
+
+def check_ok(lab: Lab) -> None:
+    report = json.loads(lab.duo("--json", "check", check=False).stdout)
+    assert report["ok"], json.dumps(report, indent=1)
+
+
+def unsigned_digest(lab: Lab, node: str) -> str:
+    path = Path(lab.node(node)["base_dir"]) / "var" / "unsigned" / ZONE
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the scenarios ------------------------------------------------------------------------
+
+
+def test_update_while_b_is_stopped_reaches_b_before_it_serves_again(
+    lab: Lab, sampler: Sampler, versions: Versions
+) -> None:
+    started = time.monotonic()
+    lab.duo("node", "stop", "b")
+    rc, result, stderr = update(lab, sampler, versions.next("fresh1"))
+    assert rc == 1
+    assert "node b missed the update" in stderr and "it catches up when it returns" in stderr
+    assert result["nodes"]["a"]["status"] == "signed"
+    assert result["nodes"]["b"]["status"] == "stored"  # b's host answers: its input is written now
+    a_new = result["served"]["a"]
+
+    back = time.monotonic()
+    lab.duo("node", "start", "b")
+    serials = wait_newest(lab, sampler, "fresh1")
+    caught_up = time.monotonic() - back
+    assert caught_up <= CATCH_UP, f"{caught_up:.1f} s from node start until everything serves the update"
+    assert serials["signer b"] >= a_new, serials
+    check_ok(lab)
+    assert sampler.problems == []
+    print(
+        f"stop/update/start: {time.monotonic() - started:.1f} s, caught up {caught_up:.1f} s after node start"
+    )
+
+
+def test_update_missed_by_an_unreachable_stopped_b_is_caught_up(
+    lab: Lab, sampler: Sampler, versions: Versions
+) -> None:
+    lab.duo("node", "stop", "b")
+    before = unsigned_digest(lab, "b")
+    rc, result, stderr = update(lab, sampler, versions.next("fresh2"), config=partitioned(lab))
+    assert rc == 1 and "node b missed the update (b: not reached)" in stderr
+    assert result["nodes"]["b"]["status"] == "missed" and result["missed"] == ["b"]
+    assert unsigned_digest(lab, "b") == before  # nothing reached b
+
+    # b's host answers again, its daemons are still down: catch-up writes the newest input first.
+    plan = json.loads(lab.duo("--json", "zone", "catch-up", "--dry-run").stdout)
+    assert [(s["node"], s["action"]) for s in plan["steps"]] == [("b", "write")]
+    lab.duo("zone", "catch-up")
+    assert unsigned_digest(lab, "b") != before
+    lab.duo("node", "start", "b")
+    wait_newest(lab, sampler, "fresh2")
+    check_ok(lab)
+    assert json.loads(lab.duo("--json", "zone", "catch-up", "--dry-run").stdout)["steps"] == []
+    assert sampler.problems == []
+
+
+def test_update_missed_by_an_unreachable_running_b_is_caught_up(
+    lab: Lab, sampler: Sampler, versions: Versions
+) -> None:
+    rc, result, _ = update(lab, sampler, versions.next("fresh3"), config=partitioned(lab))
+    assert rc == 1 and result["nodes"]["b"]["status"] == "missed"
+    caught = json.loads(lab.duo("--json", "zone", "catch-up", "b").stdout)
+    assert [(s["node"], s["action"]) for s in caught["steps"]] == [("b", "sign")]
+    assert caught["ok"] and caught["failed"] == {}
+    serials = wait_newest(lab, sampler, "fresh3")
+    assert serials["signer b"] >= serials["signer a"] or serials["signer b"] == max(serials.values())
+    check_ok(lab)
+    assert sampler.problems == []
+
+
+def test_zone_list_key_list_and_lab_status_with_b_stopped(lab: Lab) -> None:
+    lab.duo("node", "stop", "b")
+    try:
+        zones = lab.duo("zone", "list")
+        assert ZONE in zones.stdout and "node b: DOWN or unreachable" in zones.stdout
+        listed = json.loads(lab.duo("--json", "zone", "list").stdout)
+        assert list(listed["down"]) == ["b"] and listed["zones"][0]["nodes"].keys() == {"a"}
+        keys = json.loads(lab.duo("--json", "key", "list").stdout)
+        assert len(keys["keys"]) == 2 and keys["ok"]
+        assert all(k["nodes"]["b"]["down"] and k["nodes"]["a"]["state"] for k in keys["keys"])
+        assert "(down)" in lab.duo("key", "list").stdout
+        status = json.loads(lab.duo("--json", "lab", "status", "--dir", str(lab.dir)).stdout)
+        assert {n["name"]: n["down"] for n in status["nodes"]} == {"a": False, "b": True}
+    finally:
+        lab.duo("node", "start", "b")
+
+
+def test_zone_remove_refuses_while_its_file_is_watched(lab: Lab) -> None:
+    zone, path = "gone.test", lab.dir / "input" / "gone.test"
+    outside = lab.dir / "gone.test.txt"
+    outside.write_text((lab.dir / "input" / ZONE).read_text().replace(ZONE, zone))
+    lab.duo("zone", "add", zone, "--file", str(outside))
+    outside.rename(path)  # now the watchers watch its file too (they find the zone there already)
+    proc = lab.duo("zone", "remove", zone, check=False)
+    assert proc.returncode == 1
+    assert "its file is still in a watched input directory" in proc.stderr
+    assert "delete the file first or pass --delete-file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert zone in lab.duo("zone", "list").stdout  # nothing removed
+
+    lab.duo("zone", "remove", zone, "--delete-file")
+    assert not path.exists()
+    time.sleep(3)  # the watchers saw the file go: they must not bring the zone back
+    assert zone not in lab.duo("zone", "list").stdout
+
+
+def test_no_secondary_ever_went_back_to_older_content(lab: Lab, sampler: Sampler) -> None:
+    time.sleep(2)
+    with sampler.lock:
+        counts = {w: len(s) for w, s in sampler.samples.items()}
+    assert set(counts) == set(servers(lab)) and min(counts.values()) > 20, counts
+    assert len(sampler.versions) == 4
+    assert sampler.problems == []
+
+
+def test_a_stale_copy_on_top_is_outranked_by_catch_up(lab: Lab, sampler: Sampler, versions: Versions) -> None:
+    """The issue's worst case, made on purpose (so after the sampler's verdict): b missed an update,
+    came back by itself (not through `node start`, as a reboot would) and re-signed its OLD input
+    at a serial above the newest data, so the failover secondary took the stale copy. ODS 2.1.12
+    gives no hook to stop that; `zone catch-up` (and the watcher's periodic one) outranks it."""
+    sampler.stop.set()
+    duo = load_config(Path(lab.config))
+    lab.duo("node", "stop", "b")
+    rc, result, _ = update(lab, sampler, versions.next("fresh4"), config=partitioned(lab))
+    assert rc == 1 and result["nodes"]["b"]["status"] == "missed"
+    newest = sampler.versions[-1]
+    transport_for(duo).call("b", "start", {})  # as systemd would: no catch-up first
+    # ods-signerd raises its serial on every re-sign: b drifts above the newest data with old data.
+    top = max(
+        s for s in (soa_serial(n["address"], n["port"], ZONE, lab.tsig) for n in lab.status["nodes"]) if s
+    )
+    transport_for(duo).call("b", "zone-resign", {"zone": ZONE, "serial": top + 3})
+    b = lab.node("b")
+    deadline = time.monotonic() + CATCH_UP
+    while soa_serial(b["address"], b["port"], ZONE, lab.tsig) != top + 3:
+        assert time.monotonic() < deadline, "b did not re-sign its old input"
+        time.sleep(0.3)
+    notify_secondaries(duo, ZONE)
+    ns1 = lab.status["secondaries"][0]
+    while (served := fetch(ns1["address"], ns1["port"], lab.tsig)) is None or content(served)[0] != top + 3:
+        assert time.monotonic() < deadline, "the secondary did not take b's stale copy"
+        time.sleep(0.5)
+    assert content(served)[1] != newest  # the stale copy won at the secondary: the failure mode
+
+    caught = json.loads(lab.duo("--json", "zone", "catch-up").stdout)
+    assert [(s["node"], s["action"]) for s in caught["steps"]] == [("b", "sign")]
+    [done] = caught["done"].values()
+    assert done["target"] > top + 3  # above the stale copy, not beside it
+    deadline = time.monotonic() + CATCH_UP
+    while (served := fetch(ns1["address"], ns1["port"], lab.tsig)) is None or content(served)[1] != newest:
+        assert time.monotonic() < deadline, "the secondary did not get the newest data back"
+        time.sleep(0.5)
+    check_ok(lab)
+
+
+# --- split mode: ns1 from a, ns2 from b -----------------------------------------------------
+
+
+def test_split_mode_b_stopped_update_start(make_lab: Callable[..., Lab]) -> None:
+    """In split mode ns2 has only b: it gets the update only through b's catch-up."""
+    split = make_lab("127.0.0.220", "--split")
+    s = Sampler(split)
+    s.expect(version_digest(split, (split.dir / "input" / ZONE).read_text()))
+    thread = s.start()
+    try:
+        v = Versions(split)
+        split.duo("node", "stop", "b")
+        rc, result, stderr = update(split, s, v.next("fresh1"))
+        assert rc == 1 and result["nodes"]["b"]["status"] == "stored" and "node b missed" in stderr
+        split.duo("node", "start", "b")
+        wait_newest(split, s, "fresh1")
+        check_ok(split)
+        time.sleep(1)
+        assert s.problems == []
+    finally:
+        s.stop.set()
+        thread.join(timeout=10)
