@@ -467,13 +467,10 @@ def unwrap_kek(
     log.info("unwrapped KEK %s into token %s", kek_label, session.token)
 
 
-def kek_fingerprint(session: Session, kek_label: str) -> str:
-    """A non-secret value equal in two tokens exactly when they hold the same KEK (32 hex digits).
-
-    Needs CKA_WRAP on the KEK; a retired KEK (unwrap only) carries its fingerprint in its label.
-    """
-    kek = _one(session, CKO_SECRET_KEY, kek_label, "KEK")
-    probe = session.create(
+def _probe(session: Session, what: str) -> Handle:
+    """A session AES key of a fixed, public value: wrapped by a KEK, it tells KEKs apart (or equal)
+    without revealing them."""
+    return session.create(
         [
             (CKA_CLASS, CKO_SECRET_KEY),
             (CKA_KEY_TYPE, CKK_AES),
@@ -482,8 +479,17 @@ def kek_fingerprint(session: Session, kek_label: str) -> str:
             (CKA_EXTRACTABLE, True),
             (CKA_VALUE, _PROBE_VALUE),
         ],
-        operation="create fingerprint probe: C_CreateObject",
+        operation=f"create {what} probe: C_CreateObject",
     )
+
+
+def kek_fingerprint(session: Session, kek_label: str) -> str:
+    """A non-secret value equal in two tokens exactly when they hold the same KEK (32 hex digits).
+
+    Needs CKA_WRAP on the KEK; a retired KEK (unwrap only) carries its fingerprint in its label.
+    """
+    kek = _one(session, CKO_SECRET_KEY, kek_label, "KEK")
+    probe = _probe(session, "fingerprint")
     try:
         with doing(f"fingerprint KEK {kek_label!r}"):
             wrapped = session.wrap(kek, probe, Mechanism.plain(CKM_AES_KEY_WRAP))
@@ -512,17 +518,7 @@ def retired_keks(session: Session, kek_label: str) -> dict[str, str]:
 
 def _same_kek(session: Session, wrapping: Handle, unwrapping: Handle) -> bool:
     """Whether `unwrapping` opens what `wrapping` wraps (RFC 3394's integrity check proves it)."""
-    probe = session.create(
-        [
-            (CKA_CLASS, CKO_SECRET_KEY),
-            (CKA_KEY_TYPE, CKK_AES),
-            (CKA_TOKEN, False),
-            (CKA_SENSITIVE, False),
-            (CKA_EXTRACTABLE, True),
-            (CKA_VALUE, _PROBE_VALUE),
-        ],
-        operation="create retire probe: C_CreateObject",
-    )
+    probe = _probe(session, "retire")
     try:
         blob = session.wrap(wrapping, probe, Mechanism.plain(CKM_AES_KEY_WRAP))
     finally:
