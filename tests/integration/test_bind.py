@@ -66,13 +66,17 @@ def test_check_covers_the_secondary(lab: Lab) -> None:
     assert set(report["zones"][ZONE]["serials"]) == {"a", "b", "ns1"}
 
 
-def _update(lab: Lab, tmp_path: Path, address: str) -> Path:
+def _update(lab: Lab, tmp_path: Path, address: str, missed: str | None = None) -> Path:
+    """zone update; with `missed`, that node's signer is down or hung: the update exits 1 naming it
+    (the others carry on, and it catches up when it returns)."""
     source = (lab.dir / "input" / ZONE).read_text()
     changed = re.sub(r"(?m)^(www\s+IN A\s+)\S+$", rf"\g<1>{address}", source)
     assert changed != source
     path = tmp_path / f"{ZONE}.{address}"
     path.write_text(changed)
-    lab.duo("zone", "update", ZONE, "--file", str(path))
+    proc = lab.duo("zone", "update", ZONE, "--file", str(path), check=missed is None)
+    if missed is not None:
+        assert proc.returncode == 1 and f"node {missed}" in proc.stderr, proc.stderr
     return path
 
 
@@ -98,7 +102,7 @@ def test_failover_dead_and_hung_signer_with_no_bogus_answer(lab: Lab, anchor: Pa
         # a dead signer: b signs the change and the secondary takes it from b
         os.kill(_signer_pid(lab, "a"), signal.SIGKILL)
         start = time.monotonic()
-        _update(lab, tmp_path, "192.0.2.181")
+        _update(lab, tmp_path, "192.0.2.181", missed="a")
         timings["signer a killed (SIGKILL)"] = _wait_served(lab, anchor, "192.0.2.181", 30, start)
         lab.duo("node", "start", "a")  # a comes back, with the data it missed while it was dead
         wait_for_a = time.monotonic() + 30
@@ -114,7 +118,7 @@ def test_failover_dead_and_hung_signer_with_no_bogus_answer(lab: Lab, anchor: Pa
         os.kill(hung, signal.SIGSTOP)
         try:
             start = time.monotonic()
-            _update(lab, tmp_path, "192.0.2.183")
+            _update(lab, tmp_path, "192.0.2.183", missed="a")
             timings["signer a hung (SIGSTOP)"] = _wait_served(lab, anchor, "192.0.2.183", 90, start)
         finally:
             os.kill(hung, signal.SIGCONT)
