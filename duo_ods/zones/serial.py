@@ -94,3 +94,25 @@ def days_ahead(serial: int, scheme: str, now: float | None = None) -> int:
     except ValueError:
         return 1
     return max(1, round(ahead / 86400))
+
+
+def with_serial_floor(text: str, zone: str, floor: int) -> str:
+    """The zone text with its apex SOA serial raised to `floor` when it is lower.
+
+    A workaround for ODS 2.1.12: a signer that starts a zone afresh (a restored node) signs its
+    first version at one above the input's own SOA serial (datecounter: "unable to use datecounter
+    as serial"), before ods-duo can ask for a serial with `sign --serial`; that first version
+    could repeat a serial the other signer served with other content. With the input's serial
+    just below a serial nobody served yet, the first version is already above every copy.
+    The text is a checked zone text: its SOA record is on one line, owner first.
+    """
+    owner = "." if zone == "." else f"{zone}."
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        words = line.split()
+        if len(words) >= 11 and words[0].lower() == owner and words[2:4] == ["IN", "SOA"]:
+            if int(words[6]) < floor:
+                words[6] = str(floor % SERIAL_MAX)
+                lines[i] = " ".join(words)
+            return "\n".join(lines)
+    raise ValueError(f"zone {zone}: no SOA record at the apex of its text")

@@ -1,6 +1,8 @@
 import calendar
 
-from duo_ods.zones.serial import Seen, catch_up_serial, days_ahead, next_serial
+import pytest
+
+from duo_ods.zones.serial import Seen, catch_up_serial, days_ahead, next_serial, with_serial_floor
 
 NOV_28 = calendar.timegm((2026, 11, 28, 12, 0, 0))
 
@@ -66,3 +68,20 @@ def test_datecounter_headroom_runs_into_tomorrow() -> None:
     assert days_ahead(chosen, "datecounter", NOV_28) == 1
     assert days_ahead(2026112899, "datecounter", NOV_28) == 0
     assert days_ahead(2026113000, "counter", NOV_28) == 0
+
+
+def test_with_serial_floor_raises_only_the_apex_soa_serial() -> None:
+    text = (
+        "example.test. 300 IN SOA ns1.example.test. hostmaster.example.test. 2026112900 3600 600 864000 300\n"
+        "example.test. 300 IN NS ns1.example.test.\n"
+        "sub.example.test. 300 IN SOA ns1 h 5 1 1 1 1\n"
+    )
+    raised = with_serial_floor(text, "example.test", 2026112907)
+    first, *rest = raised.split("\n")
+    assert first.split()[6] == "2026112907" and "\n".join(rest) == "\n".join(text.split("\n")[1:])
+    assert with_serial_floor(text, "example.test", 2026112800) == text  # never lowered
+
+
+def test_with_serial_floor_needs_an_apex_soa() -> None:
+    with pytest.raises(ValueError, match="no SOA record at the apex"):
+        with_serial_floor("example.test. 300 IN NS ns1.example.test.\n", "example.test", 5)
