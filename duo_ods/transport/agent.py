@@ -13,7 +13,6 @@ and the call fails with one line naming the node; the next call starts a new age
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -160,19 +159,22 @@ class Agent:
 class Agents:
     """The agents of one transport, started on first use and reused; a dead one is replaced.
 
-    Closed by the transport's owner when done, and in any case when this process exits.
+    Stopped by close(), and in any case when the transport is garbage-collected or this process
+    exits (weakref.finalize), so no agent outlives its owner.
     """
 
     def __init__(self, start: Callable[[str], Agent]) -> None:
         self._start = start
         self._agents: dict[str, Agent] = {}
         self._lock = threading.Lock()
-        _open.add(self)
+        self._finalizer = weakref.finalize(self, _stop_all, self._agents)
 
     def get(self, node: str) -> Agent:
         with self._lock:
             agent = self._agents.get(node)
             if agent is None or not agent.alive:
+                if agent is not None:
+                    agent.stop()  # reap the dead one
                 agent = self._agents[node] = self._start(node)
             return agent
 
@@ -183,15 +185,10 @@ class Agents:
 
     def close(self) -> None:
         with self._lock:
-            agents, self._agents = list(self._agents.values()), {}
-        for agent in agents:
-            agent.stop()
+            _stop_all(self._agents)
 
 
-_open: weakref.WeakSet[Agents] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    for agents in list(_open):
-        agents.close()
+def _stop_all(agents: dict[str, Agent]) -> None:
+    for agent in list(agents.values()):
+        agent.stop()
+    agents.clear()
