@@ -236,16 +236,39 @@ def op_zone_update(duo: Duo, node: Node, req: P.ZoneUpdateRequest) -> P.ZoneUpda
             node=node.name, zone=zone, signing=False, note="signer down: signs when it starts"
         )
     try:
-        # Short: a hung signer must not hold up the caller; the request waits in its socket.
-        # ods-signer takes `sign ZONE --serial N` only as one argument (else "too many arguments").
-        command = f"sign {zone} --serial {req.serial}" if req.serial else f"sign {zone}"
-        Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(command)
+        sign(node, zone, req.serial)
     except CommandError as exc:
         _mark_pending(node, zone, True)
         note = f"new data stored, but the signer did not take the sign request: {exc}"
         return P.ZoneUpdateReply(node=node.name, zone=zone, signing=False, note=note)
     _mark_pending(node, zone, False)
     return P.ZoneUpdateReply(node=node.name, zone=zone, signing=True)
+
+
+SIGN_SCHEDULED = "scheduled for immediate re-sign"
+
+
+def sign(node: Node, zone: str, serial: int | None = None) -> None:
+    """Ask the signer to sign the zone's input now (with `serial` as its next SOA serial).
+
+    ods-signer 2.1.12 was seen to exit 1 with its success message ("Zone Z scheduled for immediate
+    re-sign.") when the zone was being signed at that moment (a watcher's update): the request was
+    taken, so that is not an error. Short timeout: a hung signer must not hold up the caller.
+    ods-signer takes `sign ZONE --serial N` only as one argument (else "too many arguments").
+    """
+    command = f"sign {zone} --serial {serial}" if serial else f"sign {zone}"
+    try:
+        Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(command)
+    except CommandError as exc:
+        if SIGN_SCHEDULED not in exc.stdout:
+            raise
+        log.info(
+            "node %s: %s: the signer took it (%s, exit %d)",
+            node.name,
+            command,
+            SIGN_SCHEDULED,
+            exc.returncode,
+        )
 
 
 def op_zone_levelled(duo: Duo, node: Node, req: P.ZoneRequest) -> P.Empty:
@@ -293,7 +316,7 @@ def op_zone_resign(duo: Duo, node: Node, req: P.ZoneResignRequest) -> P.ZoneResi
     """Sign the zone's current input again with a given serial (serial levelling)."""
     if daemons.running(node, "signerd") is None:
         raise NodeError(f"node {node.name}: signer is not running")
-    Signer(node.paths.signer_sock, timeout=SIGN_TIMEOUT)(f"sign {req.zone} --serial {req.serial}")
+    sign(node, req.zone, req.serial)
     _mark_pending(node, req.zone, False)
     return P.ZoneResignReply(node=node.name, zone=req.zone, serial=req.serial)
 
