@@ -10,10 +10,16 @@ no secondary ever goes back to older content (the versions, oldest first, are an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import random
+import shutil
+import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,8 @@ import dns.rdatatype
 import dns.zone
 
 from duo_ods.bind.tsig import TsigKey
+from duo_ods.config.load import load_config
+from duo_ods.node import daemons
 from tests.integration.conftest import Lab, run_duo
 
 ZONE = "example.test"
@@ -195,3 +203,178 @@ def check_report(lab: Lab) -> dict[str, Any]:
 def check_ok(lab: Lab) -> None:
     report = check_report(lab)
     assert report["ok"], json.dumps(report, indent=1)
+
+
+# --- a seeded random sequence of operator and failure steps ---------------------------------
+
+
+@dataclass
+class Step:
+    index: int
+    kind: str  # stop, start, pause (SIGSTOP ods-signerd), resume (SIGCONT), edit, update, restore
+    node: str | None = None
+    seconds: float = 0.0
+    outcome: str = ""
+
+    def text(self) -> str:
+        where = f" {self.node}" if self.node else ""
+        return f"{self.index:3d} {self.kind}{where} ({self.seconds:.1f} s) {self.outcome}".rstrip()
+
+
+@dataclass
+class RandomOps:
+    """A seeded sequence of steps on a lab whose sampler runs: node stop/start, SIGSTOP/SIGCONT of a
+    node's ods-signerd, an edit of the zone file in the watched input directory, `zone update` of
+    that file, and one wipe-and-`backup restore` of a node. Each edit or update adds a uniquely
+    named A record, announced to the sampler before any server can serve it.
+
+    The steps are drawn from the model's state only (never from what the daemons did), so a seed
+    always gives the same step list. Invariants kept: at most one node down or paused at a time
+    (never both signers away), a paused signer is resumed within two steps and only edits happen
+    meanwhile (a command that needs the hung signer waits for its 120 s timeout), and `settle`
+    brings every node back up and resumed."""
+
+    lab: Lab
+    sampler: Sampler
+    seed: int
+    steps: int = 30
+    restore: bool = True
+    log: Callable[[str], None] = print
+    done: list[Step] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    newest_owner: str = ""
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.state = {"a": "up", "b": "up"}  # up, down, paused
+        self.away_for = 0  # steps the node that is down or paused has been away
+        self.paused_pids: set[int] = set()
+        self.versions = Versions(self.lab)
+        self.restore_at = self.rng.randint(self.steps // 4, 3 * self.steps // 4) if self.restore else -1
+        self.restored = False
+        self.duo = load_config(Path(self.lab.config))
+
+    # --- choosing ---------------------------------------------------------------------------
+
+    def choose(self, index: int) -> tuple[str, str | None]:
+        away = [n for n, s in self.state.items() if s != "up"]
+        if away:
+            node = away[0]
+            if self.state[node] == "paused":
+                if self.away_for >= 2 or self.rng.random() < 0.5:
+                    return "resume", node
+                return "edit", None
+            if self.away_for >= 4:
+                return "start", node
+            kind = self.rng.choices(["start", "edit", "update"], weights=[3, 3, 2])[0]
+            return kind, node if kind == "start" else None
+        if self.restore and not self.restored and index >= self.restore_at:
+            return "restore", self.rng.choice(["a", "b"])
+        kind = self.rng.choices(["stop", "pause", "edit", "update"], weights=[2, 2, 3, 2])[0]
+        return kind, self.rng.choice(["a", "b"]) if kind in ("stop", "pause") else None
+
+    # --- doing ------------------------------------------------------------------------------
+
+    def run(self) -> list[Step]:
+        self.log(f"random ops: seed {self.seed}, {self.steps} steps, restore at step {self.restore_at}")
+        try:
+            for index in range(1, self.steps + 1):
+                kind, node = self.choose(index)
+                step = Step(index, kind, node)
+                started = time.monotonic()
+                step.outcome = self.do(step)
+                step.seconds = time.monotonic() - started
+                self.done.append(step)
+                self.log(step.text())
+                time.sleep(self.rng.uniform(0.2, 2.0))  # let the sampler and the watchers see it
+        finally:
+            self.resume_all()
+        return self.done
+
+    def do(self, step: Step) -> str:
+        node = step.node
+        others_away = any(s != "up" for s in self.state.values())
+        if step.kind == "stop":
+            assert node is not None
+            self.lab.duo("node", "stop", node)
+            self.state[node], self.away_for = "down", 0
+            return ""
+        if step.kind == "start":
+            assert node is not None
+            self.lab.duo("node", "start", node)
+            self.state[node] = "up"
+            return ""
+        if step.kind == "pause":
+            assert node is not None
+            pid = daemons.status(self.duo.node(node))["signerd"]
+            assert pid is not None, f"node {node}: no ods-signerd pid"
+            self.paused_pids.add(pid)
+            os.kill(pid, signal.SIGSTOP)
+            self.state[node], self.away_for = "paused", 0
+            return f"pid {pid}"
+        if step.kind == "resume":
+            assert node is not None
+            self.resume_all()
+            self.state[node] = "up"
+            return ""
+        if others_away:
+            self.away_for += 1
+        if step.kind in ("edit", "update"):
+            owner = f"s{self.seed}-{step.index}-{step.kind}"
+            text = self.versions.next(owner).read_text()
+            self.sampler.expect(version_digest(self.lab, text))
+            self.newest_owner = owner
+            path = self.lab.dir / "input" / ZONE
+            write_like_an_editor(path, text)  # the watchers see it either way
+            if step.kind == "edit":
+                return owner
+            proc = self.lab.duo("--json", "zone", "update", ZONE, "--file", str(path), check=False)
+            want = 1 if others_away else 0  # a node that is down misses it (its input is stored)
+            if proc.returncode != want:
+                self.problems.append(
+                    f"step {step.index}: zone update exited {proc.returncode}, not {want}: "
+                    f"{proc.stdout.strip()[-500:]} {proc.stderr.strip()[-500:]}"
+                )
+            return f"{owner} exit {proc.returncode}"
+        if step.kind == "restore":
+            assert node is not None
+            self.lab.duo("node", "stop", node)
+            shutil.rmtree(self.duo.node(node).paths.base)  # the node's disk is lost
+            proc = self.lab.duo("--json", "backup", "restore", "--node", node, check=False)
+            self.restored = True
+            if proc.returncode != 0:
+                self.problems.append(f"step {step.index}: backup restore --node {node} failed: {proc.stderr}")
+                return f"exit {proc.returncode}"
+            result = json.loads(proc.stdout)
+            return f"from {result.get('from')}, serials {result.get('serials')}"
+        raise AssertionError(f"unknown step {step.kind}")
+
+    def resume_all(self) -> None:
+        for pid in sorted(self.paused_pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.paused_pids.clear()
+
+    def settle(self, timeout: float = 60.0) -> float:
+        """Every node up and resumed, then until every server serves the newest content: seconds."""
+        self.resume_all()
+        for node, state in self.state.items():
+            if state == "down":
+                self.lab.duo("node", "start", node)
+            self.state[node] = "up"
+        started = time.monotonic()
+        if self.newest_owner:
+            wait_newest(self.lab, self.sampler, self.newest_owner, timeout)
+        return time.monotonic() - started
+
+    def replay(self) -> str:
+        return f"ODS_DUO_RANDOM_SEED={self.seed} ({len(self.done)} steps):\n" + "\n".join(
+            s.text() for s in self.done
+        )
+
+
+def write_like_an_editor(path: Path, text: str) -> None:
+    """Write a temp file next to it, then rename over it: the watcher sees one complete file."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
