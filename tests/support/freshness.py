@@ -40,6 +40,11 @@ CATCH_UP = 30.0  # seconds: after a node returns, every signer and secondary ser
 SIGNER_MADE = {"RRSIG", "NSEC", "NSEC3", "NSEC3PARAM", "DNSKEY", "SOA"}
 
 
+def now() -> str:
+    """The wall clock (UTC) for logs: what the daemons' logs can be matched against."""
+    return time.strftime("%H:%M:%S", time.gmtime())
+
+
 # --- what a server serves -----------------------------------------------------------------
 
 
@@ -116,7 +121,9 @@ class Sampler:
                     # Rule 1: one serial, one content, wherever it is served.
                     if serial in seen_serials and seen_serials[serial][0] != digest:
                         self.problems.append(
-                            f"serial {serial}: {where} serves other content than {seen_serials[serial][1]}"
+                            f"{now()} serial {serial}: {where} serves content "
+                            f"{self.version_name(digest)}, {seen_serials[serial][1]} served "
+                            f"{self.version_name(seen_serials[serial][0])} at that serial"
                         )
                     seen_serials.setdefault(serial, (digest, where))
                     if not where.startswith("secondary") or digest not in self.versions:
@@ -125,10 +132,14 @@ class Sampler:
                     version = self.versions.index(digest)
                     if version < highest.get(where, -1):
                         self.problems.append(
-                            f"{where} went back from content version {highest[where]} to {version} "
-                            f"(serial {serial})"
+                            f"{now()} {where} went back from content version "
+                            f"{highest[where]} to {version} (serial {serial})"
                         )
                     highest[where] = max(version, highest.get(where, -1))
+
+    def version_name(self, digest: str) -> str:
+        """'version N' (announced with `expect`, 0 the first) or the digest's start."""
+        return f"version {self.versions.index(digest)}" if digest in self.versions else digest[:12]
 
     def latest(self, where: str) -> tuple[int, str] | None:
         with self.lock:
@@ -215,10 +226,11 @@ class Step:
     node: str | None = None
     seconds: float = 0.0
     outcome: str = ""
+    at: str = ""  # wall clock (UTC) when the step began
 
     def text(self) -> str:
         where = f" {self.node}" if self.node else ""
-        return f"{self.index:3d} {self.kind}{where} ({self.seconds:.1f} s) {self.outcome}".rstrip()
+        return f"{self.index:3d} {self.at} {self.kind}{where} ({self.seconds:.1f} s) {self.outcome}".rstrip()
 
 
 @dataclass
@@ -280,7 +292,7 @@ class RandomOps:
         try:
             for index in range(1, self.steps + 1):
                 kind, node = self.choose(index)
-                step = Step(index, kind, node)
+                step = Step(index, kind, node, at=now())
                 started = time.monotonic()
                 step.outcome = self.do(step)
                 step.seconds = time.monotonic() - started
