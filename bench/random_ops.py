@@ -62,6 +62,7 @@ def run_seed(lab: Lab, sampler: Sampler, seed: int, steps: int, restore: bool) -
     result["samples"] = sum(sampler.counts().values()) - before_samples
     result["regressions"] = sampler.problems[before_problems:]
     result["step_problems"] = ops.problems
+    result["known"] = ops.known
     result["seconds"] = time.monotonic() - started
     result["replay"] = ops.replay()
     print(f"seed {seed}: {json.dumps({k: v for k, v in result.items() if k != 'replay'})}", flush=True)
@@ -104,25 +105,34 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
         f"restore {'on' if args.restore else 'off'}; the sampler AXFRs every signer and secondary "
         "every 0.5 s.",
         "",
-        "| mode | seed | steps (kinds) | versions | samples | regressions | settle | check | time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | seed | steps (kinds) | versions | samples | regressions | misreported updates "
+        "| settle | check | time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for r in run["seeds"]:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["kinds"].items()))
             lines.append(
                 f"| {run['mode']} | {r['seed']} | {r['steps']} ({kinds}) | {r['versions']} | {r['samples']} "
-                f"| {len(r['regressions'])} | {r['settle']} | {r['check']} | {r['seconds']:.0f} s |"
+                f"| {len(r['regressions'])} | {len(r['known'])} | {r['settle']} | {r['check']} "
+                f"| {r['seconds']:.0f} s |"
             )
     lines.append("")
     lines += [f"Wall time: {run['mode']} {run['seconds']:.0f} s (with lab up and down)." for run in runs]
     lines.append("")
     for run in runs:
         for r in run["seeds"]:
-            if r["regressions"] or r["step_problems"] or not r["settle"].endswith(" s") or r["check"] != "OK":
+            if (
+                r["regressions"]
+                or r["step_problems"]
+                or r["known"]
+                or not r["settle"].endswith(" s")
+                or r["check"] != "OK"
+            ):
                 lines += [f"### {run['mode']}, seed {r['seed']}", ""]
                 lines += [f"- sampler: {p}" for p in r["regressions"]]
                 lines += [f"- step: {p}" for p in r["step_problems"]]
+                lines += [f"- known misreport (KNOWN_MISREPORT): {p}" for p in r["known"]]
                 lines += ["", "```", r["replay"], "```", ""]
     return "\n".join(lines) + "\n"
 
