@@ -47,13 +47,17 @@ def run_seed(lab: Lab, sampler: Sampler, seed: int, steps: int, restore: bool) -
     started = time.monotonic()
     ops = RandomOps(lab, sampler, seed, steps, restore=restore, log=lambda line: print(line, flush=True))
     result: dict[str, Any] = {"seed": seed, "steps": steps}
+    result["aborted"] = ""
     try:
         ops.run()
+    except AssertionError as exc:  # a command failed: recorded, the nodes brought back, the seed settles
+        result["aborted"] = f"step {len(ops.done) + 1} ({ops.choose_text}): {one_line(str(exc))[:400]}"
+        recover(lab, ops)
+    try:
         result["settle"] = f"{ops.settle(60.0):.1f} s"
     except AssertionError as exc:  # did not settle: recorded, the next seed runs on
-        result["settle"] = f"NOT within 60 s: {str(exc)[:300]}"
-    finally:
-        ops.resume_all()
+        result["settle"] = f"NOT within 60 s: {one_line(str(exc))[:300]}"
+        recover(lab, ops)
     report = check_report(lab)
     time.sleep(2)
     result["check"] = "OK" if report["ok"] else "NOT OK: " + json.dumps(report)[:300]
@@ -67,6 +71,21 @@ def run_seed(lab: Lab, sampler: Sampler, seed: int, steps: int, restore: bool) -
     result["replay"] = ops.replay()
     print(f"seed {seed}: {json.dumps({k: v for k, v in result.items() if k != 'replay'})}", flush=True)
     return result
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/")
+
+
+def recover(lab: Lab, ops: RandomOps) -> None:
+    """After a failed step: every signer resumed, every node whose daemons are down started again."""
+    ops.resume_all()
+    status = json.loads(run_duo("--json", "lab", "status", "--dir", str(lab.dir)).stdout)
+    for node in status["nodes"]:
+        if any(pid is None for pid in node["daemons"].values()):
+            proc = lab.duo("node", "start", node["name"], check=False)
+            print(f"recover: node start {node['name']}: exit {proc.returncode} {one_line(proc.stderr)}")
+    ops.state = {name: "up" for name in ops.state}
 
 
 def run_mode(mode: str, seeds: list[int], steps: int, restore: bool, work: Path) -> dict[str, Any]:
@@ -93,10 +112,13 @@ def run_mode(mode: str, seeds: list[int], steps: int, restore: bool, work: Path)
     return {"mode": mode, "seeds": results, "seconds": time.monotonic() - started}
 
 
-def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[float, ...]) -> str:
-    commit = subprocess.run(
+def head() -> str:
+    return subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
+
+
+def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[float, ...], commit: str) -> str:
     lines = [
         f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} {args.label}".rstrip(),
         "",
@@ -105,16 +127,17 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
         f"restore {'on' if args.restore else 'off'}; the sampler AXFRs every signer and secondary "
         "every 0.5 s.",
         "",
-        "| mode | seed | steps (kinds) | versions | samples | regressions | misreported updates "
+        "| mode | seed | steps (kinds) | versions | samples | regressions | misreported updates | aborted "
         "| settle | check | time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for r in run["seeds"]:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["kinds"].items()))
             lines.append(
                 f"| {run['mode']} | {r['seed']} | {r['steps']} ({kinds}) | {r['versions']} | {r['samples']} "
-                f"| {len(r['regressions'])} | {len(r['known'])} | {r['settle']} | {r['check']} "
+                f"| {len(r['regressions'])} | {len(r['known'])} | {r['aborted'] or 'no'} | {r['settle']} "
+                f"| {one_line(r['check'])[:200]} "
                 f"| {r['seconds']:.0f} s |"
             )
     lines.append("")
@@ -126,13 +149,15 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
                 r["regressions"]
                 or r["step_problems"]
                 or r["known"]
+                or r["aborted"]
                 or not r["settle"].endswith(" s")
                 or r["check"] != "OK"
             ):
                 lines += [f"### {run['mode']}, seed {r['seed']}", ""]
                 lines += [f"- sampler: {p}" for p in r["regressions"]]
-                lines += [f"- step: {p}" for p in r["step_problems"]]
+                lines += [f"- step: {one_line(p)[:600]}" for p in r["step_problems"]]
                 lines += [f"- known misreport (KNOWN_MISREPORT): {p}" for p in r["known"]]
+                lines += [f"- aborted at {r['aborted']}"] if r["aborted"] else []
                 lines += ["", "```", r["replay"], "```", ""]
     return "\n".join(lines) + "\n"
 
@@ -147,15 +172,18 @@ def main() -> int:
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     load = os.getloadavg()
+    commit = head()  # at the start: the repository may change while it runs
     work = Path(tempfile.mkdtemp(prefix="random-ops-"))
     runs = [run_mode(mode, args.seeds, args.steps, args.restore, work) for mode in args.modes]
-    section = report(runs, args, load)
+    section = report(runs, args, load, commit)
     print(section)
     old = args.out.read_text() if args.out.exists() else HEADER
     body = old[len(HEADER) :] if old.startswith(HEADER) else old
     args.out.write_text(HEADER + "\n" + section + ("\n" + body.lstrip("\n") if body.strip() else ""))
     bad = any(
-        r["regressions"] or r["step_problems"] or r["check"] != "OK" for run in runs for r in run["seeds"]
+        r["regressions"] or r["step_problems"] or r["aborted"] or r["check"] != "OK"
+        for run in runs
+        for r in run["seeds"]
     )
     return 1 if bad else 0
 

@@ -273,6 +273,7 @@ class RandomOps:
         self.versions = Versions(self.lab)
         self.restore_at = self.rng.randint(self.steps // 4, 3 * self.steps // 4) if self.restore else -1
         self.restored = False
+        self.choose_text = ""  # the step being done (for a report when it fails)
         self.duo = load_config(Path(self.lab.config))
 
     # --- choosing ---------------------------------------------------------------------------
@@ -301,6 +302,7 @@ class RandomOps:
         try:
             for index in range(1, self.steps + 1):
                 kind, node = self.choose(index)
+                self.choose_text = f"{kind} {node or ''}".strip()
                 step = Step(index, kind, node, at=now())
                 started = time.monotonic()
                 step.outcome = self.do(step)
