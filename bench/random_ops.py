@@ -66,7 +66,6 @@ def run_seed(lab: Lab, sampler: Sampler, seed: int, steps: int, restore: bool) -
     result["samples"] = sum(sampler.counts().values()) - before_samples
     result["regressions"] = sampler.problems[before_problems:]
     result["step_problems"] = ops.problems
-    result["known"] = ops.known
     result["seconds"] = time.monotonic() - started
     result["replay"] = ops.replay()
     print(f"seed {seed}: {json.dumps({k: v for k, v in result.items() if k != 'replay'})}", flush=True)
@@ -127,16 +126,15 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
         f"restore {'on' if args.restore else 'off'}; the sampler AXFRs every signer and secondary "
         "every 0.5 s.",
         "",
-        "| mode | seed | steps (kinds) | versions | samples | regressions | misreported updates | aborted "
-        "| settle | check | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | seed | steps (kinds) | versions | samples | regressions | aborted | settle | check | time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for r in run["seeds"]:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["kinds"].items()))
             lines.append(
                 f"| {run['mode']} | {r['seed']} | {r['steps']} ({kinds}) | {r['versions']} | {r['samples']} "
-                f"| {len(r['regressions'])} | {len(r['known'])} | {r['aborted'] or 'no'} | {r['settle']} "
+                f"| {len(r['regressions'])} | {r['aborted'] or 'no'} | {r['settle']} "
                 f"| {one_line(r['check'])[:200]} "
                 f"| {r['seconds']:.0f} s |"
             )
@@ -148,7 +146,6 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
             if (
                 r["regressions"]
                 or r["step_problems"]
-                or r["known"]
                 or r["aborted"]
                 or not r["settle"].endswith(" s")
                 or r["check"] != "OK"
@@ -156,7 +153,6 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
                 lines += [f"### {run['mode']}, seed {r['seed']}", ""]
                 lines += [f"- sampler: {p}" for p in r["regressions"]]
                 lines += [f"- step: {one_line(p)[:600]}" for p in r["step_problems"]]
-                lines += [f"- known misreport (KNOWN_MISREPORT): {p}" for p in r["known"]]
                 lines += [f"- aborted at {r['aborted']}"] if r["aborted"] else []
                 lines += ["", "```", r["replay"], "```", ""]
     return "\n".join(lines) + "\n"

@@ -6,25 +6,15 @@ ODS_DUO_RANDOM_SEED picks the seed (a fixed default here, so CI replays the same
 ODS_DUO_RANDOM_STEPS the length; a failure prints the seed and the step list with wall-clock times
 (to match against the daemons' logs). Longer runs, more seeds and split mode: bench/random_ops.py.
 
-The wipe-and-restore step is OFF in CI (ODS_DUO_RANDOM_RESTORE=1 turns it on) because it finds a
-product bug, reported and not fixed here: `backup restore --node X` starts X's fresh ods-signerd on
-the newest input, whose SOA serial is still the input file's (YYYYMMDD00), so X first signs it at
-YYYYMMDD01 (ODS: "unable to use datecounter as serial ... Serial set to ...01"), then ...02, and
-only then the levelled serial. For that moment X serves the newest content at a serial the other
-signer served earlier with the first content: two contents under one serial (seed 1301 with the
-restore on, restore of b at step 21: "serial 2026112901: signer b serves other content than signer
-a"). The secondaries held higher serials and did not take it.
-
-The same cause shows at `node start` (bench/results/random_ops.md, split, seed 1301, step 6): a node
-that missed updates starts on the newest input and its signer signs it at its own next serial, one
-the other signer used for other content, before the catch-up levels it. In split mode the node's
-secondary took that copy; in failover mode (this test) only the signers carry it, for under a
-second, so the sampler rarely sees it (two runs of this test here saw nothing); if this test fails
-with "serial N: signer X serves content version V", that is this bug, not a flaky test.
-
-A second product bug is tolerated here (printed, not failed; see KNOWN_MISREPORT in
-tests/support/freshness.py): `zone update` racing the watcher's sign of the same zone reports running
-signers as "signer down, new input stored" and exits 1.
+The sequence found three product bugs, each fixed and covered here since:
+- `backup restore`: the rebuilt node's fresh signer signed the newest input first at one above the
+  input's own SOA serial (...01), a serial the other signer had served with other content; the
+  restore now raises the input's serial floor above every copy first (zones.serial.with_serial_floor).
+- `node start`: the node operation asked a started signer to read every input again (`sign --all`),
+  and it signed a changed input at a serial of its own choosing; now the operation only starts the
+  daemons, and the controller's node start signs the changed zones at a chosen serial.
+- `zone update` racing the watcher's sign of the same zone: ods-signer answered "scheduled for
+  immediate re-sign" with exit 1 and the node was reported as not signing; that answer is taken now.
 """
 
 from __future__ import annotations
@@ -75,8 +65,6 @@ def test_random_steps_keep_the_newest_data_winning(make_lab: Callable[..., Lab])
         sampler.stop.set()
         thread.join(timeout=10)
     print(replay)
-    if ops.known:
-        print("known product bug (see KNOWN_MISREPORT):\n" + "\n".join(ops.known))
     print(
         f"seed {SEED}: {len(ops.done)} steps, {len(sampler.versions)} versions, samples {counts}, "
         f"settled {settled:.1f} s after the last step, {time.monotonic() - started:.0f} s in all"

@@ -219,14 +219,6 @@ def check_ok(lab: Lab) -> None:
 # --- a seeded random sequence of operator and failure steps ---------------------------------
 
 
-# A product bug found by this sequence (reported, not fixed here): `zone update` while a watcher signs
-# the same zone at the same moment gets exit 1 from `ods-signer sign ZONE --serial N` although the
-# signer answered "Zone Z scheduled for immediate re-sign.", and reports the node as "signer down, new
-# input stored", exit 1, both signers running. The data arrives all the same (the sampler and `check`
-# say so). Steps that hit it are listed in RandomOps.known, not in problems; remove this when fixed.
-KNOWN_MISREPORT = "scheduled for immediate re-sign."
-
-
 @dataclass
 class Step:
     index: int
@@ -262,7 +254,6 @@ class RandomOps:
     log: Callable[[str], None] = print
     done: list[Step] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)  # KNOWN_MISREPORT seen (a product bug, reported)
     newest_owner: str = ""
 
     def __post_init__(self) -> None:
@@ -353,11 +344,7 @@ class RandomOps:
                 return owner
             proc = self.lab.duo("--json", "zone", "update", ZONE, "--file", str(path), check=False)
             want = 1 if others_away else 0  # a node that is down misses it (its input is stored)
-            if proc.returncode != want and KNOWN_MISREPORT in proc.stdout:
-                self.known.append(
-                    f"step {step.index}: zone update exited {proc.returncode}: {KNOWN_MISREPORT}"
-                )
-            elif proc.returncode != want:
+            if proc.returncode != want:
                 self.problems.append(
                     f"step {step.index}: zone update exited {proc.returncode}, not {want}: "
                     f"{proc.stdout.strip()[-500:]} {proc.stderr.strip()[-500:]}"
