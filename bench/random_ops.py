@@ -126,7 +126,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
         f"restore {'on' if args.restore else 'off'}; the sampler AXFRs every signer and secondary "
         "every 0.5 s.",
         "",
-        "| mode | seed | steps (kinds) | versions | samples | regressions | aborted | settle | check | time |",
+        "| mode | seed | steps (kinds) | versions | samples | regressions | aborted | settle | check "
+        "| time |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
