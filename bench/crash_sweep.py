@@ -76,9 +76,7 @@ def main() -> int:
                 outcome = key_rollover_at(config, ["a", "b"], zone, point)
             outcome.point = f"{command} {point}"
             outcomes.append((outcome, time.monotonic() - t0))
-            print(
-                f"{outcome.point}: exit {outcome.killed_exit}, keys {outcome.keys}, {outcome.problems}"
-            )
+            print(f"{outcome.point}: exit {outcome.killed_exit}, keys {outcome.keys}, {outcome.problems}")
     finally:
         subprocess.run([sys.executable, "-m", "duo_ods", "lab", "down", "--dir", str(lab)], check=False)
     failed = [o for o, _ in outcomes if o.problems or o.killed_exit == 0]
