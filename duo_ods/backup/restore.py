@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("peer", "backup")
 SIGN_WAIT = 120.0  # seconds for the rebuilt node to serve every zone
+ENFORCE_SETTLE_PER_ZONE = 0.2  # seconds the enforcer's first pass over added zones is given, per zone
+ENFORCE_SETTLE_MAX = 15.0
 
 
 class RestoreError(DuoError):
@@ -269,7 +271,7 @@ def _restore_node(
         duo, client, node, zones=zones, keys=keys, bundles=bundles, journal=journal, resuming=resuming
     )
 
-    serving = _wait_serving(duo, node, [z.zone for z in zones if z.states])
+    serving = _wait_serving(duo, node, [z.zone for z in zones if z.states and z.states.keys])  # signed ones
     # From a snapshot, or with an input newer than the peer's: above every serial served anywhere.
     above = {z: kind == "backup" or not best[z].source.startswith("peer") for z in serving}
     serials = {zone: _catch_up(duo, client, node, zone, above=above[zone]) for zone in serving}
@@ -322,6 +324,10 @@ def _build(
         batch = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z.zone, text=z.text) for z in zones])
         journal.step("add zones")
         _step("zones", node, client, P.ZONE_ADD_BATCH, batch)
+        # The enforcer runs a first pass over the new zones at once; a `key import` landing inside
+        # that pass can leave a key with two sets of state rows (seen with 14 zones), which the
+        # state write then refuses. Let the pass end first.
+        time.sleep(min(ENFORCE_SETTLE_MAX, 1.0 + ENFORCE_SETTLE_PER_ZONE * len(zones)))
         for zone, key in keys:
             request = import_request(bundles[key.locator], zone, key.role, key.inception)
             journal.step(f"import {zone} {key.locator}")
