@@ -244,4 +244,5 @@ def restore_at(
         return Outcome(point, killed.returncode, said, -1, [f"{recover} did not finish the restore: {said}"])
     compared, problems = same_dnskeys(config, node, peer)
     problems += consistency(config, nodes)
-    return Outcome(point, killed.returncode, said.splitlines()[0], compared, problems)
+    finished = next(line for line in said.splitlines() if "finished the interrupted" in line)
+    return Outcome(point, killed.returncode, finished, compared, problems)
