@@ -226,6 +226,9 @@ def finish_restore(
     done = list(left.details.get("steps", []))
     what = f"backup restore of node {node} (started {started}, {len(done)} step(s) done)"
     log.warning("finishing the interrupted %s", what)
+    # First the half-built node stops (by pid): it serves nothing half made, even when the source
+    # turns out not to be at hand and the journal has to wait.
+    _step("resume", node, client, P.STOP)
     result = _restore_node(
         duo, client, node, source or left.details.get("source"),
         allow_older or bool(left.details.get("allow_older")), resuming=left,
@@ -291,15 +294,12 @@ def _restore_node(
 def _open_journal(
     duo: Duo, client: NodeClient, node: str, resuming: Journal | None, **details: Any
 ) -> Recorder:
-    """The restore's journal record, on disk before the node is touched (a resumed one: updated,
-    and the half-built node stopped by pid before it is built on)."""
+    """The restore's journal record, on disk before the node is touched (a resumed one: updated)."""
     if resuming is None:
         start: dict[str, Any] = {"node": node, **details, "steps": [], "unwrapped": []}
         return Recorder(journal_path(duo), Journal(RESTORE, "", time.time(), details=start))
     resuming.details.update(details)
-    journal = Recorder(journal_path(duo), resuming)
-    _step("resume", node, client, P.STOP)
-    return journal
+    return Recorder(journal_path(duo), resuming)
 
 
 def _build(
