@@ -25,6 +25,7 @@ import dns.rdatatype
 
 from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.load import load_config
+from duo_ods.keys.journal import journal_path
 from duo_ods.ods.kaspdb import is_dead
 from tests.support.dnssec import axfr
 
@@ -238,11 +239,15 @@ def restore_at(
     else:
         recovered = run(config, "key", "resume")
     said = (recovered.stdout + recovered.stderr).strip()
-    if recovered.returncode != 0:
+    journal = journal_path(load_config(Path(config)))
+    if "finished the interrupted backup restore" in said and recovered.returncode == 0:
+        finished = next(line for line in said.splitlines() if "finished the interrupted" in line)
+    elif not journal.exists() and (
+        f"node {node} runs" in said or "nothing to resume" in said
+    ):  # the key origin's watcher resumes a pending journal on its own (every RESUME_INTERVAL)
+        finished = "finished the interrupted backup restore (by the key origin's watcher)"
+    else:
         return Outcome(point, killed.returncode, said, -1, [f"{recover} after the kill failed: {said}"])
-    if "finished the interrupted backup restore" not in said:
-        return Outcome(point, killed.returncode, said, -1, [f"{recover} did not finish the restore: {said}"])
     compared, problems = same_dnskeys(config, node, peer)
     problems += consistency(config, nodes)
-    finished = next(line for line in said.splitlines() if "finished the interrupted" in line)
     return Outcome(point, killed.returncode, finished, compared, problems)
