@@ -1,13 +1,18 @@
-"""Crash sweep (issue 12): `key create` and `key rollover` SIGKILLed at every kill point, then `key resume`.
+"""Crash sweep (issue 12): `key create`, `key rollover` and `backup restore` SIGKILLed at every kill point.
 
 Run from the repository folder, as root:
-    .venv/bin/python bench/crash_sweep.py [--base-address 127.0.0.240] [--out bench/results/crash.md]
+    .venv/bin/python bench/crash_sweep.py [--base-address 127.0.0.240] [--out FILE] [--only keys|restore]
 It brings up a lab, adds one zone per kill point, and for each point (tests/support/crash.py:
 every journal record of the controller, and every node operation of the flow killed before and
 after its handler) kills `key create` there, runs `key resume`, and checks that the duo is
 consistent (no orphan key in any HSM, no key in one enforcer only, every used key in the backup,
 `backup verify` passes); a zone whose run was undone gets `key create` again from a clean slate.
-CI runs a seeded sample of these points (tests/integration/test_crash.py). Always `lab down`.
+Then, on a fresh lab (its one zone and two keys: 29 points), node b is wiped and its `backup restore`
+killed at every restore kill point (every journal record: begin, init, KEK, one per key unwrapped,
+zones, one per key import, states; every node operation of the rebuild before and after), and
+finished by running the restore again (even points) or `key resume` (odd points): b must serve
+every zone with a's DNSKEY RRset, and the duo be consistent. CI runs a seeded sample of these
+points (tests/integration/test_crash.py). Always `lab down`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: use this checkout's duo_ods
@@ -30,64 +36,90 @@ from tests.support.crash import (  # noqa: E402
     Outcome,
     key_create_at,
     key_rollover_at,
+    live_keys,
+    restore_at,
+    restore_points,
     run,
 )
+
+
+def lab_up(lab: Path, address: str) -> bool:
+    argv = [sys.executable, "-m", "duo_ods", "lab", "up", "--dir", str(lab), "--base-address", address]
+    up = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if up.returncode != 0:
+        print(up.stderr, file=sys.stderr)
+    return up.returncode == 0
+
+
+def lab_down(lab: Path) -> None:
+    subprocess.run([sys.executable, "-m", "duo_ods", "lab", "down", "--dir", str(lab)], check=False)
+
+
+def key_sweep(work: Path, config: str, outcomes: list[tuple[Outcome, float]]) -> None:
+    """key create and key rollover at every kill point, a zone each."""
+    plan = [("key create", p) for p in KEY_CREATE_POINTS] + [("key rollover", p) for p in KEY_ROLLOVER_POINTS]
+    for i, (command, point) in enumerate(plan):
+        zone = f"sweep{i}.test"
+        path = work / zone
+        path.write_text(ZONE_TEXT.format(zone=zone))
+        run(config, "zone", "add", zone, "--file", str(path))
+        t0 = time.monotonic()
+        if command == "key create":
+            outcome = key_create_at(config, ["a", "b"], zone, point)
+        else:
+            run(config, "key", "create", zone)
+            outcome = key_rollover_at(config, ["a", "b"], zone, point)
+        outcome.point = f"{command} {point}"
+        outcomes.append((outcome, time.monotonic() - t0))
+        print(f"{outcome.point}: exit {outcome.killed_exit}, keys {outcome.keys}, {outcome.problems}")
+
+
+def restore_sweep(config: str, outcomes: list[tuple[Outcome, float]]) -> None:
+    """backup restore of node b at every kill point, on a fresh lab (its one zone, two keys: the
+    journal kill points are then 1..9), finished alternately by restore again and key resume."""
+    for i, point in enumerate(restore_points(live_keys(config, "a"))):
+        recover: Literal["restore", "resume"] = "restore" if i % 2 == 0 else "resume"
+        t0 = time.monotonic()
+        outcome = restore_at(config, ["a", "b"], "b", point, recover)
+        outcome.point = f"backup restore {point} (then {'restore again' if i % 2 == 0 else 'key resume'})"
+        outcomes.append((outcome, time.monotonic() - t0))
+        print(f"{outcome.point}: exit {outcome.killed_exit}, zones {outcome.keys}, {outcome.problems}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-address", default="127.0.0.240")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "crash.md")
+    parser.add_argument("--out", type=Path, help="result file (default bench/results/crash[-PART].md)")
+    parser.add_argument("--only", choices=("keys", "restore"), help="one part of the sweep")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = REPO / "bench" / "results" / (f"crash-{args.only}.md" if args.only else "crash.md")
     work = Path(tempfile.mkdtemp(prefix="crash-sweep-"))
-    lab = work / "lab"
-    config = str(lab / "duo.toml")
     outcomes: list[tuple[Outcome, float]] = []
     started = time.monotonic()
-    lab_up = [
-        sys.executable,
-        "-m",
-        "duo_ods",
-        "lab",
-        "up",
-        "--dir",
-        str(lab),
-        "--base-address",
-        args.base_address,
-    ]
-    up = subprocess.run(lab_up, capture_output=True, text=True, check=False)
-    try:
-        if up.returncode != 0:
-            print(up.stderr, file=sys.stderr)
+    for part in ("keys", "restore"):
+        if args.only not in (None, part):
+            continue
+        lab = work / f"lab-{part}"
+        if not lab_up(lab, args.base_address):
             return 1
-        plan = [("key create", p) for p in KEY_CREATE_POINTS] + [
-            ("key rollover", p) for p in KEY_ROLLOVER_POINTS
-        ]
-        for i, (command, point) in enumerate(plan):
-            zone = f"sweep{i}.test"
-            path = work / zone
-            path.write_text(ZONE_TEXT.format(zone=zone))
-            run(config, "zone", "add", zone, "--file", str(path))
-            t0 = time.monotonic()
-            if command == "key create":
-                outcome = key_create_at(config, ["a", "b"], zone, point)
+        try:
+            if part == "keys":
+                key_sweep(work, str(lab / "duo.toml"), outcomes)
             else:
-                run(config, "key", "create", zone)
-                outcome = key_rollover_at(config, ["a", "b"], zone, point)
-            outcome.point = f"{command} {point}"
-            outcomes.append((outcome, time.monotonic() - t0))
-            print(f"{outcome.point}: exit {outcome.killed_exit}, keys {outcome.keys}, {outcome.problems}")
-    finally:
-        subprocess.run([sys.executable, "-m", "duo_ods", "lab", "down", "--dir", str(lab)], check=False)
+                restore_sweep(str(lab / "duo.toml"), outcomes)
+        finally:
+            lab_down(lab)
     failed = [o for o, _ in outcomes if o.problems or o.killed_exit == 0]
     lines = [
-        "# Crash sweep: `key create` and `key rollover` killed at every kill point",
+        "# Crash sweep: `key create`, `key rollover` and `backup restore` killed at every kill point",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/crash_sweep.py` on a lab duo "
         f"(ODS 2.1.12, SoftHSM 2.6.1): {len(outcomes)} kill points, {len(failed)} failed, "
         f"{time.monotonic() - started:.0f} s in all.",
         "",
-        "| command, kill point | exit when killed | after `key resume` | keys of the zone | problems | s |",
+        "| command, kill point | exit when killed | after recovery | keys of the zone (restore: zones "
+        "compared) | problems | s |",
         "|---|---|---|---|---|---|",
     ]
     for o, seconds in outcomes:

@@ -13,6 +13,17 @@ before the node is touched, unless allow_older (`--allow-older`).
 
 Everything the rebuild needs is checked before the node is touched: a key without a bundle
 stops the restore before anything is made.
+
+Crash safety (issue 12): the restore is journalled like the key commands (duo_ods.keys.journal):
+a record naming the node, the source and the options is on disk before the node is touched, and
+one more before each step that makes something (init and token, KEK copy, each key unwrapped,
+zones, each key import, key states). Every step is idempotent, so a restore killed anywhere (or
+failed half way) is finished forward: `backup restore` for that node again, `ods-duo key resume`
+or the next key command stops the half-built node (by pid, through the node's `stop`) and runs
+the steps again from the recorded source, then removes from the node's token any key the killed
+run unwrapped that the source no longer uses. When the source is not at hand (no peer answers and
+the backup has no snapshot, a bundle went missing) the journal stays, the node stays stopped,
+and the error says so; nothing of the node is deleted.
 """
 
 from __future__ import annotations
@@ -28,8 +39,8 @@ from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
-from duo_ods.keys.flow import import_request, unwrap_request
-from duo_ods.keys.journal import key_lock
+from duo_ods.keys.flow import finish_pending, import_request, unwrap_request
+from duo_ods.keys.journal import Journal, Recorder, journal_path, key_lock, pending
 from duo_ods.keys.kek import send_kek
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
@@ -44,6 +55,8 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("peer", "backup")
 SIGN_WAIT = 120.0  # seconds for the rebuilt node to serve every zone
+ENFORCE_SETTLE_PER_ZONE = 0.2  # seconds the enforcer's first pass over added zones is given, per zone
+ENFORCE_SETTLE_MAX = 15.0
 
 
 class RestoreError(DuoError):
@@ -76,14 +89,20 @@ def _source_state(duo: Duo, client: NodeClient, node: str, source: str | None) -
     return "backup", snapshot
 
 
-def _preflight(duo: Duo, client: NodeClient, node: str, state: P.Snapshot) -> dict[str, KeyBundle]:
+def _preflight(
+    duo: Duo, client: NodeClient, node: str, state: P.Snapshot, ours: bool = False
+) -> dict[str, KeyBundle]:
+    """What the rebuild needs; `ours`: the node is the half-built one of a journalled restore, so its
+    daemons and database are this restore's own (they are stopped and built on, not refused)."""
     status = _step("preflight", node, client, P.STATUS)
     running = [d for d, pid in status.daemons.items() if pid]
-    if running:
+    if ours:
+        pass
+    elif running:
         raise RestoreError(
             f"restore: node {node} runs {', '.join(running)}: restore rebuilds a dead node; stop it first"
         )
-    if status.has_database:
+    elif status.has_database:
         raise RestoreError(
             f"restore: node {node} still has its enforcer database: restore rebuilds a wiped node; "
             "move the node's state away first"
@@ -182,12 +201,50 @@ def restore_node(
     # Under the key lock: a restore imports keys and writes key states, and must not meet a key
     # command half way (nor a watcher making keys for a new zone).
     with key_lock(duo, f"backup restore --node {node}"):
+        left = pending(duo)
+        if left is not None and left.command == RESTORE and left.details.get("node") == node:
+            # This node's restore was killed (or failed) half way: finish it (with this run's
+            # options where given, else the killed run's).
+            return finish_restore(duo, client, left, source, allow_older)
+        finish_pending(duo, client)  # another command's leftovers first, as every key command does
         return _restore_node(duo, client, node, source, allow_older)
 
 
-def _restore_node(
-    duo: Duo, client: NodeClient, node: str, source: str | None, allow_older: bool
+RESTORE = "backup restore"
+
+
+def finish_restore(
+    duo: Duo, client: NodeClient, left: Journal, source: str | None = None, allow_older: bool = False
 ) -> dict[str, Any]:
+    """Finish a journalled restore that was killed or failed half way (under the key lock).
+
+    Forward only: every step is idempotent, so the half-built node is stopped and the steps run
+    again from the source. Raises (keeping the journal, the node stopped) when it cannot be done.
+    """
+    node = str(left.details["node"])
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(left.started))
+    done = list(left.details.get("steps", []))
+    what = f"backup restore of node {node} (started {started}, {len(done)} step(s) done)"
+    log.warning("finishing the interrupted %s", what)
+    # First the half-built node stops (by pid): it serves nothing half made, even when the source
+    # turns out not to be at hand and the journal has to wait.
+    _step("resume", node, client, P.STOP)
+    result = _restore_node(
+        duo, client, node, source or left.details.get("source"),
+        allow_older or bool(left.details.get("allow_older")), resuming=left,
+    )  # fmt: skip
+    result["resumed"] = (
+        f"finished the interrupted {what}: node {node} was rebuilt from the {result['from']} "
+        f"({result['source']})"
+    )
+    log.warning("%s", result["resumed"])
+    return result
+
+
+def _restore_node(
+    duo: Duo, client: NodeClient, node: str, source: str | None, allow_older: bool, *,
+    resuming: Journal | None = None,
+) -> dict[str, Any]:  # fmt: skip
     kind, state = _source_state(duo, client, node, source)
     best = _best_inputs(duo, client, kind, state)
     snapshot_age = age(time.time() - state.taken) if kind == "backup" else None
@@ -204,54 +261,93 @@ def _restore_node(
         for z in state.zones
     ]
     state = state.model_copy(update={"zones": zones})
-    bundles = _preflight(duo, client, node, state)
+    bundles = _preflight(duo, client, node, state, ours=resuming is not None)
     for zone, chosen in best.items():
         if chosen.source != "record":  # what the nodes get is the newest input from now on
             record_text(duo, zone, chosen.text)
     keys = [(z.zone, k) for z in zones if z.states for k in z.states.keys]
     log.info("restore node %s from %s: %d zones, %d keys", node, state.node, len(zones), len(keys))
+    # Before the node is touched: the record that lets the next command finish this restore.
+    journal = _open_journal(duo, client, node, resuming, source=source, allow_older=allow_older,
+                            kind=kind, source_node=state.node)  # fmt: skip
+    kek, written = _build(
+        duo, client, node, zones=zones, keys=keys, bundles=bundles, journal=journal, resuming=resuming
+    )
 
-    try:
-        _step("init", node, client, P.INIT)
-        kek = _copy_kek(duo, client, node)
-        for locator in sorted({k.locator for _, k in keys}):
-            if not _step("keys", node, client, P.KEY_UNWRAP, unwrap_request(bundles[locator])).confirmed:
-                raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
-        _step("start", node, client, P.START)
-        _step("policy", node, client, P.POLICY_IMPORT)
-        batch = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z.zone, text=z.text) for z in zones])
-        _step("zones", node, client, P.ZONE_ADD_BATCH, batch)
-        for zone, key in keys:
-            request = import_request(bundles[key.locator], zone, key.role, key.inception)
-            _step("import", node, client, P.KEY_IMPORT, request)
-        # The enforcer keeps its own view of rows while it runs: write the states with it stopped.
-        _step("states", node, client, P.STOP)
-        states = P.KeyStatesWriteRequest(zones=[z.states for z in zones if z.states])
-        written = _step("states", node, client, P.KEY_STATES_WRITE, states)
-        _step("start", node, client, P.START)
-        _step("enforce", node, client, P.ENFORCE)
-
-    except DuoError as exc:
-        _stop_quietly(client, node)
-        raise RestoreError(
-            f"{exc}; node {node} is half restored and stopped: move its enforcer database away and run "
-            "backup restore again"
-        ) from exc
-
-    serving = _wait_serving(duo, node, [z.zone for z in zones if z.states])
+    serving = _wait_serving(duo, node, [z.zone for z in zones if z.states and z.states.keys])  # signed ones
     # From a snapshot, or with an input newer than the peer's: above every serial served anywhere.
     above = {z: kind == "backup" or not best[z].source.startswith("peer") for z in serving}
     serials = {zone: _catch_up(duo, client, node, zone, above=above[zone]) for zone in serving}
     # A peer that missed an update the record has gets it now (cheap when it has everything).
     peers = [n for n in duo.nodes if n != node]
     caught = catch_up(duo, client, peers).to_json() if kind == "peer" else None
+    journal.close()  # the node serves: nothing is left to finish
     return {
         "node": node, "source": state.node, "from": kind,
         "snapshot_taken": state.taken, "snapshot_age": snapshot_age,
         "inputs": {z: c.source for z, c in best.items()}, "older_allowed": older if allow_older else [],
-        "zones": [z.zone for z in zones], "keys": written.keys,
+        "zones": [z.zone for z in zones], "keys": written,
         "kek": kek, "serving": serving, "serials": serials, "peer_catch_up": caught,
     }  # fmt: skip
+
+
+def _open_journal(
+    duo: Duo, client: NodeClient, node: str, resuming: Journal | None, **details: Any
+) -> Recorder:
+    """The restore's journal record, on disk before the node is touched (a resumed one: updated)."""
+    if resuming is None:
+        start: dict[str, Any] = {"node": node, **details, "steps": [], "unwrapped": []}
+        return Recorder(journal_path(duo), Journal(RESTORE, "", time.time(), details=start))
+    resuming.details.update(details)
+    return Recorder(journal_path(duo), resuming)
+
+
+def _build(
+    duo: Duo, client: NodeClient, node: str, *, zones: list[P.ZoneExport], keys: list[tuple[str, Any]],
+    bundles: dict[str, KeyBundle], journal: Recorder, resuming: Journal | None,
+) -> tuple[str, int]:  # fmt: skip
+    """The steps that make the node, each journalled first; (KEK fingerprint, key states written)."""
+    locators = sorted({k.locator for _, k in keys})
+    try:
+        journal.step("init node and token")
+        _step("init", node, client, P.INIT)
+        journal.step("copy KEK")
+        kek = _copy_kek(duo, client, node)
+        for locator in locators:
+            if locator not in (unwrapped := journal.journal.details.setdefault("unwrapped", [])):
+                unwrapped.append(locator)
+            journal.step(f"unwrap {locator}")
+            if not _step("keys", node, client, P.KEY_UNWRAP, unwrap_request(bundles[locator])).confirmed:
+                raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
+        _step("start", node, client, P.START)
+        _step("policy", node, client, P.POLICY_IMPORT)
+        batch = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z.zone, text=z.text) for z in zones])
+        journal.step("add zones")
+        _step("zones", node, client, P.ZONE_ADD_BATCH, batch)
+        # The enforcer runs a first pass over the new zones at once; a `key import` landing inside
+        # that pass can leave a key with two sets of state rows (seen with 14 zones), which the
+        # state write then refuses. Let the pass end first.
+        time.sleep(min(ENFORCE_SETTLE_MAX, 1.0 + ENFORCE_SETTLE_PER_ZONE * len(zones)))
+        for zone, key in keys:
+            request = import_request(bundles[key.locator], zone, key.role, key.inception)
+            journal.step(f"import {zone} {key.locator}")
+            _step("import", node, client, P.KEY_IMPORT, request)
+        # The enforcer keeps its own view of rows while it runs: write the states with it stopped.
+        journal.step("write key states")
+        _step("states", node, client, P.STOP)
+        states = P.KeyStatesWriteRequest(zones=[z.states for z in zones if z.states])
+        written = _step("states", node, client, P.KEY_STATES_WRITE, states)
+        _step("start", node, client, P.START)
+        _step("enforce", node, client, P.ENFORCE)
+        if resuming is not None:
+            _drop_unused(client, node, resuming, set(locators))
+    except DuoError as exc:
+        _stop_quietly(client, node)
+        raise RestoreError(
+            f"{exc}; node {node} is half restored and stopped, and the key journal keeps what this restore "
+            f"did: run `ods-duo backup restore --node {node}` again (or `ods-duo key resume`) to finish it"
+        ) from exc
+    return kek, written.keys
 
 
 def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -> int | None:
@@ -281,6 +377,14 @@ def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -
     if above:
         notify_secondaries(duo, zone)
     return target
+
+
+def _drop_unused(client: NodeClient, node: str, left: Journal, used: set[str]) -> None:
+    """Keys the killed run unwrapped into the node's token that the source no longer uses (it changed
+    since): they would be orphans on this node (their bundles stay in the backup)."""
+    for locator in sorted(set(left.details.get("unwrapped", [])) - used):
+        _step("tidy", node, client, P.KEY_DELETE, P.LocatorRequest(locator=locator))
+        log.info("restore: removed key %s from node %s's token: the source no longer uses it", locator, node)
 
 
 def _stop_quietly(client: NodeClient, node: str) -> None:

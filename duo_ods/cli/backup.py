@@ -66,12 +66,14 @@ def backup_restore_cmd(ctx: Ctx, node: str, source: str | None, allow_older: boo
 
     Each zone gets the newest input available (the controller's newest-input record, a live
     peer's, the snapshot's only where nothing newer exists); refused when that is older than what
-    a secondary serves, unless --allow-older.
+    a secondary serves, unless --allow-older. A restore of this node that was killed or failed half
+    way (the key journal has it) is finished first: its half-built node is stopped and built on.
     """
     r = restore_node(ctx.duo, ctx.client, node, source, allow_older)
     age = f", snapshot taken {r['snapshot_age']} ago" if r["snapshot_age"] else ""
     inputs = ", ".join(f"{z} from the {src}" for z, src in sorted(r["inputs"].items()))
     text = [
+        *([r["resumed"]] if r.get("resumed") else []),
         f"node {r['node']} restored from {r['from']} ({r['source']}{age}): {len(r['zones'])} zones, "
         f"{r['keys']} keys, KEK {r['kek']}",
         f"  inputs: {inputs or 'none'}",

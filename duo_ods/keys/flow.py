@@ -286,6 +286,11 @@ def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
     left = pending(duo)
     if left is None:
         return None
+    if left.command == "backup restore":  # forward only: its steps run again from its source
+        from duo_ods.backup.restore import finish_restore  # noqa: PLC0415 (restore imports this module)
+
+        result = finish_restore(duo, client, left)
+        return Finished(left, str(result["resumed"]), [str(result["node"])])
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(left.started))
     what = f"{left.command} of zone {left.zone} (started {started})"
     told: list[str] = []

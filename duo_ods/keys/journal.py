@@ -13,6 +13,12 @@ any point (SIGKILL included) leaves a record of everything it may have made:
     in every HSM and the backup, and importing them again is idempotent.
 The next key command (or `ods-duo key resume`) reads the journal first and undoes (before the
 commit point) or finishes (after it) what was left, and says which.
+
+`backup restore` has no commit point: it only builds a node that was wiped (its preflight saw no
+daemon and no enforcer database before the first record), and every step of the build is
+idempotent, so a killed restore is finished forward by running its steps again from its source
+(duo_ods.backup.restore.finish_restore); the journal names the node, so recovery may stop and
+rebuild that node, which a fresh restore refuses.
 """
 
 from __future__ import annotations
@@ -57,8 +63,8 @@ class Made:
 class Journal:
     """What one key command did so far; it lives in the file only while the command runs."""
 
-    command: str  # "key create", "key rollover"
-    zone: str
+    command: str  # "key create", "key rollover", "backup restore"
+    zone: str  # "" for a restore (details["node"] names the node)
     started: float
     made: list[Made] = field(default_factory=list)
     committed: bool = False  # past the commit point: finish, never undo
@@ -104,6 +110,11 @@ class Recorder:
 
     def note(self, **details: Any) -> None:
         self.journal.details.update(details)
+        self._save()
+
+    def step(self, name: str) -> None:
+        """A forward-only command (backup restore) is about to run step `name`: on disk first."""
+        self.journal.details.setdefault("steps", []).append(name)
         self._save()
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
-"""Kill points for `key create` and `key rollover`, and what must hold after recovery (the crash test
-and bench/crash_sweep.py).
+"""Kill points for `key create`, `key rollover` and `backup restore`, and what must hold after
+recovery (the crash test and bench/crash_sweep.py).
 
 A kill point is an ODS_DUO_FAULT value (duo_ods/faults.py): the controller SIGKILLed right after
 its Nth journal record, or a node's operation SIGKILLed before or after its handler ran. After
@@ -12,10 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+
+import dns.exception
+import dns.rdatatype
+
+from duo_ods.bind.tsig import transfer_key
+from duo_ods.config.load import load_config
+from duo_ods.keys.journal import journal_path
+from duo_ods.ods.kaspdb import is_dead
+from tests.support.dnssec import axfr
 
 # key create of a KSK+ZSK pair writes 8 journal records: begin; per role: hsm origin, hsm peer,
 # bundle; commit.
@@ -30,6 +42,26 @@ ROLLOVER_OPS = ("key-generate", "key-unwrap", "bundle-put", "key-seal", "key-poo
 KEY_ROLLOVER_POINTS = [f"journal:{n}" for n in range(1, ROLLOVER_JOURNAL_RECORDS + 1)] + [
     f"op:{op}:{when}" for op in ROLLOVER_OPS for when in ("before", "after")
 ]
+
+
+def restore_journal_records(keys: int) -> int:
+    """Journal records of `backup restore` of a node whose zones have `keys` live keys in all: begin;
+    init and token; KEK copy; one per key unwrapped; zones; one per key import; key states."""
+    return 5 + 2 * keys
+
+
+RESTORE_OPS = (
+    "init", "kek-unwrap", "key-unwrap", "start", "policy-import", "zone-add-batch", "key-import", "stop",
+    "key-states-write", "enforce",
+)  # fmt: skip
+
+
+def restore_points(keys: int) -> list[str]:
+    """Every kill point of `backup restore` (node ops: the restored node's agent)."""
+    return [f"journal:{n}" for n in range(1, restore_journal_records(keys) + 1)] + [
+        f"op:{name}:{when}" for name in RESTORE_OPS for when in ("before", "after")
+    ]
+
 
 ZONE_TEXT = """$ORIGIN {zone}.
 $TTL 300
@@ -147,3 +179,75 @@ def key_rollover_at(config: str, nodes: list[str], zone: str, point: str) -> Out
         if pool := op(config, node, "db-schema")["pool"]:
             problems.append(f"node {node}: keys left in the spare-key pool: {pool}")
     return Outcome(point, killed.returncode, resumed.stdout.strip(), count, problems)
+
+
+def live_keys(config: str, node: str) -> int:
+    """Live keys of every zone of a node: what a restore from it unwraps and imports."""
+    return sum(1 for z in op(config, node, "key-states")["zones"] for k in z["keys"] if not is_dead(k))
+
+
+def wipe(config: str, node: str) -> None:
+    """The node dies and its disk is lost: daemons stopped (by pid), its whole folder gone."""
+    proc = run(config, "node", "stop", node)
+    assert proc.returncode == 0, proc.stderr
+    shutil.rmtree(load_config(Path(config)).node(node).paths.base)
+
+
+def dnskeys(address: str, port: int, zone: str, key: Any) -> set[str] | None:
+    """The zone's DNSKEY RRset by AXFR (None: not served, or not signed yet)."""
+    try:
+        z = axfr(address, port, zone, key)
+    except (dns.exception.DNSException, OSError):
+        return None
+    keys = z.get_rdataset(z.origin, dns.rdatatype.DNSKEY)
+    sigs = z.get_rdataset(z.origin, dns.rdatatype.RRSIG, dns.rdatatype.DNSKEY)
+    return {rd.to_text() for rd in keys} if keys is not None and sigs is not None else None
+
+
+def same_dnskeys(config: str, node: str, peer: str, timeout: float = 90) -> tuple[int, list[str]]:
+    """Every zone with keys on the peer is served by `node` with the peer's DNSKEY RRset (AXFR from
+    both); (zones compared, problems)."""
+    duo = load_config(Path(config))
+    key = transfer_key(duo)
+    zones = sorted(z["zone"] for z in op(config, peer, "key-states")["zones"] if z["keys"])
+    problems = []
+    for zone in zones:
+        deadline = time.monotonic() + timeout
+        while True:
+            mine = dnskeys(duo.node(node).address, duo.node(node).port, zone, key)
+            theirs = dnskeys(duo.node(peer).address, duo.node(peer).port, zone, key)
+            if mine is not None and mine == theirs:
+                break
+            if time.monotonic() > deadline:
+                problems.append(f"zone {zone}: node {node} serves DNSKEYs {mine}, node {peer} {theirs}")
+                break
+            time.sleep(1)
+    return len(zones), problems
+
+
+def restore_at(
+    config: str, nodes: list[str], node: str, point: str, recover: Literal["restore", "resume"]
+) -> Outcome:
+    """`node` wiped, its `backup restore` killed at `point`, then recovered by running the restore
+    again or by `key resume`; what holds afterwards: the node serves every zone with its peer's
+    DNSKEYs, no HSM holds an orphan, `backup verify` passes. Outcome.keys: zones compared."""
+    peer = next(n for n in nodes if n != node)
+    wipe(config, node)
+    killed = run(config, "backup", "restore", "--node", node, fault=point)
+    if recover == "restore":
+        recovered = run(config, "backup", "restore", "--node", node)
+    else:
+        recovered = run(config, "key", "resume")
+    said = (recovered.stdout + recovered.stderr).strip()
+    journal = journal_path(load_config(Path(config)))
+    if "finished the interrupted backup restore" in said and recovered.returncode == 0:
+        finished = next(line for line in said.splitlines() if "finished the interrupted" in line)
+    elif not journal.exists() and (
+        f"node {node} runs" in said or "nothing to resume" in said
+    ):  # the key origin's watcher resumes a pending journal on its own (every RESUME_INTERVAL)
+        finished = "finished the interrupted backup restore (by the key origin's watcher)"
+    else:
+        return Outcome(point, killed.returncode, said, -1, [f"{recover} after the kill failed: {said}"])
+    compared, problems = same_dnskeys(config, node, peer)
+    problems += consistency(config, nodes)
+    return Outcome(point, killed.returncode, finished, compared, problems)
