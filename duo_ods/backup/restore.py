@@ -49,7 +49,7 @@ from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.content import served_copy, text_content_digest
 from duo_ods.zones.inputs import Candidate, latest_input, newest_input, record_text
 from duo_ods.zones.manage import notify_secondaries, served_serials
-from duo_ods.zones.serial import next_serial
+from duo_ods.zones.serial import next_serial, with_serial_floor
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,9 @@ def _build(
                 raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
         _step("start", node, client, P.START)
         _step("policy", node, client, P.POLICY_IMPORT)
-        batch = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z.zone, text=z.text) for z in zones])
+        batch = P.ZoneBatchRequest(
+            zones=[P.ZoneInput(zone=z.zone, text=_above_every_copy(duo, z.zone, z.text)) for z in zones]
+        )
         journal.step("add zones")
         _step("zones", node, client, P.ZONE_ADD_BATCH, batch)
         # The enforcer runs a first pass over the new zones at once; a `key import` landing inside
@@ -350,6 +352,25 @@ def _build(
     return kek, written.keys
 
 
+def _serials_seen(duo: Duo, zone: str) -> list[int]:
+    """Every SOA serial the signers and the secondaries serve for the zone now."""
+    seen = [s for s in served_serials(duo, zone).values() if s is not None]
+    return seen + [
+        s for sec in duo.config.secondaries if (s := soa_serial(sec.address, sec.port, zone)) is not None
+    ]
+
+
+def _above_every_copy(duo: Duo, zone: str, text: str) -> str:
+    """The zone text a fresh signer gets: its SOA serial raised above every serial served now.
+
+    Workaround for ODS 2.1.12: the rebuilt node's signer signs a new zone first at one above its
+    input's own serial, before ods-duo can ask for one; left at the input's serial, that first
+    version repeated a serial the other signer had served with other content (the randomised test
+    found it). Raised, the first version is above every copy, so its serial is new.
+    """
+    return with_serial_floor(text, zone, next_serial(_serials_seen(duo, zone), duo.config.policy.serial))
+
+
 def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -> int | None:
     """Give the rebuilt node's zone a serial the secondaries will take.
 
@@ -358,12 +379,8 @@ def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -
     serial served (the secondaries have the peer's data); from a snapshot (no node was left),
     one above every serial served anywhere, and the secondaries are told.
     """
-    served = served_serials(duo, zone)
-    mine = served.get(node)
-    seen = [s for s in served.values() if s is not None]
-    seen += [
-        s for sec in duo.config.secondaries if (s := soa_serial(sec.address, sec.port, zone)) is not None
-    ]
+    mine = served_serials(duo, zone).get(node)
+    seen = _serials_seen(duo, zone)
     if mine is None or not seen:
         return mine
     target = next_serial(seen, duo.config.policy.serial) if above else max(seen)

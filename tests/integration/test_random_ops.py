@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("ODS_DUO_RANDOM_SEED", "1301"))
 STEPS = int(os.environ.get("ODS_DUO_RANDOM_STEPS", "30"))
-RESTORE = os.environ.get("ODS_DUO_RANDOM_RESTORE", "0") == "1"
+RESTORE = os.environ.get("ODS_DUO_RANDOM_RESTORE", "1") == "1"
 SETTLE = 60.0  # seconds: after the last step, every signer and secondary serves the newest data
 
 
