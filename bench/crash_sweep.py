@@ -1,7 +1,7 @@
 """Crash sweep (issue 12): `key create`, `key rollover` and `backup restore` SIGKILLed at every kill point.
 
 Run from the repository folder, as root:
-    .venv/bin/python bench/crash_sweep.py [--base-address 127.0.0.240] [--out FILE] [--only keys|restore]
+    .venv/bin/python bench/crash_sweep.py [--base-address 127.0.0.250] [--out FILE] [--only keys|restore]
 It brings up a lab, adds one zone per kill point, and for each point (tests/support/crash.py:
 every journal record of the controller, and every node operation of the flow killed before and
 after its handler) kills `key create` there, runs `key resume`, and checks that the duo is
@@ -88,7 +88,7 @@ def restore_sweep(config: str, outcomes: list[tuple[Outcome, float]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-address", default="127.0.0.240")
+    parser.add_argument("--base-address", default="127.0.0.250")
     parser.add_argument("--out", type=Path, help="result file (default bench/results/crash[-PART].md)")
     parser.add_argument("--only", choices=("keys", "restore"), help="one part of the sweep")
     args = parser.parse_args()
