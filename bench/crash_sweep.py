@@ -123,8 +123,9 @@ def main() -> int:
         "|---|---|---|---|---|---|",
     ]
     for o, seconds in outcomes:
-        after = "finished forward" if "finished" in o.resume else (
-            "undone" if "undid" in o.resume else o.resume or "nothing left")  # fmt: skip
+        # "undid the unfinished ..." contains "finished": look for the undo first
+        after = "undone" if "undid" in o.resume else (
+            "finished forward" if "finished" in o.resume else o.resume or "nothing left")  # fmt: skip
         problems = "; ".join(o.problems) or "none"
         lines.append(f"| `{o.point}` | {o.killed_exit} | {after} | {o.keys} | {problems} | {seconds:.1f} |")
     args.out.write_text("\n".join(lines) + "\n")
