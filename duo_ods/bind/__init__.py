@@ -1,1 +1,1 @@
-"""BIND secondaries: the transfer TSIG key, rendered named config (AXFR only), and running them in the lab."""
+"""BIND secondaries: rendered named config (AXFR only) for `ods-duo bind-config` and the lab."""

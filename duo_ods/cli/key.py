@@ -8,13 +8,13 @@ from dataclasses import asdict
 import click
 
 from duo_ods.backup.snapshot import snapshot_after
-from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.keys.flow import ROLE_CHOICES, create_key, resume_pending
 from duo_ods.keys.kek import confirmer, kek_init
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.keys.rollover import ROLLOVER_ROLES, mark_ds, rollover
 from duo_ods.keys.rollover import resume as resume_rollover
+from duo_ods.lab import secondaries
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.transport.local import LocalTransport
@@ -23,6 +23,12 @@ from duo_ods.transport.local import LocalTransport
 @click.group()
 def key() -> None:
     """Shared keys: one key in every node's HSM and the backup, one DS."""
+
+
+def _sync_lab_secondaries(ctx: Ctx) -> None:
+    """Only secondaries ods-duo runs itself (the lab's, `dir` set); production ones: `bind-config`."""
+    if ctx.duo.secondary_dirs:
+        secondaries.sync_signed(ctx.duo, ctx.client)
 
 
 def _warn(warning: str | None) -> None:
@@ -38,7 +44,7 @@ def _warn(warning: str | None) -> None:
 def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -> None:
     """Make a key on one node, copy it to every node and the backup, then let every enforcer use it."""
     created = create_key(ctx.duo, ctx.client, zone_name, role, origin)
-    managed.sync_signed(ctx.duo, ctx.client)  # the lab's secondaries take the newly signed zone
+    _sync_lab_secondaries(ctx)  # the lab's secondaries take the newly signed zone
     _warn(snapshot_after(ctx.duo, ctx.client, "key create"))
     lines = [
         f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
@@ -56,7 +62,7 @@ def key_resume(ctx: Ctx) -> None:
     if finished is None:
         ctx.emit({"finished": None}, "nothing to resume: no key command was left unfinished")
         return
-    managed.sync_signed(ctx.duo, ctx.client)
+    _sync_lab_secondaries(ctx)
     ctx.emit({"finished": finished.message, "nodes": finished.nodes}, finished.message)
 
 
@@ -74,7 +80,7 @@ def key_rollover(ctx: Ctx, zone_name: str, role: str, origin: str | None, resume
         done = resume_rollover(ctx.duo, ctx.client, zone_name, role)
     else:
         done = rollover(ctx.duo, ctx.client, zone_name, role, origin)
-    managed.sync_signed(ctx.duo, ctx.client)
+    _sync_lab_secondaries(ctx)
     _warn(snapshot_after(ctx.duo, ctx.client, "key rollover"))
     text = (
         f"zone {done.zone}: {done.role} rollover to {done.locator} (key tag {done.keytag}) "

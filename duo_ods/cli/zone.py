@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.lab import secondaries
 from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.check import normalize_zone_name
 from duo_ods.zones.level import level_zone
@@ -21,8 +21,10 @@ def zone() -> None:
 
 
 def _sync_managed_secondaries(ctx: Ctx) -> None:
-    """The secondaries ods-duo runs itself (the lab's) follow the list of signed zones at once."""
-    managed.sync_signed(ctx.duo, ctx.client)
+    """The secondaries ods-duo runs itself (the lab's) follow the list of signed zones at once;
+    production secondaries get `ods-duo bind-config` instead."""
+    if ctx.duo.secondary_dirs:
+        secondaries.sync_signed(ctx.duo, ctx.client)
 
 
 @zone.command("add")

@@ -17,7 +17,6 @@ from typing import Any
 
 from duo_ods import process
 from duo_ods.backup.snapshot import take_snapshot
-from duo_ods.bind import managed as secondaries
 from duo_ods.bind.query import soa_serial
 from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
@@ -26,6 +25,7 @@ from duo_ods.errors import ConfigError, DuoError, LabError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
+from duo_ods.lab import secondaries
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.protocol import ops as P

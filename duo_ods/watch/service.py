@@ -28,12 +28,12 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from duo_ods.backup.snapshot import take_snapshot
-from duo_ods.bind import managed
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import DuoError, ZoneFileError
 from duo_ods.keys.flow import create_key, resume_pending
 from duo_ods.keys.journal import pending
 from duo_ods.keys.listing import list_keys
+from duo_ods.lab import secondaries
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
@@ -271,8 +271,10 @@ class Watcher:
         self.changed = False
 
     def _after_new_zone(self) -> None:
-        """Secondaries that ods-duo runs itself (the lab) learn the new zone; others: bind-config."""
-        managed.sync_signed(self.duo, self.client)
+        """Secondaries that ods-duo runs itself (the lab: a secondary with `dir`) learn the new zone.
+        Production secondaries are not touched here: they get `ods-duo bind-config`."""
+        if self.duo.secondary_dirs:
+            secondaries.sync_signed(self.duo, self.client)
 
     # --- running -----------------------------------------------------------------------------
 
