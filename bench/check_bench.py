@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: use this checkout's duo_ods
     sys.path.insert(0, str(REPO))
 
-from duo_ods.bind.tsig import TsigKey, read_tsig_key  # noqa: E402
+from duo_ods.dns.tsig import TsigKey, read_tsig_key  # noqa: E402
 
 ZONE = "bench.test"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -62,8 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: the helpers below come from this checkout's duo_ods
     sys.path.insert(0, str(REPO))
 
-from duo_ods.bind.query import soa_serial as served_serial  # noqa: E402
-from duo_ods.bind.tsig import TsigKey, read_tsig_key  # noqa: E402
+from duo_ods.dns.query import soa_serial as served_serial  # noqa: E402
+from duo_ods.dns.tsig import TsigKey, read_tsig_key  # noqa: E402
 from duo_ods.process import proc_start_time  # noqa: E402
 
 log = logging.getLogger("watch_bench")

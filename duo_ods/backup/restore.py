@@ -34,9 +34,9 @@ from typing import Any
 
 from duo_ods.backup.report import bundles as held_bundles
 from duo_ods.backup.snapshot import node_state
-from duo_ods.bind.query import soa_serial
-from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.query import soa_serial
+from duo_ods.dns.tsig import transfer_key
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import finish_pending, import_request, unwrap_request

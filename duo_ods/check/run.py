@@ -27,7 +27,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import dns.rrset
 
-from duo_ods.bind.tsig import TsigKey, transfer_key
 from duo_ods.check.checks import (
     SourceFindings,
     check_enforcer_ksks,
@@ -57,6 +56,7 @@ from duo_ods.check.verify import KeySet
 from duo_ods.check.zoneview import unsigned_records
 from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.tsig import TsigKey, transfer_key
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.drift import state_drift
 from duo_ods.ods.kaspdb import is_dead

@@ -26,9 +26,9 @@ import dns.rdatatype
 import dns.tsig
 import dns.zone
 
-from duo_ods.bind.tsig import TsigKey
 from duo_ods.check.wire import HEADER, RR_FIXED, WireError, read_name
 from duo_ods.check.zoneview import ZoneData, ZoneView, analyse
+from duo_ods.dns.tsig import TsigKey
 
 AXFR_TIMEOUT = 30.0
 

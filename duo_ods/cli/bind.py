@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from duo_ods.bind.render import check_zones_snippet, render_zones
-from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.dns.tsig import ensure_tsig_key
 from duo_ods.render.engine import write_atomic
 from duo_ods.zones.manage import node_zones
 

@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from duo_ods.bind.tsig import TsigKey, transfer_key
 from duo_ods.check.ds import parse_ds_options
 from duo_ods.check.fetch import DEFAULT_TIMEOUT
 from duo_ods.check.model import Thresholds
 from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
 from duo_ods.check.run import check_duo, check_given
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.dns.tsig import TsigKey, transfer_key
 from duo_ods.errors import DuoError
 from duo_ods.zones.check import normalize_zone_name
 

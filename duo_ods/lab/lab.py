@@ -17,10 +17,10 @@ from typing import Any
 
 from duo_ods import process
 from duo_ods.backup.snapshot import take_snapshot
-from duo_ods.bind.query import soa_serial
-from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.query import soa_serial
+from duo_ods.dns.tsig import ensure_tsig_key
 from duo_ods.errors import ConfigError, DuoError, LabError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status

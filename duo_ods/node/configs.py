@@ -11,8 +11,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from duo_ods.bind.tsig import TsigKey, read_tsig_key
 from duo_ods.config.resolve import Duo, Node
+from duo_ods.dns.tsig import TsigKey, read_tsig_key
 from duo_ods.node.secrets import read_secret
 from duo_ods.render.engine import render, write_atomic
 from duo_ods.render.validate import check_kasp, check_ods_xml

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from duo_ods.bind.tsig import TsigKey, read_tsig_key
 from duo_ods.config.resolve import Duo, Node, SystemNodePaths
+from duo_ods.dns.tsig import TsigKey, read_tsig_key
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.node import systemd
 from duo_ods.node.configs import render_node_configs

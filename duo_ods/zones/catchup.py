@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from duo_ods.bind.tsig import TsigKey, transfer_key
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.tsig import TsigKey, transfer_key
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient

@@ -20,7 +20,7 @@ import dns.query
 import dns.rdatatype
 import dns.zone
 
-from duo_ods.bind.tsig import TsigKey
+from duo_ods.dns.tsig import TsigKey
 
 SIGNER_MADE = frozenset(
     {

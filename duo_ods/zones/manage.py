@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from duo_ods.bind.notify import send_notify
-from duo_ods.bind.query import soa_serial
-from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.notify import send_notify
+from duo_ods.dns.query import soa_serial
+from duo_ods.dns.tsig import transfer_key
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient

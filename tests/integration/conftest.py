@@ -14,7 +14,7 @@ from typing import Any
 import dns.zone
 import pytest
 
-from duo_ods.bind.tsig import TsigKey, read_tsig_key
+from duo_ods.dns.tsig import TsigKey, read_tsig_key
 from tests.support.dnssec import wait_signed
 
 pytestmark = pytest.mark.integration

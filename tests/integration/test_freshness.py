@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from duo_ods.bind.query import soa_serial
 from duo_ods.config.load import load_config
+from duo_ods.dns.query import soa_serial
 from duo_ods.transport import transport_for
 from duo_ods.zones.manage import notify_secondaries
 from tests.integration.conftest import Lab

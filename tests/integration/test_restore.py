@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from duo_ods.bind.query import soa_serial
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.query import soa_serial
 from duo_ods.transport import transport_for
 from tests.integration.conftest import Lab
 from tests.support.dnssec import cross_validate, dnskey_rrset

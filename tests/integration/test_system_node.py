@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from duo_ods.bind.tsig import read_tsig_key
+from duo_ods.dns.tsig import read_tsig_key
 from duo_ods.process import proc_start_time
 from tests.integration.conftest import lab_processes, run_duo
 from tests.support.dnssec import cross_validate, dnskey_rrset, wait_signed

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import dns.exception
 import dns.rdatatype
 
-from duo_ods.bind.tsig import transfer_key
 from duo_ods.config.load import load_config
+from duo_ods.dns.tsig import transfer_key
 from duo_ods.keys.journal import journal_path
 from duo_ods.ods.kaspdb import is_dead
 from tests.support.dnssec import axfr

@@ -15,7 +15,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
-from duo_ods.bind.tsig import TsigKey
+from duo_ods.dns.tsig import TsigKey
 
 
 def axfr(address: str, port: int, zone: str, key: TsigKey | None = None) -> dns.zone.Zone:

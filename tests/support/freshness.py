@@ -30,8 +30,8 @@ import dns.query
 import dns.rdatatype
 import dns.zone
 
-from duo_ods.bind.tsig import TsigKey
 from duo_ods.config.load import load_config
+from duo_ods.dns.tsig import TsigKey
 from duo_ods.node import daemons
 from tests.integration.conftest import Lab, run_duo
 

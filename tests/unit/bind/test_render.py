@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from duo_ods.bind.render import check_zones_snippet, render_named_conf, render_zones
-from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config, parse_config
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.tsig import ensure_tsig_key
 from duo_ods.errors import ConfigError, RenderError
 from duo_ods.render.engine import render
 

@@ -17,10 +17,10 @@ import dns.rrset
 import dns.zone
 import pytest
 
-from duo_ods.bind.tsig import TsigKey
 from duo_ods.check.sources import axfr, from_messages
 from duo_ods.check.wire import WireError, label_offsets, read_name
 from duo_ods.check.zoneview import ZoneData, analyse, ancestors, record_text, unsigned_records
+from duo_ods.dns.tsig import TsigKey
 from tests.unit.check.signer import ORIGIN, signed
 
 KEY = TsigKey("duo-transfer", "hmac-sha256", "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IHNlY3JldCE=")

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from duo_ods.bind.tsig import ensure_tsig_key
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.tsig import ensure_tsig_key
 
 BASE = """
 [nodes.a]

@@ -7,7 +7,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from duo_ods.bind.tsig import TsigKey
+from duo_ods.dns.tsig import TsigKey
 
 
 def soa_serial(

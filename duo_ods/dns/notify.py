@@ -16,7 +16,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from duo_ods.bind.tsig import TsigKey
+from duo_ods.dns.tsig import TsigKey
 
 
 def send_notify(address: str, port: int, zone: str, key: TsigKey | None, timeout: float = 2.0) -> str | None:

@@ -1,0 +1,1 @@
+"""Generic DNS helpers: queries, NOTIFY, the transfer TSIG key, zone names."""
