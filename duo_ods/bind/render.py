@@ -18,7 +18,7 @@ from pathlib import Path
 from duo_ods.config.model import KEY_NAME_RE, NAME_RE
 from duo_ods.config.resolve import Duo, zone_file_name
 from duo_ods.errors import RenderError, ZoneFileError
-from duo_ods.proc import run
+from duo_ods.process import run
 from duo_ods.render.engine import render
 from duo_ods.zones.check import normalize_zone_name
 

@@ -23,7 +23,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import LabError
 from duo_ods.keys.listing import list_keys
 from duo_ods.lab.net import check_free
-from duo_ods.proc import run
+from duo_ods.process import run
 from duo_ods.protocol.client import NodeClient
 from duo_ods.render.engine import write_atomic
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from duo_ods.config.resolve import Node, SystemNodePaths
 from duo_ods.node.plan import UnitState
-from duo_ods.proc import run
+from duo_ods.process import run
 
 # daemon -> unit, in start order (the enforcer calls the signer after writing a signconf)
 UNITS = {"signerd": "opendnssec-signer.service", "enforcerd": "opendnssec-enforcer.service"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 
 from duo_ods.errors import NodeError
-from duo_ods.proc import run
+from duo_ods.process import run
 from duo_ods.render.engine import render, write_atomic
 
 

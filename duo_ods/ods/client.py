@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from duo_ods.errors import CommandError
-from duo_ods.proc import run
+from duo_ods.process import run
 
 
 def _strip_banner(text: str) -> str:

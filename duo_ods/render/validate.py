@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from duo_ods.errors import CommandError, RenderError
-from duo_ods.proc import run
+from duo_ods.process import run
 
 ODS_SCHEMA_DIR = Path("/usr/share/opendnssec")
 
