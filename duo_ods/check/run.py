@@ -62,7 +62,7 @@ from duo_ods.keys.drift import state_drift
 from duo_ods.ods.kaspdb import is_dead
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
-from duo_ods.zones.check import normalize_zone_name
+from duo_ods.zones.validate import normalize_zone_name
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from duo_ods.check.run import check_duo, check_given
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.dns.tsig import TsigKey, transfer_key
 from duo_ods.errors import DuoError
-from duo_ods.zones.check import normalize_zone_name
+from duo_ods.zones.validate import normalize_zone_name
 
 
 def _transfer_key(ctx: Ctx) -> TsigKey | None:

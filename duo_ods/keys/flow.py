@@ -31,7 +31,7 @@ from duo_ods.keys.journal import Journal, Made, Recorder, journal_path, key_lock
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
-from duo_ods.zones.check import normalize_zone_name
+from duo_ods.zones.validate import normalize_zone_name
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from duo_ods.ods.parse import EnforcerZone, parse_zone_list
 from duo_ods.protocol import ops as P
 from duo_ods.render.engine import write_atomic
 from duo_ods.watch.state import load_state, state_path
-from duo_ods.zones.check import check_zone_text, zone_name_from_filename
+from duo_ods.zones.validate import check_zone_text, zone_name_from_filename
 
 log = logging.getLogger(__name__)
 

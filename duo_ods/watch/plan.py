@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from duo_ods.errors import ZoneFileError
-from duo_ods.zones.check import InputVanished, confined_path
+from duo_ods.zones.validate import InputVanished, confined_path
 
 Status = Literal["ok", "error", "kept"]
 

@@ -39,10 +39,10 @@ from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
 from duo_ods.zones.catchup import catch_up
-from duo_ods.zones.check import CheckedZone, InputVanished, zone_name_from_filename
 from duo_ods.zones.inputs import record_inputs
 from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import check_file, node_zones, update_checked
+from duo_ods.zones.validate import CheckedZone, InputVanished, zone_name_from_filename
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import dns.zone
 from duo_ods.config.resolve import Duo, zone_file_name
 from duo_ods.errors import DuoError
 from duo_ods.render.engine import write_atomic
-from duo_ods.zones.check import CheckedZone
+from duo_ods.zones.validate import CheckedZone
 
 log = logging.getLogger(__name__)
 

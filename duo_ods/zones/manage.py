@@ -22,9 +22,9 @@ from duo_ods.dns.tsig import transfer_key
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
-from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name, zone_name_from_filename
 from duo_ods.zones.inputs import forget_input, record_input
 from duo_ods.zones.serial import next_serial
+from duo_ods.zones.validate import CheckedZone, check_zone_file, normalize_zone_name, zone_name_from_filename
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from duo_ods.backup import restore
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.protocol import ops as P
-from duo_ods.zones.check import check_zone_text
 from duo_ods.zones.content import Copy, text_content_digest
 from duo_ods.zones.inputs import Candidate, record_input
+from duo_ods.zones.validate import check_zone_text
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 

@@ -21,9 +21,9 @@ from duo_ods.watch.plan import ZoneFileState
 from duo_ods.watch.state import save_state, state_path
 from duo_ods.zones import catchup, manage
 from duo_ods.zones.catchup import Input, NodeView, Want, plan_catch_up
-from duo_ods.zones.check import check_zone_text
 from duo_ods.zones.content import content_digest, text_content_digest
 from duo_ods.zones.inputs import Candidate, latest_input, newest_input, record_input, text_digest
+from duo_ods.zones.validate import check_zone_text
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 

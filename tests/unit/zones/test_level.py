@@ -9,9 +9,9 @@ import pytest
 from duo_ods.config.load import load_config
 from duo_ods.protocol import ops as P
 from duo_ods.zones import level
-from duo_ods.zones.check import check_zone_text
 from duo_ods.zones.inputs import record_input
 from duo_ods.zones.level import lagging
+from duo_ods.zones.validate import check_zone_text
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 

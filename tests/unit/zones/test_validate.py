@@ -1,4 +1,4 @@
-"""Tests for duo_ods.zones.check: every rule passes its good case and names file:line for its bad one."""
+"""Tests for duo_ods.zones.validate: every rule passes its good case and names file:line for its bad one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import dns.zonefile
 import pytest
 
 from duo_ods.errors import ZoneFileError
-from duo_ods.zones.check import (
+from duo_ods.zones.validate import (
     CheckedZone,
     check_zone_file,
     check_zone_text,
@@ -733,7 +733,7 @@ def test_size_checked_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyP
         reads.append(args)
         return open(*args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr("duo_ods.zones.check.open", spy, raising=False)
+    monkeypatch.setattr("duo_ods.zones.validate.open", spy, raising=False)
     assert check_zone_file(path, "example.com").records == 3
     assert len(reads) == 1  # the spy sees reads
     reads.clear()
