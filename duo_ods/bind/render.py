@@ -17,10 +17,10 @@ from pathlib import Path
 
 from duo_ods.config.model import KEY_NAME_RE, NAME_RE
 from duo_ods.config.resolve import Duo, zone_file_name
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import RenderError, ZoneFileError
 from duo_ods.process import run
 from duo_ods.render.engine import render
-from duo_ods.zones.validate import normalize_zone_name
 
 # What could end a quoted string in named.conf, escape in it, or start a new line.
 _UNSAFE_IN_STRING = re.compile(r'["\\\x00-\x1f\x7f]')

@@ -56,13 +56,13 @@ from duo_ods.check.verify import KeySet
 from duo_ods.check.zoneview import unsigned_records
 from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.dns.tsig import TsigKey, transfer_key
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.drift import state_drift
 from duo_ods.ods.kaspdb import is_dead
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
-from duo_ods.zones.validate import normalize_zone_name
 
 log = logging.getLogger(__name__)
 

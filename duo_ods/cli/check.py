@@ -13,9 +13,9 @@ from duo_ods.check.model import Thresholds
 from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
 from duo_ods.check.run import check_duo, check_given
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.dns.tsig import TsigKey, transfer_key
 from duo_ods.errors import DuoError
-from duo_ods.zones.validate import normalize_zone_name
 
 
 def _transfer_key(ctx: Ctx) -> TsigKey | None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.lab import secondaries
 from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import add_zone, list_zones, missed_summary, node_zones, remove_zone, update_zone
-from duo_ods.zones.validate import normalize_zone_name
 
 
 @click.group()

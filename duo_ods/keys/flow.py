@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.dnssec import keytag, make_dnskey
@@ -31,7 +32,6 @@ from duo_ods.keys.journal import Journal, Made, Recorder, journal_path, key_lock
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
-from duo_ods.zones.validate import normalize_zone_name
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.dnssec import keytag, make_dnskey, make_ds
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
-from duo_ods.zones.validate import normalize_zone_name
 
 
 def _comparable(entry: dict[str, Any]) -> tuple[Any, ...]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import DuoError
 from duo_ods.keys.flow import (
     KeyFlowError,
@@ -29,7 +30,6 @@ from duo_ods.keys.flow import (
 from duo_ods.keys.journal import Journal, Recorder, journal_path, key_lock
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient, PartlyDone
-from duo_ods.zones.validate import normalize_zone_name
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import ZoneFileError
-from duo_ods.zones.validate import normalize_zone_name
 
 MAX_ZONE_TEXT = 256 * 1024 * 1024  # bytes of one zone's text in a request (the checker's own limit is lower)
 MAX_BLOB = 64 * 1024  # a wrapped key, a public key, a wrapped KEK: a few KB at most

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.dns.notify import send_notify
 from duo_ods.dns.query import soa_serial
 from duo_ods.dns.tsig import transfer_key
@@ -24,7 +25,7 @@ from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.inputs import forget_input, record_input
 from duo_ods.zones.serial import next_serial
-from duo_ods.zones.validate import CheckedZone, check_zone_file, normalize_zone_name, zone_name_from_filename
+from duo_ods.zones.validate import CheckedZone, check_zone_file, zone_name_from_filename
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ import dns.ttl
 import dns.zonefile
 
 from duo_ods.config.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import ZoneFileError
 
 DnssecPolicy = Literal["refuse", "strip"]
@@ -56,11 +57,6 @@ _PRESENTATION_TYPES: frozenset[dns.rdatatype.RdataType] = frozenset(
 )  # fmt: skip
 
 _MAX_INCLUDE_DEPTH = 16
-
-# Zone names become file and directory names on the nodes, so only plain hostname-like labels
-# (underscore allowed for service zones, no "/" as in some RFC 2317 names).
-_LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_MAX_NAME_TEXT = 253
 
 # Files an editor or a copy tool leaves next to the real one while it works.
 _TEMP_SUFFIXES = (".swp", ".swo", ".swx", ".tmp", "~")
@@ -93,25 +89,6 @@ def _error(place: str, message: str) -> ZoneFileError:
     """The one-line error: PLACE (file or file:line), then a sentence."""
     text = f"{place}: {message}" if message.endswith(".") else f"{place}: {message}."
     return ZoneFileError(re.sub(r"[\r\n]+", " ", text))
-
-
-def normalize_zone_name(name: str) -> str:
-    """Return the zone name lowercase without its trailing dot; raise ZoneFileError if it is not one."""
-    if name == ".":
-        return "."
-    lowered = name.lower()
-    if lowered.endswith("."):
-        lowered = lowered[:-1]
-    if not lowered:
-        raise ZoneFileError(f"invalid zone name {name!r}: empty.")
-    if len(lowered) > _MAX_NAME_TEXT:
-        raise ZoneFileError(f"invalid zone name {name!r}: longer than {_MAX_NAME_TEXT} characters.")
-    for label in lowered.split("."):
-        if not _LABEL_RE.fullmatch(label):
-            raise ZoneFileError(
-                f"invalid zone name {name!r}: label {label!r} is not 1-63 letters, digits, '-' or '_'."
-            )
-    return lowered
 
 
 def zone_name_from_filename(filename: str) -> str | None:
