@@ -11,8 +11,6 @@ from duo_ods.errors import HsmError
 TAG_INTEGER = 0x02
 TAG_BIT_STRING = 0x03
 TAG_OCTET_STRING = 0x04
-TAG_NULL = 0x05
-TAG_OID = 0x06
 TAG_SEQUENCE = 0x30
 
 # AlgorithmIdentifier of rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters.

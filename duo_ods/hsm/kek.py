@@ -206,30 +206,6 @@ def generate_kek(session: Session, label: str) -> None:
     log.info("generated KEK %s in token %s", label, session.token)
 
 
-def seal_kek(session: Session, label: str) -> bool:
-    """Make sure the KEK cannot leave this token; True when this call sealed it.
-
-    A KEK from `unwrap_kek` is sealed from birth (no-op here). One made by `generate_kek` is
-    not modifiable, so it cannot be sealed: it stays extractable to trusted keys only, which
-    is what the backup token needs; that is refused here with a clear error. A KEK from an
-    older ods-duo (modifiable) is sealed.
-    """
-    handle = _one(session, CKO_SECRET_KEY, label, "KEK")
-    if session.get_bool(handle, CKA_EXTRACTABLE) is False:
-        return False
-    if session.get_bool(handle, CKA_MODIFIABLE) is False:
-        raise HsmError(
-            f"KEK {label!r} in token {session.token!r} is the holder's copy (not modifiable): it stays "
-            "extractable, to trusted transport keys only"
-        )
-    with doing(f"seal KEK {label!r}"):
-        session.set_attributes(handle, [(CKA_EXTRACTABLE, False)])
-    if session.get_bool(handle, CKA_EXTRACTABLE) is not False:
-        raise HsmError(f"KEK {label!r}: token {session.token!r} still reports it extractable after sealing")
-    log.info("sealed KEK %s in token %s", label, session.token)
-    return True
-
-
 def delete_kek(session: Session, label: str) -> bool:
     """Destroy the KEK; False when there was none."""
     found = _secret_keys(session, label)

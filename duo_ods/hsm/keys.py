@@ -388,25 +388,6 @@ def _parse_rsa_dnskey(public: bytes) -> tuple[bytes, bytes]:
     return exponent, modulus
 
 
-def key_info(session: Session, locator: str) -> HsmKey:
-    """Algorithm and size of a key in the token (RSA keys are reported as algorithm 8)."""
-    cka_id = check_locator(locator)
-    private = _find_one(session, CKO_PRIVATE_KEY, cka_id)
-    if private is None:
-        raise HsmError(f"key {locator} is not in token {session.token!r}")
-    key_type = session.get_int(private, CKA_KEY_TYPE)
-    if key_type == CKK_RSA:
-        modulus = session.get_bytes(private, CKA_MODULUS) or b""
-        return HsmKey(locator, ALG_RSASHA256, int.from_bytes(modulus, "big").bit_length())
-    params = session.get_bytes(private, CKA_EC_PARAMS)
-    if key_type == CKK_EC_EDWARDS and params == NAME_ED25519:
-        return HsmKey(locator, ALG_ED25519, _CURVES[ALG_ED25519][1])
-    for algorithm, (oid, bits, _size) in _CURVES.items():
-        if params == oid:
-            return HsmKey(locator, algorithm, bits)
-    raise HsmError(f"key {locator} in token {session.token!r} has an unsupported type or curve")
-
-
 def dnskey_public(session: Session, locator: str) -> bytes:
     """The public key field of the key's DNSKEY RDATA (RFC 3110 / RFC 6605 / RFC 8080)."""
     cka_id = check_locator(locator)

@@ -1,9 +1,9 @@
-"""Tokens: initialise one, find it by label, open a logged-in session on it.
+"""Tokens: find one by label, open a logged-in session on it.
 
 The PKCS#11 module only sees the tokens of the configuration it was initialised
 with (SoftHSM: SOFTHSM2_CONF, read at C_Initialize). Callers set SOFTHSM2_CONF in
 the environment before the first call; the module is initialised per outermost
-`open_session`/`init_token` and finalised when the last one ends, so a later call
+`open_session`/`open_so_session` and finalised when the last one ends, so a later call
 may point at another token directory (see _p11.acquire).
 
 PINs are arguments and go straight into C_Login/C_InitToken/C_InitPIN; they are
@@ -15,11 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 from duo_ods.errors import HsmError
 from duo_ods.hsm._p11 import (
-    CKR_PIN_INCORRECT,
     CKR_USER_ALREADY_LOGGED_IN,
     CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
     Library,
@@ -36,14 +34,12 @@ __all__ = [
     "Session",
     "TokenSlot",
     "find_slot",
-    "init_token",
     "list_tokens",
     "open_session",
     "open_so_session",
 ]
 
 MAX_LABEL_BYTES = 32  # CK_TOKEN_INFO.label is 32 bytes, blank padded
-MIN_PIN_LEN = 4  # SoftHSM's ulMinPinLen; real HSMs are not lower
 
 
 def _check_label(label: str) -> None:
@@ -141,66 +137,3 @@ def open_so_session(module: str, label: str, so_pin: str) -> Iterator[Session]:
             _close_quietly(session, logged_in)
     finally:
         release(library)
-
-
-def init_token(module: str, label: str, pin: str, so_pin: str) -> Literal["created", "exists"]:
-    """Initialise a token labelled `label` in the free slot and set its user PIN.
-
-    Idempotent: an existing token with this label that the PIN opens gives "exists".
-    Any other existing token with this label is refused, never re-initialised
-    (C_InitToken on it would destroy its keys).
-    """
-    _check_label(label)
-    if len(pin) < MIN_PIN_LEN or len(so_pin) < MIN_PIN_LEN:
-        raise HsmError(f"init token {label!r}: PIN and SO PIN need at least {MIN_PIN_LEN} characters")
-    library = acquire(module)
-    try:
-        existing = [t for t in library.tokens() if t.label == label]
-        if existing:
-            _check_existing(library, label, existing, pin)
-            log.info("token %s already initialised", label)
-            return "exists"
-        free = library.free_slot()
-        if free is None:
-            raise HsmError(f"init token {label!r}: no free slot in {library.path}")
-        library.init_token(free, label, so_pin)
-        # SoftHSM renumbers slots after C_InitToken: find the token again by label.
-        slot = find_slot(library, label)
-        session = library.open(slot.slot, label)
-        logged_in = False
-        try:
-            session.login(so_pin, so=True)
-            logged_in = True
-            session.init_pin(pin)
-        finally:
-            _close_quietly(session, logged_in)
-        log.info("initialised token %s (serial %s)", label, slot.serial)
-        return "created"
-    finally:
-        release(library)
-
-
-def _check_existing(library: Library, label: str, existing: list[TokenSlot], pin: str) -> None:
-    if len(existing) > 1:
-        raise HsmError(f"init token {label!r}: {len(existing)} tokens already carry this label")
-    slot = existing[0]
-    if not slot.user_pin_initialized:
-        raise HsmError(
-            f"init token {label!r}: a token with this label exists but has no user PIN; refusing to touch it"
-        )
-    session = library.open(slot.slot, label)
-    logged_in = False
-    try:
-        session.login(pin)
-        logged_in = True
-    except P11Failure as exc:
-        if exc.code == CKR_USER_ALREADY_LOGGED_IN:
-            return
-        if exc.code == CKR_PIN_INCORRECT:
-            raise HsmError(
-                f"init token {label!r}: a token with this label exists and the PIN does not open it; "
-                "refusing to re-initialise it"
-            ) from None
-        raise
-    finally:
-        _close_quietly(session, logged_in)

@@ -189,12 +189,6 @@ def _open(db: Path, write: bool) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def check_schema(db: Path) -> None:
-    """Raise NodeError unless `db` is the schema this module writes to."""
-    with _open(db, write=False):
-        pass
-
-
 def _policy_id(conn: sqlite3.Connection, policy: str) -> int:
     row = conn.execute("SELECT id FROM policy WHERE name = ?", (policy,)).fetchone()
     if row is None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from duo_ods.hsm import kek
-from duo_ods.hsm.token import init_token
 from tests.integration.hsm.tokens import (
     HOLDER,
     KEK,
@@ -21,6 +20,7 @@ from tests.integration.hsm.tokens import (
     session,
     write_conf,
 )
+from tests.support.hsm import init_token
 
 if not Path(MODULE).exists():  # pragma: no cover - environment guard
     pytest.skip(f"SoftHSM2 not installed ({MODULE})", allow_module_level=True)

@@ -57,7 +57,6 @@ from duo_ods.hsm._p11 import (
     Session,
 )
 from duo_ods.hsm.custody import custody_problems, custody_report
-from duo_ods.hsm.token import init_token
 from tests.integration.hsm.attack import copy_object, derive, refused
 from tests.integration.hsm.tokens import (
     HOLDER,
@@ -72,6 +71,7 @@ from tests.integration.hsm.tokens import (
     session,
     so_session,
 )
+from tests.support.hsm import init_token
 from tests.support.kwp import kek_by_value
 
 pytestmark = pytest.mark.integration

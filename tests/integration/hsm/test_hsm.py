@@ -28,6 +28,7 @@ from duo_ods.hsm._p11 import (
     CKA_ID,
     CKA_KEY_TYPE,
     CKA_LABEL,
+    CKA_MODIFIABLE,
     CKA_PRIVATE,
     CKA_SENSITIVE,
     CKA_SIGN,
@@ -43,7 +44,7 @@ from duo_ods.hsm._p11 import (
     CKO_SECRET_KEY,
     Handle,
 )
-from duo_ods.hsm.token import init_token, list_tokens
+from duo_ods.hsm.token import list_tokens
 from tests.integration.hsm.tokens import (
     KEK,
     MODULE,
@@ -55,6 +56,7 @@ from tests.integration.hsm.tokens import (
     session,
     write_conf,
 )
+from tests.support.hsm import init_token, key_info
 from tests.support.kwp import ec_private_scalar, kek_by_value, software_kwp_unwrap
 
 pytestmark = pytest.mark.integration
@@ -126,11 +128,12 @@ def test_kek_reached_every_token_and_fingerprints_match(hsm: Hsm) -> None:
         assert a.get_bytes(handle, CKA_VALUE) is None
         with pytest.raises(HsmError, match="already has a KEK"):
             kek.generate_kek(a, KEK)
-        # the node copies are sealed from birth; the holder's cannot be sealed (not modifiable)
-        assert kek.seal_kek(a, KEK) is False
+        # the node copies are sealed from birth; the holder's stays extractable (to trusted keys
+        # only) and cannot be changed (not modifiable)
         assert a.get_bool(handle, CKA_EXTRACTABLE) is False
-        with pytest.raises(HsmError, match="holder's copy"):
-            kek.seal_kek(bk, KEK)
+        (held,) = bk.find([(CKA_CLASS, CKO_SECRET_KEY), (CKA_LABEL, KEK)])
+        assert bk.get_bool(held, CKA_EXTRACTABLE) is True
+        assert bk.get_bool(held, CKA_MODIFIABLE) is False
         # a node cannot pass its KEK on, not even to the holder's (untrusted here) transport key
         spki = kek.make_transport_key(b, "scratch-transport")
         try:
@@ -187,7 +190,7 @@ def test_key_made_in_a_signs_in_b_and_verifies_in_a(hsm: Hsm, algorithm: int, bi
         try:
             assert key.bits == bits
             assert len(key.locator) == 32
-            assert keys.key_info(a, key.locator) == key
+            assert key_info(a, key.locator) == key
             public = keys.dnskey_public(a, key.locator)
             blob = keys.wrap_private(a, key.locator, KEK)
             assert keys.unwrap_private(b, blob, KEK, key, public) is True
@@ -195,7 +198,7 @@ def test_key_made_in_a_signs_in_b_and_verifies_in_a(hsm: Hsm, algorithm: int, bi
             assert keys.unwrap_private(b, blob, KEK, key, public) is False  # already there
 
             assert keys.dnskey_public(b, key.locator) == public
-            assert keys.key_info(b, key.locator) == key
+            assert key_info(b, key.locator) == key
             message = b"example. 3600 IN SOA ... signed data"
             signature = keys.sign(b, key, message)
             assert keys.verify(a, key, message, signature)
@@ -233,7 +236,7 @@ def test_algorithm_15_works_or_is_refused_up_front(hsm: Hsm) -> None:
                 local = keys.generate_keypair(a, 15, extractable=False)
                 try:
                     assert len(keys.dnskey_public(a, local.locator)) == 32
-                    assert keys.key_info(a, local.locator) == local
+                    assert key_info(a, local.locator) == local
                     sig = keys.sign(a, local, b"data")
                     assert len(sig) == 64
                     assert keys.verify(a, local, b"data", sig)
