@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 # Children started by this very process, kept so they are reaped (not left as zombies or
 # warned about by Popen) when this process stops them. Usually the starter exits first.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def python_module(module: str) -> list[str]:
+    """argv that runs `python -m MODULE` with this interpreter, whatever the working directory.
+
+    -P (Python 3.11+): without it `-m` puts the current folder first on sys.path, so a folder that
+    holds a `duo_ods/` directory (a checkout, an operator's scratch copy) would be imported instead
+    of the installed package. PYTHONPATH still counts (the benchmarks run a frozen copy through it).
+    """
+    return [sys.executable, "-P", "-m", module]
 
 
 def run(

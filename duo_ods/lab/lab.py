@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +187,7 @@ def _start_watcher(layout: LabLayout, duo: Duo, node: str) -> int:
     record, logfile = _watcher_files(layout, node)
     if (running := process.running(record)) is not None:
         return running.pid
-    argv = [sys.executable, "-m", "duo_ods", "--config", str(duo.config_path), "watch", "--node", node]
+    argv = [*process.python_module("duo_ods"), "--config", str(duo.config_path), "watch", "--node", node]
     return process.spawn(f"watch {node}", argv, logfile, record).pid
 
 

@@ -11,7 +11,6 @@ the wrong one.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def _command(node: Node, daemon: str) -> list[str]:
         return [binary, "-c", conf, "-d"]
     return [
         "unshare", "-m", "--propagation", "private", "--",
-        sys.executable, "-m", "duo_ods.node.nsexec", str(node.paths.run), "--",
+        *process.python_module("duo_ods.node.nsexec"), str(node.paths.run), "--",
         binary, "-c", conf, "-d",
     ]  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Exec a daemon with the node's run directory mounted over /run/opendnssec.
 
-Run as `unshare -m --propagation private -- python -m duo_ods.node.nsexec RUN_DIR -- CMD...`.
+Run as `unshare -m --propagation private -- python -P -m duo_ods.node.nsexec RUN_DIR -- CMD...`.
 Why: ods-signerd's pid file and socket are fixed at /run/opendnssec (conf.rng
 has no place for them) and the enforcer calls `ods-signer update` on that
 default socket, so two nodes on one host each need a private view of

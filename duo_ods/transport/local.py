@@ -8,9 +8,9 @@ start-up once per node instead of once per operation.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from duo_ods.process import python_module
 from duo_ods.transport.agent import Agent, Agents
 from duo_ods.transport.base import Payload
 
@@ -23,7 +23,7 @@ class LocalTransport:
         self.agents = Agents(self._start)
 
     def _start(self, node: str) -> Agent:
-        argv = [sys.executable, "-m", "duo_ods", "--config", str(self.config_path)]
+        argv = [*python_module("duo_ods"), "--config", str(self.config_path)]
         if self.verbose:
             argv.append("-v")
         argv += ["node", "serve", "--node", node]

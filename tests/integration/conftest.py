@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import dns.zone
 import pytest
 
 from duo_ods.dns.tsig import TsigKey, read_tsig_key
+from duo_ods.process import python_module
 from tests.support.dnssec import wait_signed
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def run_duo(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real `ods-duo` command line."""
     proc = subprocess.run(
-        [sys.executable, "-m", "duo_ods", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*python_module("duo_ods"), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
         raise AssertionError(

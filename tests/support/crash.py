@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from duo_ods.config.load import load_config
 from duo_ods.dns.tsig import transfer_key
 from duo_ods.keys.journal import journal_path
 from duo_ods.ods.kaspdb import is_dead
+from duo_ods.process import python_module
 from tests.support.dnssec import axfr
 
 # key create of a KSK+ZSK pair writes 8 journal records: begin; per role: hsm origin, hsm peer,
@@ -79,7 +79,7 @@ def run(
     if fault:
         env["ODS_DUO_FAULT"] = fault
     return subprocess.run(
-        [sys.executable, "-m", "duo_ods", "--config", config, *args],
+        [*python_module("duo_ods"), "--config", config, *args],
         capture_output=True, text=True, timeout=timeout, check=False, env=env,
     )  # fmt: skip
 

@@ -3,11 +3,11 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from duo_ods.process import python_module
 from tests.unit.config.test_model import GOOD
 
 
@@ -20,7 +20,7 @@ def serve(
     if original is not None:
         env["SSH_ORIGINAL_COMMAND"] = original.replace("CONF", str(config))
     return subprocess.run(
-        [sys.executable, "-m", "duo_ods", "--config", str(config), "node", "serve-ssh", *extra],
+        [*python_module("duo_ods"), "--config", str(config), "node", "serve-ssh", *extra],
         env=env, input=payload, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from duo_ods.cli.context import Ctx
 from duo_ods.config.load import load_config
 from duo_ods.errors import ConfigError
+from duo_ods.process import python_module
 from tests.support.configs import TWO_NODES
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
@@ -89,7 +89,7 @@ def test_found_config_linked_into_a_shared_folder_is_refused(lab: Path, tmp_path
 def test_refused_found_config_is_one_line_from_the_cli(lab: Path) -> None:
     lab.chmod(0o666)
     proc = subprocess.run(
-        [sys.executable, "-m", "duo_ods", "zone", "list"],
+        [*python_module("duo_ods"), "zone", "list"],
         capture_output=True,
         text=True,
         check=False,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from duo_ods import process
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.node import daemons, systemd
@@ -47,6 +48,7 @@ def test_system_node_on_the_real_root_runs_plain(duo: Duo) -> None:
 def test_system_node_under_a_root_and_lab_node_get_the_namespace(duo: Duo, tmp_path: Path) -> None:
     b = daemons._command(duo.node("b"), "enforcerd")
     assert b[:5] == ["unshare", "-m", "--propagation", "private", "--"]
+    assert b[5:9] == process.python_module("duo_ods.node.nsexec")  # not a duo_ods/ in its cwd
     assert str(tmp_path / "root-b/run/opendnssec") in b
     assert b[-4:] == ["/usr/sbin/ods-enforcerd", "-c", str(tmp_path / "root-b/etc/opendnssec/conf.xml"), "-d"]
     assert daemons._command(duo.node("c"), "signerd")[0] == "unshare"
