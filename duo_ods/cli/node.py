@@ -15,7 +15,7 @@ from duo_ods.node.handlers import NODE_HANDLERS
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.fields import MAX_PAYLOAD, Message
 from duo_ods.protocol.ops import Rep
-from duo_ods.protocol.serve import RequestError, dispatch, read_payload
+from duo_ods.protocol.serve import RequestError, dispatch, read_payload, read_request_line
 from duo_ods.transport.base import encode_reply
 from duo_ods.transport.forced import RefusedCommand, parse_request
 from duo_ods.zones.catchup import start_node
@@ -53,10 +53,14 @@ def _serve(ctx: Ctx, node_name: str, allowed: Collection[str] | None = None) -> 
     os.environ.pop("SOFTHSM2_CONF", None)  # see _run_operation
     if node_name != "backup":
         ctx.duo.node(node_name)  # an unknown node is an error before any request
-    for line in sys.stdin:
-        if not line.strip():
-            continue
+    while True:
         try:
+            # bounded: a huge line is refused without being read whole (not `for line in stdin`)
+            line = read_request_line(sys.stdin.buffer)
+            if line is None:
+                break
+            if not line.strip():
+                continue
             request = read_payload(line)
             if not isinstance(request, dict) or not isinstance(request.get("op"), str):
                 raise RequestError('a request is {"op": NAME, "payload": {...}}')

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -58,12 +58,31 @@ def handlers(*bound: Bound[Any, Any, Target]) -> dict[str, Bound[Any, Any, Targe
     return table
 
 
-def read_payload(raw: str) -> Any:
-    if len(raw) > MAX_PAYLOAD:
-        raise RequestError(f"request larger than {MAX_PAYLOAD} bytes")
+_DISCARD_CHUNK = 64 * 1024  # what a refused line is skipped by: memory stays bounded by this
+
+
+def read_request_line(stream: BinaryIO, limit: int = MAX_PAYLOAD) -> bytes | None:
+    """The next request line of an agent's input, None at its end. Reads at most `limit` + 1
+    bytes at once: a longer line is refused (RequestError) without being held whole, and the
+    rest of it is skipped in small chunks, so the next request still starts on its own line."""
+    line = stream.readline(limit + 1)
+    if not line:
+        return None
+    if line.endswith(b"\n"):
+        return line[:-1]  # at most `limit` bytes before the newline
+    if len(line) <= limit:
+        return line  # the last line, without a newline
+    while (rest := stream.readline(_DISCARD_CHUNK)) and not rest.endswith(b"\n"):
+        pass
+    raise RequestError(f"request larger than {limit} bytes")
+
+
+def read_payload(raw: str | bytes, limit: int = MAX_PAYLOAD) -> Any:
+    if len(raw) > limit:
+        raise RequestError(f"request larger than {limit} bytes")
     try:
         return json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or bytes that are not UTF-8 (UnicodeDecodeError)
         raise RequestError(f"payload is not JSON: {exc}") from None
 
 

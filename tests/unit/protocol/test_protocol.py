@@ -4,6 +4,7 @@ node that refuses malformed requests before any handler runs (invariant 8)."""
 from __future__ import annotations
 
 import ast
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import TransportError, ZoneFileError
 from duo_ods.node.handlers import NODE_HANDLERS
 from duo_ods.protocol import ops as P
-from duo_ods.protocol.serve import RequestError, dispatch, read_payload
+from duo_ods.protocol.serve import RequestError, dispatch, read_payload, read_request_line
 from tests.support.configs import TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 
@@ -124,6 +125,50 @@ def test_payload_limits() -> None:
     with pytest.raises(RequestError, match="not JSON"):
         read_payload("{")
     assert read_payload("") == {}
+    with pytest.raises(RequestError, match="not JSON"):
+        read_payload(b'{"op": "\xff"}')  # not UTF-8
+    with pytest.raises(RequestError, match="larger than 4 bytes"):
+        read_payload("12345", limit=4)
+
+
+def test_a_request_line_is_read_with_a_bound() -> None:
+    stream = io.BytesIO(b'{"op": "a"}\n\n' + b"y" * 8 + b"\n" + b"z" * 9 + b"\n" + b'{"op": "b"}')
+    assert read_request_line(stream, limit=11) == b'{"op": "a"}'
+    assert read_request_line(stream, limit=11) == b""
+    assert read_request_line(stream, limit=8) == b"y" * 8  # exactly the limit
+    with pytest.raises(RequestError, match="larger than 8 bytes"):
+        read_request_line(stream, limit=8)
+    assert read_request_line(stream, limit=11) == b'{"op": "b"}'  # the next request is intact
+    assert read_request_line(stream, limit=11) is None
+
+
+class _HugeLine:
+    """A line of `size` bytes made up as it is read, then one good request; records each read's size."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.after = [b'{"op": "x"}\n']
+        self.sizes: list[int] = []
+
+    def readline(self, size: int = -1) -> bytes:
+        self.sizes.append(size)
+        if self.left > 0:
+            n = min(size, self.left) if size > 0 else self.left
+            self.left -= n
+            return b"x" * n
+        if self.left == 0:
+            self.left = -1
+            return b"\n"
+        return self.after.pop(0) if self.after else b""
+
+
+def test_a_huge_line_is_refused_without_being_read_whole() -> None:
+    stream = _HugeLine(50 * 1024 * 1024)
+    with pytest.raises(RequestError, match="larger than 1000 bytes"):
+        read_request_line(stream, limit=1000)  # type: ignore[arg-type]
+    assert all(0 < size <= 64 * 1024 for size in stream.sizes)  # never an unbounded read
+    assert stream.sizes[0] == 1001
+    assert read_request_line(stream, limit=1000) == b'{"op": "x"}'  # type: ignore[arg-type]
 
 
 def test_the_client_refuses_a_reply_that_does_not_match_its_type() -> None:
