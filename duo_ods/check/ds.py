@@ -24,10 +24,10 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
 from duo_ods.errors import DuoError
+from duo_ods.keys.dnssec import ZONE_KEY, keytag, make_ds
 
 # The digest types a DS may use (RFC 4034, 4509, 6605); GOST (3) and the rest are refused.
 DIGESTS: Mapping[int, str] = {1: "SHA1", 2: "SHA256", 4: "SHA384"}
-ZONE_KEY = 0x0100  # DNSKEY flags: a zone key (RFC 4034 2.1.1); only those validate a DS
 
 
 class DsError(DuoError):
@@ -98,10 +98,11 @@ def refuse_other_zones(by_zone: Mapping[str, Sequence[ParentDs]], zones: Sequenc
 
 def points_to(ds: DS, owner: dns.name.Name, key: DNSKEY) -> bool:
     """Whether the DS is the digest of this DNSKEY (RFC 4034 5.1.4)."""
-    if ds.key_tag != dns.dnssec.key_id(key) or ds.algorithm != key.algorithm or not key.flags & ZONE_KEY:
+    # only a zone key (RFC 4034 2.1.1) validates a DS
+    if ds.key_tag != keytag(key) or ds.algorithm != key.algorithm or not key.flags & ZONE_KEY:
         return False
     try:
-        made = dns.dnssec.make_ds(owner, key, DIGESTS[ds.digest_type], validating=True)
+        made = make_ds(owner, key, DIGESTS[ds.digest_type], validating=True)
     except (dns.exception.DNSException, ValueError, KeyError):
         return False
     return bool(made.digest == ds.digest)
@@ -113,5 +114,5 @@ def keys_pointed_to(ds_records: Sequence[DS], dnskeys: dns.rrset.RRset) -> set[i
     for key in dnskeys:
         assert isinstance(key, DNSKEY)
         if any(points_to(ds, dnskeys.name, key) for ds in ds_records):
-            tags.add(dns.dnssec.key_id(key))
+            tags.add(keytag(key))
     return tags

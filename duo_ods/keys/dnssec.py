@@ -12,7 +12,7 @@ from dns.rdtypes.ANY.DS import DS
 
 ROLES = ("KSK", "ZSK", "CSK")
 SEP = 257  # zone key + secure entry point: KSK and CSK
-ZONE_KEY = 256
+ZONE_KEY = 256  # DNSKEY flags: a zone key (RFC 4034 2.1.1)
 
 
 def flags_for(role: str) -> int:
@@ -35,6 +35,11 @@ def keytag(dnskey: DNSKEY) -> int:
     return int(dns.dnssec.key_id(dnskey))
 
 
-def make_ds(zone: str, dnskey: DNSKEY) -> DS:
-    """The SHA-256 DS the parent publishes for a KSK or CSK."""
-    return dns.dnssec.make_ds(dns.name.from_text(zone), dnskey, "SHA256")
+def make_ds(
+    zone: str | dns.name.Name, dnskey: DNSKEY, digest: str = "SHA256", *, validating: bool = False
+) -> DS:
+    """The DS for a DNSKEY: the one place ods-duo computes one. SHA-256 is what the parent
+    publishes (`key ds`); `check --ds` recomputes with the given DS's digest type, `validating`
+    (SHA-1 too) since it checks a DS the parent already has rather than making a new one."""
+    owner = zone if isinstance(zone, dns.name.Name) else dns.name.from_text(zone)
+    return dns.dnssec.make_ds(owner, dnskey, digest, validating=validating)
