@@ -3,6 +3,7 @@ runs on, and a zone keeps its last good data. The real lab is in tests/integrati
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -327,3 +328,16 @@ def test_running_watcher_survives_bad_entries_and_takes_a_good_zone_after(
     }
     assert MARKER not in caplog.text
     one_line_records(caplog, logging.DEBUG)
+
+
+def test_production_secondaries_are_left_to_bind_config(duo: Duo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only secondaries ods-duo runs itself (the lab's: a `dir`) are reconfigured by the watcher."""
+    synced: list[Duo] = []
+    monkeypatch.setattr(service.secondaries, "sync_signed", lambda d, client: synced.append(d))
+    node = FakeNode()
+    assert duo.secondary_dirs == {}
+    watcher(duo, node)._after_new_zone()
+    assert synced == [] and node.calls == []
+    lab_duo = dataclasses.replace(duo, secondary_dirs={"ns1": duo.config_path.parent / "ns1"})
+    watcher(lab_duo, node)._after_new_zone()
+    assert synced == [lab_duo]
