@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -217,15 +218,20 @@ def reuse_removed(duo: Duo, client: NodeClient, zone: str, *, new_keys: bool = F
         return _said(Reuse(zone, "expired", new_keys_line(zone, record, why)))
     bundles = [held[k.locator] for k in record.states.keys]
     time.sleep(IMPORT_SETTLE)  # the enforcer's first pass over the new zone (see backup.restore)
-    for node in duo.nodes:
+
+    def put_back(node: str) -> None:
         for bundle in bundles:
             step("reuse", node, client, P.KEY_UNWRAP, unwrap_request(bundle))
         for bundle, key in zip(bundles, record.states.keys, strict=True):
             step("import", node, client, P.KEY_IMPORT, import_request(bundle, zone, key.role, key.inception))
         # The state at removal, so the zone comes back as it left (see the module's doc).
         step("states", node, client, P.KEY_STATES_ADOPT, P.KeyStatesWriteRequest(zones=[record.states]))
-    for node in duo.nodes:
         step("enforce", node, client, P.ENFORCE)
+
+    # Every node at once: each stops its enforcer for the state write, and they are independent.
+    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
+        for done in [pool.submit(put_back, node) for node in duo.nodes]:
+            done.result()
     forget_removed(duo, zone)
     created = [
         CreatedKey(zone, k.role, k.locator, k.keytag, b.origin, k.inception, list(duo.nodes))
