@@ -3,9 +3,11 @@
 Run from the repository folder, as root:
     .venv/bin/python bench/random_ops.py [--modes failover split] [--seeds 1301 7 42] [--steps 60]
              [--no-restore] [--out bench/results/random_ops.md] [--label NAME]
+             [--address failover=127.0.0.240] [--address split=127.0.0.245]
 
 For each mode it brings up one lab (failover on 127.0.0.240: ns1 pulls from a, then b; split on
-127.0.0.245: ns1 from a, ns2 from b) and starts the sampler of tests/support/freshness.py (AXFR of
+127.0.0.245: ns1 from a, ns2 from b; --address MODE=BASE puts a mode's lab on another base address,
+e.g. on a shared machine where those are taken) and starts the sampler of tests/support/freshness.py (AXFR of
 every signer and secondary every 0.5 s: serial and content digest; two contents under one serial, or
 a secondary going back to older content, is a regression). Then, one seed after the other on that
 lab, tests.support.freshness.RandomOps runs --steps steps (node stop/start, SIGSTOP/SIGCONT of a
@@ -87,12 +89,15 @@ def recover(lab: Lab, ops: RandomOps) -> None:
     ops.state = {name: "up" for name in ops.state}
 
 
-def run_mode(mode: str, seeds: list[int], steps: int, restore: bool, work: Path) -> dict[str, Any]:
+def run_mode(
+    mode: str, seeds: list[int], steps: int, restore: bool, work: Path, *, base: str | None = None
+) -> dict[str, Any]:
     lab_dir = work / mode
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     try:
-        run_duo("--json", "lab", "up", "--dir", str(lab_dir), "--base-address", *ADDRESSES[mode])
+        address, *extra = ADDRESSES[mode]
+        run_duo("--json", "lab", "up", "--dir", str(lab_dir), "--base-address", base or address, *extra)
         status = json.loads(run_duo("--json", "lab", "status", "--dir", str(lab_dir)).stdout)
         lab = Lab(lab_dir, status)
         sampler = Sampler(lab)
@@ -167,11 +172,21 @@ def main() -> int:
     parser.add_argument("--no-restore", dest="restore", action="store_false")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "random_ops.md")
     parser.add_argument("--label", default="")
+    parser.add_argument(
+        "--address", action="append", default=[], metavar="MODE=BASE", help="a mode's lab base address"
+    )
     args = parser.parse_args()
+    bases = dict(a.split("=", 1) for a in args.address)
+    unknown = set(bases) - set(ADDRESSES)
+    if unknown:
+        parser.error(f"--address: unknown mode {', '.join(sorted(unknown))}")
     load = os.getloadavg()
     commit = head()  # at the start: the repository may change while it runs
     work = Path(tempfile.mkdtemp(prefix="random-ops-"))
-    runs = [run_mode(mode, args.seeds, args.steps, args.restore, work) for mode in args.modes]
+    runs = [
+        run_mode(mode, args.seeds, args.steps, args.restore, work, base=bases.get(mode))
+        for mode in args.modes
+    ]
     section = report(runs, args, load, commit)
     print(section)
     old = args.out.read_text() if args.out.exists() else HEADER

@@ -6,6 +6,10 @@ counts as dead on a node when that node's enforcer database has it going out wit
 records published any more (kaspdb.is_dead), or no longer has the key's zone. Nothing is
 decided while a node does not answer or has no zones at all (a wiped node must not make every
 key look dead: those bundles are what restores it).
+
+A removed zone's keys count as dead too, so their bundles go after the retention; until then a
+zone that comes back gets those same keys again, with the same DS (duo_ods.keys.reuse, which
+measures the retention from the removal itself).
 """
 
 from __future__ import annotations

@@ -36,3 +36,7 @@ class Thresholds:
     warn_expiry_days: float = 3.0
     crit_expiry_days: float = 1.0
     serial_spread: int = 10
+    # A secondary serving other data than the zone's newest input this long after it was
+    # recorded is critical (check.newest); NOTIFY and AXFR take seconds, a catch-up at most
+    # [serials] level_interval.
+    stale_after: float = 120.0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import dns.exception
 import dns.rrset
 
 from duo_ods.check.checks import (
@@ -41,6 +42,7 @@ from duo_ods.check.checks import (
 from duo_ods.check.ds import ParentDs, refuse_other_zones
 from duo_ods.check.fetch import DEFAULT_TIMEOUT, Fetched, Fetcher
 from duo_ods.check.model import Thresholds, ZoneReport
+from duo_ods.check.newest import Newest, check_newest, input_records
 from duo_ods.check.sources import (
     AxfrSource,
     FileSource,
@@ -63,6 +65,7 @@ from duo_ods.keys.drift import state_drift
 from duo_ods.ods.kaspdb import is_dead
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
+from duo_ods.zones.inputs import InputRecordError, latest_input
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,8 @@ class Expected:
 
     ksks: frozenset[tuple[int, int]] = frozenset()
     parent_ds: tuple[ParentDs, ...] = ()
+    newest: Newest | None = None  # the zone's newest recorded input (check.newest)
+    secondaries: frozenset[str] = frozenset()  # the copies that must serve it
 
 
 class ZoneCheck:
@@ -210,6 +215,10 @@ class ZoneCheck:
             check_parent_ds(found, [d.rdata for d in expected.parent_ds], report)
             check_expiry(found, self.job.now, self.limits, report)
             copies.append(found)
+        check_newest(
+            copies, expected.secondaries, expected.newest, report,
+            now=self.job.now, stale_after=self.limits.stale_after,
+        )  # fmt: skip
         if len(copies) > 1:
             started = time.monotonic()
             compare_sources(copies, self._cross(fetched, copies), self.limits, report)
@@ -375,6 +384,16 @@ def enforcer_problems(duo: Duo, views: Mapping[str, NodeView], zone: str) -> lis
     return found
 
 
+def newest_input(duo: Duo, zone: str) -> Newest | None:
+    """The zone's newest recorded input, if this controller has one (and it parses)."""
+    try:
+        record = latest_input(duo, zone)
+        return None if record is None else Newest(input_records(record.text, zone), record.at)
+    except (InputRecordError, dns.exception.DNSException) as exc:
+        log.warning("zone %s: newest input not compared: %s", zone, exc)
+        return None
+
+
 PREFETCH_ZONES = 4  # zones whose copies are fetched ahead of the one being checked (memory bound)
 
 
@@ -395,6 +414,7 @@ def check_duo(  # noqa: PLR0917
     names = [normalize_zone_name(z) for z in zones] if zones else zones_to_check(nodes.get())
     refuse_other_zones(parent_ds, names)
     reports = []
+    secondaries = frozenset(s.name for s in duo.config.secondaries)
     workers = workers or default_workers(len(duo.nodes) + len(duo.config.secondaries))
     with Fetcher(timeout) as fetcher, pool(workers) as executor:
         fetches: list[list[Future[Fetched]]] = []
@@ -403,7 +423,13 @@ def check_duo(  # noqa: PLR0917
                 fetches.append([fetcher.submit(ahead, s) for s in live_sources(duo, ahead)])
             check = ZoneCheck(executor, workers, zone, fetches[index], limits)
             views = nodes.get()
-            report = check.finish(Expected(enforcer_ksks(views, zone), tuple(parent_ds.get(zone, ()))))
+            expected = Expected(
+                enforcer_ksks(views, zone),
+                tuple(parent_ds.get(zone, ())),
+                newest_input(duo, zone),
+                secondaries,
+            )
+            report = check.finish(expected)
             fetches[index] = []  # let the copies go
             for source, problem in enforcer_problems(duo, views, zone):
                 report.add("warning", source, problem)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.dns.names import normalize_zone_name
+from duo_ods.keys.reuse import returning_zone_keys
 from duo_ods.lab import secondaries
 from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.level import level_zone
@@ -30,10 +32,19 @@ def _sync_managed_secondaries(ctx: Ctx) -> None:
 @zone.command("add")
 @click.argument("zone_name", metavar="ZONE")
 @click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="unsigned zone file")
+@click.option(
+    "--new-keys", is_flag=True,
+    help="a zone back after removal gets new keys (a new DS), not its keys from before removal",
+)  # fmt: skip
 @pass_ctx
-def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
-    """Check FILE, then add ZONE to every node (all or none)."""
+def zone_add(ctx: Ctx, zone_name: str, file: Path, new_keys: bool) -> None:
+    """Check FILE, then add ZONE to every node (all or none).
+
+    A zone removed with keys gets them back (same DS) when it returns within the backup's
+    retention; outside it, or with --new-keys, it gets new keys and a new DS (said in one line).
+    """
     result = add_zone(ctx.duo, ctx.client, zone_name, file)
+    keys = returning_zone_keys(ctx.duo, ctx.client, result.zone, new_keys=new_keys)
     _sync_managed_secondaries(ctx)
     text = f"zone {result.zone}: serial {result.serial}, {result.records} records"
     text += f", added on {', '.join(result.added_on)}"
@@ -41,7 +52,12 @@ def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
         text += f" (was already on {', '.join(result.already_on)})"
     if result.stripped:
         text += f"; {result.stripped} DNSSEC records stripped from the input"
-    ctx.emit(asdict(result), text)
+    if keys is not None:
+        text += "\n" + keys.message
+        warning = snapshot_after(ctx.duo, ctx.client, "zone add")
+        if warning:
+            click.echo(f"ods-duo: warning: {warning}", err=True)
+    ctx.emit({**asdict(result), "keys": keys.to_json() if keys else None}, text)
 
 
 @zone.command("update")

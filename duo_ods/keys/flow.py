@@ -330,6 +330,11 @@ def create_key(
     origin = pick_origin(duo, origin)
     with key_lock(duo, f"key create {zone}"):
         finish_pending(duo, client)
+        from duo_ods.keys.reuse import reuse_removed  # noqa: PLC0415 (reuse imports this module)
+
+        back = reuse_removed(duo, client, zone)  # a zone back after removal: its old keys, same DS
+        if back is not None and back.outcome == "reused":
+            return back.keys
         _refuse_live_keys(duo, client, zone, enforcer_roles)
         inception = int(time.time())
         journal = Recorder(journal_path(duo), Journal("key create", zone, time.time()))

@@ -59,14 +59,14 @@ def _ready(node: Node, daemon: str) -> bool:
     return True
 
 
-def start(node: Node, timeout: float = 30.0) -> dict[str, int]:
-    """Start whatever of the node's daemons is not running; wait until each answers."""
+def start(node: Node, timeout: float = 30.0, only: tuple[str, ...] = DAEMONS) -> dict[str, int]:
+    """Start whatever of the node's daemons (or of `only`) is not running; wait until each answers."""
     if not node.paths.conf_xml.exists():
         raise NodeError(f"node {node.name}: not initialised ({node.paths.conf_xml} missing); run node init")
     if systemd.uses_systemd(node):
-        return _start_units(node, timeout)
+        return _start_units(node, timeout, only)
     pids: dict[str, int] = {}
-    for daemon in DAEMONS:
+    for daemon in (d for d in DAEMONS if d in only):
         logfile = node.paths.log / f"{daemon}.log"
         record = running(node, daemon)
         if record is None:
@@ -102,10 +102,10 @@ def _wait_ready(node: Node, daemon: str, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def _start_units(node: Node, timeout: float) -> dict[str, int]:
+def _start_units(node: Node, timeout: float, only: tuple[str, ...] = DAEMONS) -> dict[str, int]:
     """systemd runs the daemons: start the units (signer first) and wait until each answers."""
     pids: dict[str, int] = {}
-    for daemon in DAEMONS:
+    for daemon in (d for d in DAEMONS if d in only):
         systemd.systemctl("start", systemd.UNITS[daemon])
         _wait_ready(node, daemon, timeout)
         record = running(node, daemon)
@@ -130,6 +130,20 @@ def stop(node: Node, timeout: float = 20.0) -> dict[str, str]:
     result = stop_recorded(node.paths.state, timeout)
     for sock in (node.paths.signer_sock, node.paths.enforcer_sock):
         sock.unlink(missing_ok=True)
+    return result
+
+
+def stop_enforcer(node: Node, timeout: float = 5.0) -> str:
+    """Stop only the node's enforcer (by pid, or its unit); the signer serves on meanwhile.
+
+    A short timeout: ods-enforcerd 2.1.12 was seen to crash on SIGTERM (a segfault in its janitor)
+    and then hang until killed; its database is SQLite, written in transactions, so nothing is lost.
+    """
+    if systemd.uses_systemd(node):
+        systemd.systemctl("stop", systemd.UNITS["enforcerd"])
+        return "stopped by systemd"
+    result = process.stop(_record_path(node, "enforcerd"), timeout)
+    node.paths.enforcer_sock.unlink(missing_ok=True)
     return result
 
 

@@ -41,6 +41,7 @@ NODE_HANDLERS: dict[str, Bound[Any, Any, Node]] = handlers(
     bind(P.KEY_POOL_REMOVE, K.op_key_pool_remove),
     bind(P.KEY_STATES, K.op_key_states),
     bind(P.KEY_STATES_WRITE, K.op_key_states_write),
+    bind(P.KEY_STATES_ADOPT, K.op_key_states_adopt),
     bind(P.KEY_ROLLOVER, K.op_key_rollover),
     bind(P.KEY_DS, K.op_key_ds),
 )

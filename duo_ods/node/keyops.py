@@ -7,6 +7,7 @@ ever leave a token.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,6 +23,8 @@ from duo_ods.ods.parse import parse_key_list_debug, parse_key_list_verbose
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.serve import Bound, bind
 from duo_ods.render.views import REPOSITORY
+
+log = logging.getLogger(__name__)
 
 Holder = TypeVar("Holder", Node, Backup)
 RETIRE_TRANSPORT = "ods-duo-kek-retire"  # the backup token's own key for kek.retire_kek
@@ -216,6 +219,8 @@ def op_key_import(duo: Duo, node: Node, req: P.KeyImportRequest) -> P.KeyImportR
     listed = client("key", "list", "-v", "-a", "-z", req.zone)
     if req.locator in {k.locator for k in parse_key_list_verbose(listed)}:
         return P.KeyImportReply(imported=False)
+    if kaspdb.release_stale(node.paths.kasp_db, req.locator):  # a zone's key before its removal
+        log.info("node %s: key %s, released by a deleted zone, imported again", node.name, req.locator)
     client(
         "key", "import", "--cka_id", req.locator, "--repository", REPOSITORY, "--zone", req.zone,
         "--bits", str(req.bits), "--algorithm", str(req.algorithm),
@@ -289,6 +294,20 @@ def op_key_states_write(duo: Duo, node: Node, req: P.KeyStatesWriteRequest) -> P
         raise NodeError(f"node {node.name}: stop its enforcer before writing key states")
     zones = [kaspdb.ZoneState.from_json(z.model_dump()) for z in req.zones]
     return P.KeyStatesWriteReply(node=node.name, keys=kaspdb.write_states(node.paths.kasp_db, zones))
+
+
+def op_key_states_adopt(duo: Duo, node: Node, req: P.KeyStatesWriteRequest) -> P.KeyStatesWriteReply:
+    """Set the enforcer state of keys a running node has just imported (a zone's keys reused after
+    its removal, duo_ods.keys.reuse): only the enforcer stops meanwhile (it keeps its own view of
+    the rows while it runs); the signer serves on. The enforcer is started again even when the
+    write fails."""
+    daemons.stop_enforcer(node)
+    try:
+        zones = [kaspdb.ZoneState.from_json(z.model_dump()) for z in req.zones]
+        written = kaspdb.write_states(node.paths.kasp_db, zones)
+    finally:
+        daemons.start(node, only=("enforcerd",))
+    return P.KeyStatesWriteReply(node=node.name, keys=written)
 
 
 def op_key_rollover(duo: Duo, node: Node, req: P.KeyRolloverRequest) -> P.AtReply:

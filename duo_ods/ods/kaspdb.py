@@ -1,12 +1,15 @@
 """Direct access to the enforcer's database (kasp.db), for what ODS 2.1.12 has no command for.
 
-Two things only:
+Three things only:
 - putting a shared successor key into the enforcer's spare-key pool (table hsmKey), which
   `key rollover` takes it from: ODS 2.1.12 has no command to add an outside key to the pool
   (`key import` makes a key the zone uses at once, and a second active ZSK stays forever);
 - reading every key's enforcer state (keyData, keyState), and writing it back into a rebuilt
   node, so a restored node resumes where its keys were instead of starting them over
-  (`key import --keystate` maps onto a few fixed states and stamps them "now").
+  (`key import --keystate` maps onto a few fixed states and stamps them "now");
+- forgetting the row of a key that a deleted zone released (`zone delete` keeps it in hsmKey,
+  state DELETE, and `key import` then refuses that CKA_ID for good: "Already used this key with
+  this locator"), so a zone that comes back can be given its old keys again (duo_ods.keys.reuse).
 
 Every write first checks that the database is the schema this code was written against
 (ODS 2.1.12: databaseVersion 1 and the columns below) and refuses any other: a different
@@ -226,6 +229,20 @@ def pool_remove(db: Path, locator: str) -> bool:
     """Take a key out of the pool again, only while no zone has taken it."""
     with _open(db, write=True) as conn:
         cur = conn.execute("DELETE FROM hsmKey WHERE locator = ? AND state = ?", (locator, HSM_UNUSED))
+        return cur.rowcount > 0
+
+
+HSM_DELETE = 4  # hsmKey.state of a key a deleted zone released (hsm_key_factory_release_key_id)
+
+
+def release_stale(db: Path, locator: str) -> bool:
+    """Forget a key's hsmKey row that no zone uses any more (state DELETE, no keyData refers to it),
+    so `key import` takes that CKA_ID again. The key itself stays in the HSM. False: no such row."""
+    with _open(db, write=True) as conn:
+        cur = conn.execute(
+            "DELETE FROM hsmKey WHERE locator = ? AND state = ? AND id NOT IN (SELECT hsmKeyId FROM keyData)",
+            (locator, HSM_DELETE),
+        )
         return cur.rowcount > 0
 
 

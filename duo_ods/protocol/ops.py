@@ -656,6 +656,8 @@ KEY_POOL_ADD = Op("key-pool-add", KeyPoolAddRequest, AddedReply, "node")
 KEY_POOL_REMOVE = Op("key-pool-remove", LocatorRequest, RemovedReply, "node")
 KEY_STATES = Op("key-states", KeyStatesRequest, KeyStatesReply, "node", reads_only=True)
 KEY_STATES_WRITE = Op("key-states-write", KeyStatesWriteRequest, KeyStatesWriteReply, "node")
+# The same on a running node: its enforcer stops for the write (a returning zone's reused keys).
+KEY_STATES_ADOPT = Op("key-states-adopt", KeyStatesWriteRequest, KeyStatesWriteReply, "node")
 KEY_ROLLOVER = Op("key-rollover", KeyRolloverRequest, AtReply, "node")
 KEY_DS = Op("key-ds", KeyDsRequest, KeyDsReply, "node")
 
@@ -677,7 +679,7 @@ TABLE: dict[str, Op[Any, Any]] = {
         KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,
         KEY_LIST, DB_SCHEMA, KEY_POOL_ADD, KEY_POOL_REMOVE, KEY_STATES, KEY_STATES_WRITE, KEY_ROLLOVER,
-        KEY_DS,
+        KEY_DS, KEY_STATES_ADOPT,
         BACKUP_INIT, BUNDLE_PUT, BUNDLE_LIST, BUNDLE_REMOVE, BUNDLE_VERIFY, SNAPSHOT_PUT, SNAPSHOT_GET,
         DEAD_SINCE,
     )

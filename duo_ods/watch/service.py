@@ -33,6 +33,7 @@ from duo_ods.errors import DuoError, ZoneFileError
 from duo_ods.keys.flow import create_key, resume_pending
 from duo_ods.keys.journal import pending
 from duo_ods.keys.listing import list_keys
+from duo_ods.keys.reuse import remember_keys
 from duo_ods.lab import secondaries
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
@@ -207,6 +208,7 @@ class Watcher:
             self._record(zone, "kept", "", "file removed; zone kept (watch.remove_zones is off)", None)
             log.warning("zone %s: its file was removed; the zone is kept (watch.remove_zones is off)", zone)
             return
+        remember_keys(self.duo, self.client, zone, [self.node.name])  # for its return (keys/reuse.py)
         self.client.call(self.node.name, P.ZONE_REMOVE, P.ZoneRequest(zone=zone))
         self.state.pop(zone, None)
         log.info("zone %s removed: its file was removed", zone)

@@ -21,6 +21,7 @@ from duo_ods.dns.notify import send_notify
 from duo_ods.dns.query import soa_serial
 from duo_ods.dns.tsig import transfer_key
 from duo_ods.errors import DuoError, NodeError
+from duo_ods.keys.reuse import remember_keys
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.inputs import forget_input, record_input
@@ -237,9 +238,11 @@ def _local_files(folder: Path, zone: str) -> list[str]:
 def remove_zone(duo: Duo, client: NodeClient, zone: str, delete_file: bool = False) -> dict[str, bool]:
     """Remove the zone from every node; refused while its file is in a watched input directory.
 
-    A watcher that sees that file change again would add the zone back with NEW keys (a new DS:
-    bogus at a real parent until the DS is replaced). `delete_file` removes the file from every
-    input directory this machine can reach first (a node's watcher then records it as gone).
+    A watcher that sees that file change again would add the zone back at once. The zone's live
+    keys with their enforcer state are recorded first, so that a zone that comes back within the
+    backup's retention gets them again, with the same DS (duo_ods.keys.reuse). `delete_file`
+    removes the file from every input directory this machine can reach first (a node's watcher
+    then records it as gone).
     """
     name = normalize_zone_name(zone)
     current = node_zones(duo, client)
@@ -257,6 +260,9 @@ def remove_zone(duo: Duo, client: NodeClient, zone: str, delete_file: bool = Fal
         raise InputFileStillThere(
             f"zone {name}: its file is still in a watched input directory ({where}): {hint}"
         )
+    # Its keys and their state, kept for its return within the backup's retention (its DS may
+    # still be at the parent then): duo_ods.keys.reuse.
+    remember_keys(duo, client, name, [n for n, zones in current.items() if name in zones])
     request = P.ZoneRequest(zone=name)
     removed = {node: client.call(node, P.ZONE_REMOVE, request).removed for node in duo.nodes}
     forget_input(duo, name)

@@ -36,6 +36,7 @@ from tests.support.freshness import (
     update,
     version_digest,
     wait_newest,
+    write_like_an_editor,
 )
 
 pytestmark = pytest.mark.integration
@@ -184,12 +185,38 @@ def test_zone_remove_refuses_while_its_file_is_watched(lab: Lab) -> None:
     assert zone not in lab.duo("zone", "list").stdout
 
 
+def edit_while_b_is_stopped(lab: Lab, sampler: Sampler, versions: Versions, owner: str) -> None:
+    """The issue's watcher case: the edited file lands in the watched folder while b is stopped (a's
+    watcher signs it, b's stores it for b), then b comes back: every copy serves it."""
+    lab.duo("node", "stop", "b")
+    text = versions.next(owner).read_text()
+    sampler.expect(version_digest(lab, text))
+    write_like_an_editor(lab.dir / "input" / ZONE, text)
+    deadline = time.monotonic() + CATCH_UP
+    while (latest := sampler.latest("signer a")) is None or latest[1] != sampler.versions[-1]:
+        assert time.monotonic() < deadline, "a's watcher did not sign the edited file"
+        time.sleep(0.3)
+    back = time.monotonic()
+    lab.duo("node", "start", "b")
+    wait_newest(lab, sampler, owner)
+    took = time.monotonic() - back
+    print(f"file edited while b was stopped: every copy serves it {took:.1f} s after node start")
+    check_ok(lab)
+    assert sampler.problems == []
+
+
+def test_file_edited_while_b_is_stopped_reaches_b_when_it_starts(
+    lab: Lab, sampler: Sampler, versions: Versions
+) -> None:
+    edit_while_b_is_stopped(lab, sampler, versions, "fresh5")
+
+
 def test_no_secondary_ever_went_back_to_older_content(lab: Lab, sampler: Sampler) -> None:
     time.sleep(2)
     with sampler.lock:
         counts = {w: len(s) for w, s in sampler.samples.items()}
     assert set(counts) == set(servers(lab)) and min(counts.values()) > 20, counts
-    assert len(sampler.versions) == 4
+    assert len(sampler.versions) == 5
     assert sampler.problems == []
 
 
@@ -250,6 +277,7 @@ def test_split_mode_b_stopped_update_start(make_lab: Callable[..., Lab]) -> None
         split.duo("node", "start", "b")
         wait_newest(split, s, "fresh1")
         check_ok(split)
+        edit_while_b_is_stopped(split, s, v, "fresh2")  # ns2 has only b: it gets it through b's catch-up
         time.sleep(1)
         assert s.problems == []
     finally:

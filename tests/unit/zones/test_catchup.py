@@ -194,6 +194,7 @@ def test_remove_refuses_while_the_file_is_watched(duo: Duo, tmp_path: Path) -> N
 
     fake.on(P.INPUT_STATE, state)
     fake.on(P.ZONE_REMOVE, lambda n, r: P.ZoneRemoveReply(node=n, zone=r.zone, removed=True))
+    fake.on(P.KEY_STATES, lambda n, r: P.KeyStatesReply(node=n, zones=[]))  # no keys to keep
     record_input(duo, _checked())
     with pytest.raises(manage.InputFileStillThere, match="delete the file first or pass --delete-file"):
         manage.remove_zone(duo, fake.client, ZONE)

@@ -8,6 +8,7 @@ import pytest
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import NodeError, ZoneFileError
+from duo_ods.keys.reuse import load_removed
 from duo_ods.protocol import ops as P
 from duo_ods.zones.inputs import latest_input
 from duo_ods.zones.manage import add_zone, list_zones, remove_zone
@@ -99,10 +100,16 @@ def test_rerun_completes_a_partial_add(duo: Duo, tmp_path: Path) -> None:
 
 def test_remove(duo: Duo, tmp_path: Path) -> None:
     fake = FakeTransport()
+    key = P.KeyStateMsg(zone="example.test", locator="0" * 32, role="KSK", algorithm=13, inception=1,
+                        keytag=7, flags={"introducing": 1}, records=[])  # fmt: skip
+    fake.on(P.KEY_STATES, lambda n, r: P.KeyStatesReply(node=n, zones=[
+        P.ZoneStateMsg(zone="example.test", fields={}, keys=[key], dependencies=[])]))  # fmt: skip
     with pytest.raises(NodeError, match="not on any node"):
         remove_zone(duo, fake.client, "example.test")
     add_zone(duo, fake.client, "example.test", tmp_path / "example.test")
     assert remove_zone(duo, fake.client, "example.test") == {"a": True, "b": True}
+    record = load_removed(duo, "example.test")  # its live keys, kept for its return
+    assert record is not None and [k.keytag for k in record.states.keys] == [7]
 
 
 def test_add_applies_the_configured_record_limit(tmp_path: Path) -> None:
