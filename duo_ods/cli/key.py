@@ -76,7 +76,6 @@ def key_create(
         for k in created
     ]
     failed = [o for o in outcomes if not o.ok]
-    lines += [f"zone {o.zone}: FAILED: {o.error}" for o in failed]
     ctx.emit(
         {
             "keys": [asdict(k) for k in created],
@@ -86,6 +85,8 @@ def key_create(
         "\n".join(lines),
     )
     if failed:
+        for o in failed:
+            click.echo(f"ods-duo: zone {o.zone}: {o.error}", err=True)
         click.echo(f"ods-duo: {len(failed)} of {len(outcomes)} zone(s) got no keys: "
                    f"{', '.join(o.zone for o in failed)}", err=True)  # fmt: skip
         raise SystemExit(1)

@@ -55,9 +55,7 @@ def zone_add(ctx: Ctx, args: tuple[str, ...], file: Path | None) -> None:
     outcomes = add_zones(ctx.duo, ctx.client, [Path(a) for a in args])
     if any(o.result is not None for o in outcomes):
         _sync_managed_secondaries(ctx)
-    lines = [
-        _added_text(o.result) if o.result is not None else f"{o.file}: FAILED: {o.error}" for o in outcomes
-    ]
+    lines = [_added_text(o.result) for o in outcomes if o.result is not None]
     failed = [o for o in outcomes if o.result is None]
     ctx.emit(
         {
@@ -71,6 +69,8 @@ def zone_add(ctx: Ctx, args: tuple[str, ...], file: Path | None) -> None:
         "\n".join(lines),
     )  # fmt: skip
     if failed:
+        for o in failed:
+            click.echo(f"ods-duo: {o.file}: {o.error}", err=True)
         click.echo(f"ods-duo: {len(failed)} of {len(outcomes)} file(s) not added", err=True)
         raise SystemExit(1)
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.integration.conftest import Lab
 from tests.support.crash import (
-    KEY_CREATE_POINTS,
     JOURNAL_RECORDS,
+    KEY_CREATE_POINTS,
     KEY_ROLLOVER_POINTS,
     ZONE_TEXT,
     consistency,

@@ -50,10 +50,12 @@ class Duo2(FakeNodes):
         self.on(P.KEY_DELETE, self.delete)
         self.on(P.BUNDLE_REMOVE, self.remove)
         # the batched steps of key create, each key through the one-key handler above
-        self.on(P.KEY_GENERATE_BATCH, lambda n, r: P.KeyGenerateBatchReply(keys=[self.generate(n, k) for k in r.keys]))
+        self.on(P.KEY_GENERATE_BATCH, lambda n, r: P.KeyGenerateBatchReply(
+            keys=[self.generate(n, k) for k in r.keys]))  # fmt: skip
         self.on(P.KEY_WRAP_BATCH, lambda n, r: P.KeyWrapBatchReply(
             keys=[P.KeyWrapReply(wrapped="d3JhcHBlZA==", kek="f" * 32) for _ in r.locators]))  # fmt: skip
-        self.on(P.KEY_UNWRAP_BATCH, lambda n, r: P.KeyUnwrapBatchReply(keys=[self.unwrap(n, k) for k in r.keys]))
+        self.on(P.KEY_UNWRAP_BATCH, lambda n, r: P.KeyUnwrapBatchReply(
+            keys=[self.unwrap(n, k) for k in r.keys]))  # fmt: skip
         self.on(P.KEY_SEAL_BATCH, lambda n, r: P.KeySealBatchReply(
             keys=[P.KeySealReply(sealed_now=n == "a", sealed=True) for _ in r.locators]))  # fmt: skip
         self.on(P.BUNDLE_PUT_BATCH, lambda n, r: P.DigestsReply(
