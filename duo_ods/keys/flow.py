@@ -115,28 +115,33 @@ def step(name: str, target: str, client: NodeClient, op: P.Op[Req, Rep], request
     return client.step(name, target, op, request, error=KeyFlowError)
 
 
-def preflight_kek(duo: Duo, client: NodeClient) -> str:
-    """Every node and the backup answer (asked at once), one KEK everywhere that can wrap the
-    policy's keys. Returns the KEK fingerprint."""
-    fingerprints: dict[str, str | None] = {}
-    algorithm = duo.config.policy.algorithm
+def _ask_kek(client: NodeClient, target: str, algorithm: int, fingerprints: dict[str, str | None]) -> None:
+    status = client.call(target, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
+    fingerprints[target] = status.fingerprint
+    if not status.can_wrap:
+        raise KeyFlowError(
+            f"the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
+            "so such keys cannot be shared; choose another algorithm"
+        )
 
-    def ask(target: str) -> None:
-        status = client.call(target, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
-        fingerprints[target] = status.fingerprint
-        if not status.can_wrap:
-            raise KeyFlowError(
-                f"the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
-                "so such keys cannot be shared; choose another algorithm"
-            )
 
-    fan_out({("preflight", t): partial(ask, t) for t in [*duo.nodes, "backup"]})
+def _one_kek(fingerprints: dict[str, str | None]) -> str:
     missing = [t for t, f in fingerprints.items() if f is None]
     if missing:
         raise KeyFlowError(f"step preflight: no KEK on {', '.join(missing)}; run kek init first")
     if len(set(fingerprints.values())) != 1:
         raise KeyFlowError(f"step preflight: the KEKs differ: {fingerprints}")
     return str(next(iter(fingerprints.values())))
+
+
+def preflight_kek(duo: Duo, client: NodeClient) -> str:
+    """Every node and the backup answer (asked at once), one KEK everywhere that can wrap the
+    policy's keys. Returns the KEK fingerprint."""
+    fingerprints: dict[str, str | None] = {}
+    algorithm = duo.config.policy.algorithm
+    targets = [*duo.nodes, "backup"]
+    fan_out({("preflight", t): partial(_ask_kek, client, t, algorithm, fingerprints) for t in targets})
+    return _one_kek(fingerprints)
 
 
 def preflight(duo: Duo, client: NodeClient, zone: str) -> str:
@@ -546,12 +551,20 @@ def _preflight_zones(
     # One zone: its own key states; more: every zone's, in one read per node.
     ask = P.KeyStatesRequest(zone=zones[0] if len(zones) == 1 else None)
 
+    fingerprints: dict[str, str | None] = {}
+    algorithm = duo.config.policy.algorithm
+
     def look(node: str) -> None:
         states[node] = client.call(node, P.KEY_STATES, ask)
         listed[node] = set(client.call(node, P.ZONE_LIST).names)
+        _ask_kek(client, node, algorithm, fingerprints)
 
-    fan_out({("preflight", node): partial(look, node) for node in duo.nodes})
-    kek = preflight_kek(duo, client)
+    # Every target at once: their agents start side by side, not one after the other.
+    fan_out({
+        **{("preflight", node): partial(look, node) for node in duo.nodes},
+        ("preflight", "backup"): partial(_ask_kek, client, "backup", algorithm, fingerprints),
+    })  # fmt: skip
+    kek = _one_kek(fingerprints)
     refused: dict[str, ZoneOutcome] = {}
     for zone in zones:
         for node in duo.nodes:

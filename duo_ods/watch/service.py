@@ -21,6 +21,7 @@ from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -49,23 +50,31 @@ RESUME_INTERVAL = 30.0  # seconds between looks for a key command a kill or a si
 
 
 class _Events(FileSystemEventHandler):
-    """Files closed after writing, moved into place (a move from another folder arrives as
-    'created'), or deleted. A created file still being written is caught by its close event:
-    at worst it is refused once, and the last good data stays meanwhile."""
+    """Only complete files count. A file written to (modified) is held until its writer closes it;
+    one closed after writing, moved into place (a move from another folder arrives as 'created') or
+    deleted is due once events are quiet. A created file whose writer pauses before its first write
+    may be read empty: refused once, and the last good data stays meanwhile."""
 
     def __init__(self, debouncer: Debouncer, lock: threading.Lock) -> None:
         self.debouncer = debouncer
         self.lock = lock
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent
+        kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent | FileModifiedEvent
         if event.is_directory or not isinstance(event, kinds):
             return
         paths = [event.src_path, event.dest_path] if isinstance(event, FileMovedEvent) else [event.src_path]
+        now = time.monotonic()
         with self.lock:
             for path in paths:
-                if zone_name_from_filename(Path(str(path)).name):
-                    self.debouncer.note(str(path), time.monotonic())
+                if not zone_name_from_filename(Path(str(path)).name):
+                    continue
+                if isinstance(event, FileModifiedEvent):
+                    self.debouncer.writing(str(path))
+                elif isinstance(event, FileCreatedEvent):
+                    self.debouncer.note(str(path), now)
+                else:  # closed, moved (both ends), deleted: no writer holds it any more
+                    self.debouncer.closed(str(path), now)
 
 
 class Watcher:

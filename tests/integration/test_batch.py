@@ -11,15 +11,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dns.zone
 import pytest
 
 from tests.integration.conftest import Lab
 from tests.support.crash import ZONE_TEXT, consistency, op, run
-from tests.support.dnssec import dnskey_rrset
+from tests.support.dnssec import dnskey_rrset, wait_signed
 
 pytestmark = pytest.mark.integration
 
 NODES = ["a", "b"]
+SIGN_WAIT = 180.0  # seconds for a signer to serve a zone once it has keys (the CI machine is shared)
 MANY = [f"many{i}.test" for i in range(8)]
 DROPPED = [f"drop{i:02}.test" for i in range(20)]
 
@@ -43,6 +45,11 @@ def write_zones(folder: Path, zones: list[str]) -> list[Path]:
         path.write_text(ZONE_TEXT.format(zone=zone))
         paths.append(path)
     return paths
+
+
+def signed_zone(lab: Lab, node: str, zone: str) -> dns.zone.Zone:
+    n = lab.node(node)
+    return wait_signed(n["address"], n["port"], zone, 2, lab.tsig, timeout=SIGN_WAIT)
 
 
 def zone_keys(lab: Lab, node: str) -> dict[str, set[str]]:
@@ -88,7 +95,7 @@ def test_key_create_many_zones_each_gets_its_own_shared_pair(lab: Lab) -> None:
     for zone in MANY:
         assert keys["a"][zone] == keys["b"][zone] == made[zone], zone
         assert all(bundles[locator] == zone for locator in made[zone])
-        signed = {node: lab.signed(node, zone) for node in NODES}
+        signed = {node: signed_zone(lab, node, zone) for node in NODES}
         assert dnskey_rrset(signed["a"]) == dnskey_rrset(signed["b"]), zone
     assert consistency(lab.config, NODES) == []
     check = lab.duo("--json", "check", check=False)
@@ -150,7 +157,7 @@ def test_the_watcher_makes_keys_for_many_dropped_files_in_batches(lab: Lab) -> N
     for zone in DROPPED:
         assert keys["a"][zone] == keys["b"][zone]
     for zone in DROPPED[:3] + DROPPED[-2:]:
-        signed = {node: lab.signed(node, zone) for node in NODES}
+        signed = {node: signed_zone(lab, node, zone) for node in NODES}
         assert dnskey_rrset(signed["a"]) == dnskey_rrset(signed["b"]), zone
     # in batches: fewer key creates than zones, none of them bigger than a batch
     log = "\n".join(Path(w["log"]).read_text() for w in lab.status["watchers"])
