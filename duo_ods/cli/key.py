@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import click
@@ -68,8 +69,13 @@ def key_create(
         outcomes = create_keys(ctx.duo, ctx.client, names, role, origin)
     created = [k for o in outcomes for k in o.keys]
     if created:
-        managed.sync_signed(ctx.duo, ctx.client)  # the lab's secondaries take the newly signed zones
-        _warn(snapshot_after(ctx.duo, ctx.client, "key create"))
+        # The lab's secondaries take the newly signed zones while the backup snapshot is taken: the
+        # two are independent (each node's agent serves one request at a time, in either order).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            synced = pool.submit(managed.sync_signed, ctx.duo, ctx.client)
+            snapshot = pool.submit(snapshot_after, ctx.duo, ctx.client, "key create")
+        synced.result()
+        _warn(snapshot.result())
     lines = [
         f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
         f"in the enforcers of {', '.join(k.imported_on)}"
