@@ -10,11 +10,20 @@ import click
 from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.dns.names import normalize_zone_name
-from duo_ods.keys.reuse import returning_zone_keys
+from duo_ods.keys.reuse import Reuse, returning_zone_keys
 from duo_ods.lab import secondaries
 from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.level import level_zone
-from duo_ods.zones.manage import add_zone, list_zones, missed_summary, node_zones, remove_zone, update_zone
+from duo_ods.zones.manage import (
+    ZoneAddResult,
+    add_zone,
+    add_zones,
+    list_zones,
+    missed_summary,
+    node_zones,
+    remove_zone,
+    update_zone,
+)
 
 
 @click.group()
@@ -30,34 +39,80 @@ def _sync_managed_secondaries(ctx: Ctx) -> None:
 
 
 @zone.command("add")
-@click.argument("zone_name", metavar="ZONE")
-@click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="unsigned zone file")
+@click.argument("args", metavar="FILE... | ZONE --file FILE", nargs=-1, required=True)
+@click.option("--file", "file", type=click.Path(path_type=Path), help="unsigned zone file (one ZONE)")
 @click.option(
     "--new-keys", is_flag=True,
     help="a zone back after removal gets new keys (a new DS), not its keys from before removal",
 )  # fmt: skip
 @pass_ctx
-def zone_add(ctx: Ctx, zone_name: str, file: Path, new_keys: bool) -> None:
-    """Check FILE, then add ZONE to every node (all or none).
+def zone_add(ctx: Ctx, args: tuple[str, ...], file: Path | None, new_keys: bool) -> None:
+    """Check each zone file, then add its zone to every node (all nodes or none).
+
+    FILE...: the zone is named by the file (ZONE or ZONE.zone); many files go to the nodes in
+    batches, and a bad one is reported by name while the others are added (exit 1 if any failed).
+    ZONE --file FILE: one zone from a file of any name.
 
     A zone removed with keys gets them back (same DS) when it returns within the backup's
     retention; outside it, or with --new-keys, it gets new keys and a new DS (said in one line).
     """
-    result = add_zone(ctx.duo, ctx.client, zone_name, file)
-    keys = returning_zone_keys(ctx.duo, ctx.client, result.zone, new_keys=new_keys)
-    _sync_managed_secondaries(ctx)
+    if file is not None:
+        if len(args) != 1:
+            raise click.UsageError("with --file, name exactly one ZONE")
+        result = add_zone(ctx.duo, ctx.client, args[0], file)
+        keys = _returning(ctx, [result], new_keys=new_keys)
+        _sync_managed_secondaries(ctx)
+        text = "\n".join([_added_text(result), *(k.message for k in keys.values())])
+        ctx.emit({**asdict(result), "keys": keys[result.zone].to_json() if keys else None}, text)
+        return
+    outcomes = add_zones(ctx.duo, ctx.client, [Path(a) for a in args])
+    keys = _returning(ctx, [o.result for o in outcomes if o.result is not None], new_keys=new_keys)
+    if any(o.result is not None for o in outcomes):
+        _sync_managed_secondaries(ctx)
+    lines = [_added_text(o.result) for o in outcomes if o.result is not None]
+    lines += [k.message for k in keys.values()]
+    failed = [o for o in outcomes if o.result is None]
+    ctx.emit(
+        {
+            "zones": [
+                {"file": o.file, "zone": o.zone, "error": o.error,
+                 **({"result": asdict(o.result)} if o.result is not None else {}),
+                 **({"keys": keys[o.zone].to_json()} if o.zone in keys else {})}
+                for o in outcomes
+            ],
+            "failed": [o.file for o in failed],
+        },
+        "\n".join(lines),
+    )  # fmt: skip
+    if failed:
+        for o in failed:
+            click.echo(f"ods-duo: {o.file}: {o.error}", err=True)
+        click.echo(f"ods-duo: {len(failed)} of {len(outcomes)} file(s) not added", err=True)
+        raise SystemExit(1)
+
+
+def _returning(ctx: Ctx, added: list[ZoneAddResult], *, new_keys: bool) -> dict[str, Reuse]:
+    """Zones back after removal get their old keys (same DS) or, said in one line, new ones."""
+    keys = {
+        r.zone: reuse
+        for r in added
+        if (reuse := returning_zone_keys(ctx.duo, ctx.client, r.zone, new_keys=new_keys)) is not None
+    }
+    if keys:
+        warning = snapshot_after(ctx.duo, ctx.client, "zone add")
+        if warning:
+            click.echo(f"ods-duo: warning: {warning}", err=True)
+    return keys
+
+
+def _added_text(result: ZoneAddResult) -> str:
     text = f"zone {result.zone}: serial {result.serial}, {result.records} records"
     text += f", added on {', '.join(result.added_on)}"
     if result.already_on:
         text += f" (was already on {', '.join(result.already_on)})"
     if result.stripped:
         text += f"; {result.stripped} DNSSEC records stripped from the input"
-    if keys is not None:
-        text += "\n" + keys.message
-        warning = snapshot_after(ctx.duo, ctx.client, "zone add")
-        if warning:
-            click.echo(f"ods-duo: warning: {warning}", err=True)
-    ctx.emit({**asdict(result), "keys": keys.to_json() if keys else None}, text)
+    return text
 
 
 @zone.command("update")

@@ -225,8 +225,8 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 [
                     f'command="{forced[node]}",restrict {client_pub}',
                     f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
-                    f'environment="ODS_DUO_FAULT=op:key-unwrap:before",command="{forced[node]}",restrict '
-                    f"{dying_pub}",
+                    'environment="ODS_DUO_FAULT=op:key-unwrap-batch:before",'
+                    f'command="{forced[node]}",restrict {dying_pub}',
                 ],
             )
         known_hosts = base / "known_hosts"
