@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 
 import pytest
 
@@ -128,14 +129,21 @@ def test_kek_replace_killed_midway_is_finished_by_the_next_key_command(
     """`kek init --replace` killed as it hands the new KEK to a node: the backup has the new KEK,
     the nodes the old one. The next key command finishes the replacement first (and says so), so no
     key is ever made under mixed KEKs, then makes its keys under the new KEK everywhere."""
-    killed = run(lab.config, "kek", "init", "--replace", fault="op:kek-unwrap:before")
-    assert killed.returncode != 0
-    status = {t: op(lab.config, t, "kek-status")["fingerprint"] for t in ("a", "b", "backup")}
-    assert status["a"] == status["b"] != status["backup"]
     path = tmp_path_factory.mktemp("kekcrash") / "kekcrash.test"
     path.write_text(ZONE_TEXT.format(zone="kekcrash.test"))
     lab.duo("zone", "add", "kekcrash.test", "--file", str(path))
-    made = run(lab.config, "key", "create", "kekcrash.test")
+    # The key origin's watcher resumes a pending journal every 30 s: paused (by its pid) for this
+    # test, so that the next key command is the one that meets the half-done replacement.
+    [watcher] = [w["pid"] for w in lab.status["watchers"] if w["node"] == "a"]
+    os.kill(watcher, signal.SIGSTOP)
+    try:
+        killed = run(lab.config, "kek", "init", "--replace", fault="op:kek-unwrap:before")
+        assert killed.returncode != 0
+        status = {t: op(lab.config, t, "kek-status")["fingerprint"] for t in ("a", "b", "backup")}
+        assert status["a"] == status["b"] != status["backup"]
+        made = run(lab.config, "key", "create", "kekcrash.test")
+    finally:
+        os.kill(watcher, signal.SIGCONT)
     assert made.returncode == 0, made.stderr
     assert "finished the interrupted kek init --replace" in made.stderr, made.stderr
     assert kek_problems(lab.config, ["a", "b"]) == []

@@ -302,7 +302,11 @@ def kek_replace_at(config: str, nodes: list[str], zone: str, point: str) -> Outc
     changed = new["fingerprint"] != old
     if changed and old not in new["retired"]:
         problems.append(f"the backup did not keep the replaced KEK {old}: retired {new['retired']}")
-    if changed == ("undid" in said):  # "undid the unfinished ...": the old KEK stays
+    # "undid the unfinished ...": the old KEK stays. "nothing to resume": the key origin's watcher
+    # finished (or undid) it first (it looks every RESUME_INTERVAL); the state checks below still hold.
+    if "nothing to resume" in said:
+        said = "finished (or undone) by the key origin's watcher"
+    elif changed == ("undid" in said):
         problems.append(f"KEK {'replaced' if changed else 'kept'}, but key resume said: {said}")
     problems += consistency(config, nodes)
     made = run(config, "key", "create", zone)
