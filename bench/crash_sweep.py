@@ -108,6 +108,53 @@ def kek_sweep(work: Path, config: str, outcomes: list[tuple[Outcome, float]]) ->
         print(f"{outcome.point}: exit {outcome.killed_exit}, new KEK {outcome.keys}, {outcome.problems}")
 
 
+class ResultFile(list[tuple[Outcome, float]]):
+    """The outcomes so far; the result file is rewritten after each one, so a sweep cut short (a
+    deadline, a crash of the machine) still leaves what ran, marked partial."""
+
+    def __init__(self, out: Path, planned: str) -> None:
+        super().__init__()
+        self.out = out
+        self.planned = planned
+        self.started = time.monotonic()
+        self.done = False
+
+    def append(self, item: tuple[Outcome, float]) -> None:
+        super().append(item)
+        self.write()
+
+    def finish(self) -> None:
+        self.done = True
+        self.write()
+
+    def failed(self) -> list[Outcome]:
+        return [o for o, _ in self if o.problems or o.killed_exit == 0]
+
+    def write(self) -> None:
+        state = "" if self.done else f" PARTIAL (still running or cut short; planned: {self.planned})"
+        lines = [
+            "# Crash sweep: `key create`, `key rollover`, `backup restore` and `kek init --replace` killed "
+            "at every kill point",
+            "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/crash_sweep.py` on a lab "
+            f"duo (ODS 2.1.12, SoftHSM 2.6.1): {len(self)} kill points, {len(self.failed())} failed, "
+            f"{time.monotonic() - self.started:.0f} s in all.{state}",
+            "",
+            "| command, kill point | exit when killed | after recovery | keys of the zone (restore: zones "
+            "compared; kek: 1 = new KEK everywhere, 0 = old KEK kept) | problems | s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for o, seconds in self:
+            # "undid the unfinished ..." contains "finished": look for the undo first
+            after = "undone" if "undid" in o.resume else (
+                "finished forward" if "finished" in o.resume else o.resume or "nothing left")  # fmt: skip
+            problems = "; ".join(o.problems) or "none"
+            lines.append(
+                f"| `{o.point}` | {o.killed_exit} | {after} | {o.keys} | {problems} | {seconds:.1f} |"
+            )
+        self.out.write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-address", default="127.0.0.250")
@@ -117,8 +164,12 @@ def main() -> int:
     if args.out is None:
         args.out = REPO / "bench" / "results" / (f"crash-{args.only}.md" if args.only else "crash.md")
     work = Path(tempfile.mkdtemp(prefix="crash-sweep-"))
-    outcomes: list[tuple[Outcome, float]] = []
-    started = time.monotonic()
+    planned = {
+        "keys": f"{len(KEY_CREATE_POINTS) + len(KEY_ROLLOVER_POINTS)} points",
+        "restore": "29 points (one zone, two keys)",
+        "kek": f"{len(KEK_REPLACE_POINTS)} points",
+    }
+    outcomes = ResultFile(args.out, "; ".join(v for k, v in planned.items() if args.only in (None, k)))
     for part in ("keys", "restore", "kek"):
         if args.only not in (None, part):
             continue
@@ -134,28 +185,9 @@ def main() -> int:
                 kek_sweep(work, str(lab / "duo.toml"), outcomes)
         finally:
             lab_down(lab)
-    failed = [o for o, _ in outcomes if o.problems or o.killed_exit == 0]
-    lines = [
-        "# Crash sweep: `key create`, `key rollover`, `backup restore` and `kek init --replace` killed at "
-        "every kill point",
-        "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/crash_sweep.py` on a lab duo "
-        f"(ODS 2.1.12, SoftHSM 2.6.1): {len(outcomes)} kill points, {len(failed)} failed, "
-        f"{time.monotonic() - started:.0f} s in all.",
-        "",
-        "| command, kill point | exit when killed | after recovery | keys of the zone (restore: zones "
-        "compared; kek: 1 = new KEK everywhere, 0 = old KEK kept) | problems | s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for o, seconds in outcomes:
-        # "undid the unfinished ..." contains "finished": look for the undo first
-        after = "undone" if "undid" in o.resume else (
-            "finished forward" if "finished" in o.resume else o.resume or "nothing left")  # fmt: skip
-        problems = "; ".join(o.problems) or "none"
-        lines.append(f"| `{o.point}` | {o.killed_exit} | {after} | {o.keys} | {problems} | {seconds:.1f} |")
-    args.out.write_text("\n".join(lines) + "\n")
+    outcomes.finish()
     print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return 1 if outcomes.failed() else 0
 
 
 if __name__ == "__main__":
