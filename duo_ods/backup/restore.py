@@ -41,7 +41,7 @@ from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import finish_pending, import_request, unwrap_request
 from duo_ods.keys.journal import Journal, Recorder, journal_path, key_lock, pending
-from duo_ods.keys.kek import send_kek
+from duo_ods.keys.kek import send_kek, unpin_left
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
@@ -121,10 +121,24 @@ def _preflight(
     ]  # fmt: skip
     if missing:
         raise RestoreError("restore: the backup store has no bundle for " + ", ".join(missing))
+    # Every KEK the needed bundles were wrapped under must still be in the backup token: the current
+    # one, or one that `kek init --replace` retired (kept unwrap only for exactly this).
+    held = _step("preflight", "backup", client, P.KEK_STATUS)
+    unopenable = sorted(
+        f"{z.zone} {k.role} {k.keytag} (KEK {bundles[k.locator].kek})"
+        for z in state.zones
+        if z.states
+        for k in z.states.keys
+        if bundles[k.locator].kek not in {held.fingerprint, *held.retired}
+    )  # fmt: skip
+    if unopenable:
+        raise RestoreError(
+            "restore: the backup token holds no KEK that opens the bundle of " + ", ".join(unopenable)
+        )
     return bundles
 
 
-def _copy_kek(duo: Duo, client: NodeClient, node: str) -> str:
+def _copy_kek(duo: Duo, client: NodeClient, node: str, journal: Recorder) -> str:
     """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key)."""
     want = _step("kek", "backup", client, P.KEK_STATUS).fingerprint
     if want is None:
@@ -135,12 +149,27 @@ def _copy_kek(duo: Duo, client: NodeClient, node: str) -> str:
             raise RestoreError(f"restore step kek: node {node}'s token has another KEK ({have.fingerprint})")
         return want
     try:
-        got = send_kek(duo, client, node)
+        got = send_kek(duo, client, node, journal=journal)
     except DuoError as exc:
         raise RestoreError(f"restore step kek: {exc}") from exc
     if got != want:
         raise RestoreError(f"restore step kek: node {node} holds KEK {got}, the backup {want}")
     return got
+
+
+def _copy_retired_kek(duo: Duo, client: NodeClient, node: str, fingerprint: str, journal: Recorder) -> None:
+    """A KEK that `kek init --replace` retired, from the backup's token into the node's, the same way
+    as the KEK (to the node's pinned transport key) and stored unwrap only and sealed: some bundles
+    the node needs were wrapped under it. Custody forbids re-wrapping them under the new KEK (what a
+    KEK unwraps is sensitive and not extractable), so the node gets the old KEK for the unwrap, and
+    drops it again right after (_build)."""
+    have = _step("kek", node, client, P.KEK_STATUS)
+    if fingerprint in have.retired:
+        return
+    try:
+        send_kek(duo, client, node, retired=fingerprint, journal=journal)
+    except DuoError as exc:
+        raise RestoreError(f"restore step kek: retired KEK {fingerprint}: {exc}") from exc
 
 
 def age(seconds: float) -> str:
@@ -312,13 +341,22 @@ def _build(
         journal.step("init node and token")
         _step("init", node, client, P.INIT)
         journal.step("copy KEK")
-        kek = _copy_kek(duo, client, node)
+        kek = _copy_kek(duo, client, node, journal)
+        for old in sorted({bundles[locator].kek for locator in locators} - {kek}):
+            journal.step(f"copy retired KEK {old}")
+            _copy_retired_kek(duo, client, node, old, journal)
         for locator in locators:
             if locator not in (unwrapped := journal.journal.details.setdefault("unwrapped", [])):
                 unwrapped.append(locator)
             journal.step(f"unwrap {locator}")
-            if not _step("keys", node, client, P.KEY_UNWRAP, unwrap_request(bundles[locator])).confirmed:
+            unwrap = unwrap_request(bundles[locator]).model_copy(update={"kek": bundles[locator].kek})
+            if not _step("keys", node, client, P.KEY_UNWRAP, unwrap).confirmed:
                 raise RestoreError(f"restore step keys: node {node}'s HSM did not confirm key {locator}")
+        # Every key is in the node's token now: it never needs a retired KEK again (idempotent, and
+        # also takes away one that a killed run handed over for keys the source no longer uses).
+        if dropped := _step("keys", node, client, P.KEK_DROP_RETIRED).count:
+            log.info("restore: node %s dropped %d retired KEK(s) after unwrapping its keys", node, dropped)
+        unpin_left(client, journal.journal)  # SO pins a killed run left (send_kek takes back its own)
         _step("start", node, client, P.START)
         _step("policy", node, client, P.POLICY_IMPORT)
         batch = P.ZoneBatchRequest(

@@ -287,6 +287,11 @@ def make_transport_key(session: Session, label: str, *, holder: bool = False) ->
     return transport_public_key(session, label)
 
 
+def has_transport_key(session: Session, label: str) -> bool:
+    """Whether the token holds the public half of a transport key with this label."""
+    return bool(session.find([(CKA_CLASS, CKO_PUBLIC_KEY), (CKA_LABEL, label)]))
+
+
 def delete_transport_key(session: Session, label: str) -> int:
     """Destroy both halves of the transport key; returns how many objects went."""
     count = 0
@@ -540,3 +545,34 @@ def retire_kek(session: Session, kek_label: str, transport_label: str, trusted_l
         session.destroy(kek)
     log.info("retired KEK %s in token %s as %s (unwrap only)", kek_label, session.token, label)
     return label
+
+
+def kek_label_for(session: Session, kek_label: str, fingerprint: str | None) -> str:
+    """The label of the KEK with this fingerprint in the token: the KEK's own, or a retired one's.
+
+    None means the current KEK. HsmError when the token holds no such KEK: a bundle wrapped under
+    it cannot be opened here (the restore hands a node every retired KEK its bundles need first).
+    """
+    if fingerprint is None or (
+        has_kek(session, kek_label) and kek_fingerprint(session, kek_label) == fingerprint
+    ):
+        return kek_label
+    label = retired_keks(session, kek_label).get(fingerprint)
+    if label is None:
+        raise HsmError(
+            f"token {session.token!r} holds no KEK with fingerprint {fingerprint} (current or retired)"
+        )
+    return label
+
+
+def drop_retired_keks(session: Session, kek_label: str) -> int:
+    """Destroy every retired KEK in the token; how many went.
+
+    For a node only, after a restore unwrapped the bundles made under them: its keys are in its
+    token then, and a node never needs an old KEK again (new keys come under the current one). The
+    backup token keeps its retired KEKs for as long as it keeps bundles wrapped under them.
+    """
+    count = 0
+    for label in retired_keks(session, kek_label).values():
+        count += int(delete_kek(session, label))
+    return count

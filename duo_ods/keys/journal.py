@@ -14,6 +14,11 @@ any point (SIGKILL included) leaves a record of everything it may have made:
 The next key command (or `ods-duo key resume`) reads the journal first and undoes (before the
 commit point) or finishes (after it) what was left, and says which.
 
+`kek init` (with or without --replace) commits before it asks the backup to make the new KEK
+(until then it changed nothing, so undoing it is dropping its record); from there it is finished
+forward: every node that lacks the new KEK gets it (duo_ods.keys.kek.finish_kek), and every SO pin
+it recorded before asking for it is taken back.
+
 `backup restore` has no commit point: it only builds a node that was wiped (its preflight saw no
 daemon and no enforcer database before the first record), and every step of the build is
 idempotent, so a killed restore is finished forward by running its steps again from its source
@@ -63,7 +68,7 @@ class Made:
 class Journal:
     """What one key command did so far; it lives in the file only while the command runs."""
 
-    command: str  # "key create", "key rollover", "backup restore"
+    command: str  # "key create", "key rollover", "backup restore", "kek init"
     zone: str  # "" for a restore (details["node"] names the node)
     started: float
     made: list[Made] = field(default_factory=list)
@@ -115,6 +120,12 @@ class Recorder:
 
     def note(self, **details: Any) -> None:
         self.journal.details.update(details)
+        self._save()
+
+    def remember(self, key: str, value: str) -> None:
+        """Add `value` to the list `details[key]`, on disk before the step it covers (e.g. a pin the
+        backup's SO is about to make, for the next command to take back if this run is killed)."""
+        self.journal.details.setdefault(key, []).append(value)
         self._save()
 
     def step(self, name: str) -> None:

@@ -56,6 +56,7 @@ def kek_status(token: TokenRef, algorithm: int | None = None) -> P.KekStatusRepl
             has_kek=present,
             fingerprint=kek.kek_fingerprint(s, KEK_LABEL) if present else None,
             can_wrap=None if algorithm is None else keys.can_wrap(s, algorithm),
+            retired=sorted(kek.retired_keks(s, KEK_LABEL)),
         )
 
 
@@ -86,8 +87,9 @@ def kek_generate(token: TokenRef, replace: bool) -> P.KekGenerateReply:
                     kek.import_trusted_transport_key(so, pin_label(fingerprint), spki, fingerprint)
             with token.session() as s:
                 retired = kek.retire_kek(s, KEK_LABEL, RETIRE_TRANSPORT, pin_label(fingerprint))
-                kek.delete_transport_key(s, RETIRE_TRANSPORT)
-                kek.delete_trusted_transport_key(s, pin_label(fingerprint))
+        # Also what a run killed after retiring (before this cleanup) left: its own transport key and
+        # the SO's pin of it, so no trusted key outlives the retirement.
+        _drop_retire_transport(token)
     with token.session() as s:
         if kek.has_kek(s, KEK_LABEL):
             raise NodeError(f"token {token.label} holds a KEK already")
@@ -95,8 +97,24 @@ def kek_generate(token: TokenRef, replace: bool) -> P.KekGenerateReply:
         return P.KekGenerateReply(fingerprint=kek.kek_fingerprint(s, KEK_LABEL), retired=retired)
 
 
+def _drop_retire_transport(token: TokenRef) -> None:
+    """The backup token's own retire transport key and its pin, if a retirement left them."""
+    with token.session() as s:
+        if kek.has_transport_key(s, RETIRE_TRANSPORT):
+            label = pin_label(kek.spki_fingerprint(kek.transport_public_key(s, RETIRE_TRANSPORT)))
+            kek.delete_trusted_transport_key(s, label)
+        kek.delete_transport_key(s, RETIRE_TRANSPORT)
+
+
 def kek_pin(token: TokenRef, public: str, fingerprint: str) -> P.LabelReply:
-    """The backup token's SO pins a receiver's transport key whose fingerprint the operator confirmed."""
+    """The backup token's SO pins a receiver's transport key whose fingerprint the operator confirmed.
+
+    Idempotent: a pin of this very key left by a killed hand-over is kept (the same confirmed
+    fingerprint; import_trusted_transport_key checked it when it was made)."""
+    with token.session() as s:
+        if any(k.label == pin_label(fingerprint) and k.fingerprint == fingerprint
+               for k in kek.trusted_transport_keys(s)):  # fmt: skip
+            return P.LabelReply(label=pin_label(fingerprint))
     with token.so_session() as so:
         pinned = kek.import_trusted_transport_key(so, pin_label(fingerprint), unb64(public), fingerprint)
     return P.LabelReply(label=pinned.label)
@@ -107,21 +125,46 @@ def kek_unpin(token: TokenRef, fingerprint: str) -> P.CountReply:
         return P.CountReply(count=kek.delete_trusted_transport_key(s, pin_label(fingerprint)))
 
 
-def kek_wrap_for(token: TokenRef, public: str) -> P.BlobReply:
-    # Selects an SO-pinned key only: a key from the wire alone is refused by kek.wrap_kek_for.
+def kek_wrap_for(token: TokenRef, public: str, retired: str | None = None) -> P.BlobReply:
+    """The KEK (or, with `retired`, the retired KEK of that fingerprint) wrapped to a pinned transport key.
+
+    Selects an SO-pinned key only: a key from the wire alone is refused by kek.wrap_kek_for. A
+    retired KEK is unwrap only but still extractable to trusted keys (retire_kek), so a node being
+    restored can open bundles made under it."""
     with token.session() as s:
-        return P.BlobReply(blob=b64(kek.wrap_kek_for(s, KEK_LABEL, unb64(public))))
+        label = KEK_LABEL
+        if retired is not None:
+            found = kek.retired_keks(s, KEK_LABEL).get(retired)
+            if found is None:
+                raise NodeError(f"token {token.label} holds no retired KEK {retired}")
+            label = found
+        return P.BlobReply(blob=b64(kek.wrap_kek_for(s, label, unb64(public))))
 
 
-def kek_unwrap(token: TokenRef, blob: str, replace: bool) -> P.FingerprintReply:
+def kek_unwrap(token: TokenRef, blob: str, replace: bool, retired: str | None = None) -> P.FingerprintReply:
+    """Store the KEK sent to this token's transport key; with `retired`, store it as that retired KEK
+    (unwrap only, sealed), beside the current one. A retired KEK cannot be fingerprinted (that needs
+    CKA_WRAP): the reply repeats the asked fingerprint, and the RFC 3394 integrity check of every
+    bundle unwrapped with it proves it is that key (a wrong one opens none)."""
     with token.session() as s:
         try:
+            if retired is not None:
+                label = kek.retired_label(KEK_LABEL, retired)
+                if not kek.has_kek(s, label):  # idempotent: a rerun of a killed restore
+                    kek.unwrap_kek(s, unb64(blob), TRANSPORT_LABEL, label, wrap=False)
+                return P.FingerprintReply(fingerprint=retired)
             if kek.has_kek(s, KEK_LABEL) and replace:
                 kek.delete_kek(s, KEK_LABEL)
             kek.unwrap_kek(s, unb64(blob), TRANSPORT_LABEL, KEK_LABEL)
         finally:
             kek.delete_transport_key(s, TRANSPORT_LABEL)  # single use, also when the unwrap failed
         return P.FingerprintReply(fingerprint=kek.kek_fingerprint(s, KEK_LABEL))
+
+
+def kek_drop_retired(token: TokenRef) -> P.CountReply:
+    """A node's retired KEKs go once a restore unwrapped the bundles made under them."""
+    with token.session() as s:
+        return P.CountReply(count=kek.drop_retired_keks(s, KEK_LABEL))
 
 
 def hsm_custody(token: TokenRef, holder: bool) -> P.CustodyReply:
@@ -140,15 +183,17 @@ def kek_handlers(token_of: Callable[[Holder], TokenRef], *, backup: bool) -> lis
     handlers: list[Bound[Any, Any, Holder]] = [
         bind(P.KEK_STATUS, lambda duo, t, r: kek_status(token_of(t), r.algorithm)),
         bind(P.KEK_TRANSPORT_KEY, lambda duo, t, r: kek_transport_key(token_of(t))),
-        bind(P.KEK_UNWRAP, lambda duo, t, r: kek_unwrap(token_of(t), r.blob, r.replace)),
+        bind(P.KEK_UNWRAP, lambda duo, t, r: kek_unwrap(token_of(t), r.blob, r.replace, r.retired)),
         bind(P.HSM_CUSTODY, lambda duo, t, r: hsm_custody(token_of(t), backup)),
     ]
+    if not backup:  # the backup keeps its retired KEKs while it keeps bundles made under them
+        handlers.append(bind(P.KEK_DROP_RETIRED, lambda duo, t, r: kek_drop_retired(token_of(t))))
     if backup:
         handlers += [
             bind(P.KEK_GENERATE, lambda duo, t, r: kek_generate(token_of(t), r.replace)),
             bind(P.KEK_PIN, lambda duo, t, r: kek_pin(token_of(t), r.public, r.fingerprint)),
             bind(P.KEK_UNPIN, lambda duo, t, r: kek_unpin(token_of(t), r.fingerprint)),
-            bind(P.KEK_WRAP_FOR, lambda duo, t, r: kek_wrap_for(token_of(t), r.public)),
+            bind(P.KEK_WRAP_FOR, lambda duo, t, r: kek_wrap_for(token_of(t), r.public, r.retired)),
         ]
     return handlers
 
@@ -173,7 +218,9 @@ def op_key_unwrap(duo: Duo, node: Node, req: P.KeyUnwrapRequest) -> P.KeyUnwrapR
     key = keys.HsmKey(req.locator, req.algorithm, req.bits)
     public = unb64(req.public)
     with node_token(node).session() as s:
-        created = keys.unwrap_private(s, unb64(req.wrapped), KEK_LABEL, key, public)
+        # a bundle made before `kek init --replace` opens with the retired KEK a restore handed over
+        label = kek.kek_label_for(s, KEK_LABEL, req.kek)
+        created = keys.unwrap_private(s, unb64(req.wrapped), label, key, public)
         # Confirm from the token itself, not from our own return value.
         confirmed = keys.dnskey_public(s, key.locator) == public
     if not confirmed:
@@ -229,7 +276,8 @@ def op_key_unwrap_batch(duo: Duo, node: Node, req: P.KeyUnwrapBatchRequest) -> P
         for r in req.keys:
             key = keys.HsmKey(r.locator, r.algorithm, r.bits)
             public = unb64(r.public)
-            created = keys.unwrap_private(s, unb64(r.wrapped), KEK_LABEL, key, public)
+            label = kek.kek_label_for(s, KEK_LABEL, r.kek)  # as op_key_unwrap: a retired KEK's bundle
+            created = keys.unwrap_private(s, unb64(r.wrapped), label, key, public)
             # Confirm from the token itself, not from our own return value.
             if keys.dnskey_public(s, key.locator) != public:
                 raise NodeError(f"node {node.name}: key {key.locator} is not in the token after unwrap")

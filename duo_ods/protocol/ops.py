@@ -312,6 +312,9 @@ class KekStatusReply(Message):
     has_kek: bool
     fingerprint: Fingerprint | None
     can_wrap: bool | None = None
+    # KEKs kept unwrap only after `kek init --replace` (the backup: for its old bundles; a node: only
+    # while a restore unwraps bundles made under them)
+    retired: list[Fingerprint] = Field(default_factory=list)
 
 
 class TransportKeyReply(Message):
@@ -387,6 +390,7 @@ class CustodyReply(Message):
 
 class KekWrapForRequest(Message):
     public: Base64
+    retired: Fingerprint | None = None  # hand on this retired KEK (a restore of old bundles), not the KEK
 
 
 class BlobReply(Message):
@@ -396,6 +400,7 @@ class BlobReply(Message):
 class KekUnwrapRequest(Message):
     blob: Base64
     replace: bool = False
+    retired: Fingerprint | None = None  # the blob is this retired KEK: kept unwrap only, beside the KEK
 
 
 # --- key pairs in a node's HSM ------------------------------------------------------------
@@ -424,6 +429,7 @@ class KeyUnwrapRequest(Message):
     bits: Bits
     public: Base64
     wrapped: Base64
+    kek: Fingerprint | None = None  # the KEK the bundle was wrapped under (None: the current KEK)
 
 
 class KeyUnwrapReply(Message):
@@ -684,6 +690,8 @@ KEK_STATUS = Op("kek-status", KekStatusRequest, KekStatusReply, "holder", reads_
 KEK_TRANSPORT_KEY = Op("kek-transport-key", Empty, TransportKeyReply, "holder")
 KEK_UNWRAP = Op("kek-unwrap", KekUnwrapRequest, FingerprintReply, "holder")
 HSM_CUSTODY = Op("hsm-custody", Empty, CustodyReply, "holder", reads_only=True)
+# A node drops the retired KEKs a restore handed it, once the bundles made under them are unwrapped.
+KEK_DROP_RETIRED = Op("kek-drop-retired", Empty, CountReply, "node")
 # Only the backup token makes the KEK and hands it on, and only to transport keys its SO pinned.
 KEK_GENERATE = Op("kek-generate", ReplaceRequest, KekGenerateReply, "backup")
 KEK_PIN = Op("kek-pin", KekPinRequest, LabelReply, "backup")
@@ -730,7 +738,7 @@ TABLE: dict[str, Op[Any, Any]] = {
     for op in (
         INIT, START, STOP, STATUS, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH, ZONE_UPDATE,
         ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED,
-        KEK_STATUS, KEK_TRANSPORT_KEY, KEK_UNWRAP, HSM_CUSTODY,
+        KEK_STATUS, KEK_TRANSPORT_KEY, KEK_UNWRAP, HSM_CUSTODY, KEK_DROP_RETIRED,
         KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,
         KEY_LIST, DB_SCHEMA, KEY_POOL_ADD, KEY_POOL_REMOVE, KEY_STATES, KEY_STATES_WRITE, KEY_ROLLOVER,

@@ -2,7 +2,8 @@
 
 The tests run in order on one lab: refusals first (they must leave everything as it was),
 then node b wiped and restored from its live peer, then both nodes wiped and restored, the
-first from the backup store's snapshot.
+first from the backup store's snapshot; last, after `kek init --replace`, node b wiped and
+restored (from its peer, then from the snapshot) from bundles made under the retired KEK.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.dns.query import soa_serial
+from duo_ods.protocol import ops as P
 from duo_ods.transport import transport_for
 from tests.integration.conftest import Lab
 from tests.support.dnssec import cross_validate, dnskey_rrset
@@ -179,3 +181,40 @@ def test_prune_keeps_every_bundle_in_use(lab: Lab) -> None:
     assert result["removed"] == []
     assert result["dead"] == {}
     assert len(list((lab.dir / "backup" / "bundles").glob("*.json"))) == 2
+
+
+def kek_status(duo: Duo, target: str) -> dict[str, Any]:
+    status: dict[str, Any] = transport_for(duo).call(target, P.KEK_STATUS.name, {})
+    return status
+
+
+@pytest.mark.parametrize("source", ["peer", "backup"])
+def test_restore_after_kek_replace_opens_the_bundles_made_under_the_retired_kek(
+    lab: Lab, duo: Duo, before: dict[str, Any], source: str
+) -> None:
+    """Issue 12: no bundle becomes unopenable. The zone's bundles were wrapped under the KEK that
+    `kek init --replace` retired; a wiped node b is rebuilt from them and signs with the same keys."""
+    old = kek_status(duo, "backup")["fingerprint"]
+    if source == "peer":
+        lab.duo("kek", "init", "--replace")
+    new = kek_status(duo, "backup")["fingerprint"]
+    assert new != old or source == "backup"
+    bundles = [json.loads(p.read_text()) for p in (lab.dir / "backup" / "bundles").glob("*.json")]
+    assert bundles and all(b["kek"] != new for b in bundles), "the bundles must be under the retired KEK"
+    assert {b["kek"] for b in bundles} <= set(kek_status(duo, "backup")["retired"])
+    if source == "backup":
+        lab.duo("backup", "snapshot")
+    source_states = states(duo, "a")
+    wipe(lab, duo, "b")
+    started = time.time()
+    result = json.loads(lab.duo("--json", "backup", "restore", "--node", "b", "--from", source).stdout)
+    assert result["from"] == source
+    assert result["kek"] == new
+    assert restored_from(states(duo, "b"), source_states, started) == []
+    assert_duo_whole(lab, before)
+    # b holds the current KEK only: the retired one it needed for the unwrap is gone again
+    status_b = kek_status(duo, "b")
+    assert status_b["fingerprint"] == new and status_b["retired"] == []
+    verified = json.loads(lab.duo("--json", "backup", "verify").stdout)  # custody checks included
+    assert verified["ok"], verified
+    assert verified["bundles"] == len(bundles)

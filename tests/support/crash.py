@@ -1,5 +1,5 @@
-"""Kill points for `key create`, `key rollover` and `backup restore`, and what must hold after
-recovery (the crash test and bench/crash_sweep.py).
+"""Kill points for `key create`, `key rollover`, `kek init --replace` and `backup restore`, and
+what must hold after recovery (the crash test and bench/crash_sweep.py).
 
 A kill point is an ODS_DUO_FAULT value (duo_ods/faults.py): the controller SIGKILLed right after
 its Nth journal record, or a node's operation SIGKILLed before or after its handler ran. After
@@ -45,6 +45,14 @@ ROLLOVER_JOURNAL_RECORDS = 7
 ROLLOVER_OPS = ("key-generate", "key-unwrap", "bundle-put", "key-seal", "key-pool-add", "key-rollover")
 KEY_ROLLOVER_POINTS = [f"journal:{n}" for n in range(1, ROLLOVER_JOURNAL_RECORDS + 1)] + [
     f"op:{op}:{when}" for op in ROLLOVER_OPS for when in ("before", "after")
+]
+
+# kek init --replace on two nodes: begin; commit (before the backup makes the new KEK); per node:
+# send, and the SO pin of its transport key.
+KEK_REPLACE_JOURNAL_RECORDS = 6
+KEK_OPS = ("kek-generate", "kek-transport-key", "kek-pin", "kek-wrap-for", "kek-unwrap", "kek-unpin")
+KEK_REPLACE_POINTS = [f"journal:{n}" for n in range(1, KEK_REPLACE_JOURNAL_RECORDS + 1)] + [
+    f"op:{op}:{when}" for op in KEK_OPS for when in ("before", "after")
 ]
 
 
@@ -255,3 +263,58 @@ def restore_at(
     compared, problems = same_dnskeys(config, node, peer)
     problems += consistency(config, nodes)
     return Outcome(point, killed.returncode, finished, compared, problems)
+
+
+def kek_problems(config: str, nodes: list[str]) -> list[str]:
+    """What is incoherent in the tokens' KEKs: not one KEK everywhere, a retired KEK on a node (only a
+    restore hands one over, and drops it), a transport key or an SO pin left over from a hand-over."""
+    problems = []
+    status = {t: op(config, t, "kek-status") for t in [*nodes, "backup"]}
+    if len({s["fingerprint"] for s in status.values()}) != 1 or None in {
+        s["fingerprint"] for s in status.values()
+    }:
+        problems.append(f"not one KEK everywhere: { {t: s['fingerprint'] for t, s in status.items()} }")
+    for node in nodes:
+        if status[node]["retired"]:
+            problems.append(f"node {node} keeps retired KEKs {status[node]['retired']}")
+    for target in [*nodes, "backup"]:
+        left = [
+            f"{o['role']} {o['label']}"
+            for o in op(config, target, "hsm-custody")["objects"]
+            if o["role"] in ("transport", "trusted-transport")
+        ]
+        if left:
+            problems.append(f"{target}: left over from a KEK hand-over: {left}")
+    return problems
+
+
+def kek_replace_at(config: str, nodes: list[str], zone: str, point: str) -> Outcome:
+    """`kek init --replace` killed at `point`, then key resume; what holds afterwards: one KEK in every
+    token (the old one when undone, a new one when finished), nothing left of the hand-overs, the
+    backup keeps the replaced KEK (so every bundle verifies), no orphan, and `key create` works.
+    Outcome.keys: 1 when a new KEK is everywhere, 0 when the old one stayed."""
+    old = op(config, "backup", "kek-status")["fingerprint"]
+    killed = run(config, "kek", "init", "--replace", fault=point)
+    resumed = run(config, "key", "resume")
+    if resumed.returncode != 0:
+        return Outcome(
+            point, killed.returncode, resumed.stderr.strip(), -1, [f"key resume failed: {resumed.stderr}"]
+        )
+    said = resumed.stdout.strip()
+    problems = kek_problems(config, nodes)
+    new = op(config, "backup", "kek-status")
+    changed = new["fingerprint"] != old
+    if changed and old not in new["retired"]:
+        problems.append(f"the backup did not keep the replaced KEK {old}: retired {new['retired']}")
+    # "undid the unfinished ...": the old KEK stays. "nothing to resume": the key origin's watcher
+    # finished (or undid) it first (it looks every RESUME_INTERVAL); the state checks below still hold.
+    if "nothing to resume" in said:
+        said = "finished (or undone) by the key origin's watcher"
+    elif changed == ("undid" in said):
+        problems.append(f"KEK {'replaced' if changed else 'kept'}, but key resume said: {said}")
+    problems += consistency(config, nodes)
+    made = run(config, "key", "create", zone)
+    if made.returncode != 0:
+        problems.append(f"key create after the recovery failed: {made.stderr.strip()}")
+    problems += consistency(config, nodes)
+    return Outcome(point, killed.returncode, said, int(changed), problems)

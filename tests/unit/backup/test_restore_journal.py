@@ -35,11 +35,11 @@ def key(locator: str, role: str) -> P.KeyStateMsg:
     )  # fmt: skip
 
 
-def bundle(locator: str, role: str) -> KeyBundle:
+def bundle(locator: str, role: str, kek: str = "f" * 32) -> KeyBundle:
     public = base64.b64encode(bytes(64)).decode()
     return KeyBundle(
         zone=ZONE, role=role, algorithm=13, bits=256, locator=locator, inception=1, origin="a",
-        public=public, wrapped=base64.b64encode(b"wrapped").decode(), kek="f" * 32, keytag=1,
+        public=public, wrapped=base64.b64encode(b"wrapped").decode(), kek=kek, keytag=1,
     )  # fmt: skip
 
 
@@ -61,8 +61,19 @@ class Node(FakeNodes):
         self.on(P.KEY_STATES_WRITE, lambda n, r: P.KeyStatesWriteReply(node=n, keys=len(self.enforcer)))
         self.on(P.ENFORCE, lambda n, r: P.Empty())
         self.on(P.KEY_DELETE, self.delete)
+        self.retired: set[str] = set()  # retired KEKs in b's token
+        self.unwrapped_under: dict[str, str | None] = {}  # locator -> the KEK the request named
+        self.on(P.KEK_DROP_RETIRED, self.drop_retired)
+
+    def drop_retired(self, node: str, r: P.Empty) -> P.CountReply:
+        count = len(self.retired)
+        self.retired.clear()
+        return P.CountReply(count=count)
 
     def unwrap(self, node: str, r: P.KeyUnwrapRequest) -> P.KeyUnwrapReply:
+        if r.kek is not None and r.kek != "f" * 32:
+            assert r.kek in self.retired, "a bundle under a retired KEK needs that KEK in the node first"
+        self.unwrapped_under[r.locator] = r.kek
         created = r.locator not in self.hsm
         self.hsm.add(r.locator)
         return P.KeyUnwrapReply(created=created, confirmed=True)
@@ -99,6 +110,7 @@ def source(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The peer's state (its keys can be changed by a test) and no DNS: the rebuild steps only."""
     state: dict[str, Any] = {"keys": [key(KSK, "KSK"), key(ZSK, "ZSK")]}
     bundles = {b.locator: b for b in (bundle(KSK, "KSK"), bundle(ZSK, "ZSK"), bundle(OLD, "ZSK"))}
+    state["bundles"] = bundles
 
     def source_state(duo: Duo, client: Any, node: str, source: str | None) -> tuple[str, P.Snapshot]:
         states = P.ZoneStateMsg(zone=ZONE, fields={}, keys=state["keys"], dependencies=[])
@@ -177,3 +189,44 @@ def test_a_restore_of_another_node_finishes_the_pending_one_first(duo: Duo, sour
     restore.restore_node(duo, fake.client, "a")
     assert pending(duo) is None
     assert [n for n, op in fake.calls if op == P.ENFORCE] == ["b", "b", "a"]
+
+
+RETIRED = "e" * 32  # a KEK that `kek init --replace` retired; the KSK's bundle was made under it
+
+
+def hand_over_retired(fake: Node) -> list[P.KekUnwrapRequest]:
+    """The backup and b's side of send_kek for a retired KEK; returns what b was asked to unwrap."""
+    asked: list[P.KekUnwrapRequest] = []
+    offer = P.TransportKeyReply(public=base64.b64encode(b"spki").decode(), fingerprint="d" * 64)
+    fake.on(P.KEK_STATUS, lambda n, r: P.KekStatusReply(has_kek=True, fingerprint="f" * 32,
+                                                        retired=sorted(fake.retired)))  # fmt: skip
+    fake.on(P.KEK_TRANSPORT_KEY, lambda n, r: offer)
+    fake.on(P.KEK_PIN, lambda n, r: P.LabelReply(label="pin"))
+    fake.on(P.KEK_UNPIN, lambda n, r: P.CountReply(count=1))
+
+    def wrap_for(n: str, r: P.KekWrapForRequest) -> P.BlobReply:
+        assert r.retired == RETIRED, "the backup hands on the retired KEK the bundle names"
+        return P.BlobReply(blob=base64.b64encode(b"blob").decode())
+
+    def unwrap(n: str, r: P.KekUnwrapRequest) -> P.FingerprintReply:
+        asked.append(r)
+        assert r.retired is not None
+        fake.retired.add(r.retired)
+        return P.FingerprintReply(fingerprint=r.retired)
+
+    fake.on(P.KEK_WRAP_FOR, wrap_for)
+    fake.on(P.KEK_UNWRAP, unwrap)
+    return asked
+
+
+def test_a_bundle_under_a_retired_kek_gets_that_kek_handed_over_and_dropped_after(
+    duo: Duo, source: dict[str, Any]
+) -> None:
+    fake = Node()
+    source["bundles"][KSK] = bundle(KSK, "KSK", kek=RETIRED)
+    asked = hand_over_retired(fake)
+    restore.restore_node(duo, fake.client, "b")
+    assert [r.retired for r in asked] == [RETIRED]
+    assert fake.unwrapped_under == {KSK: RETIRED, ZSK: "f" * 32}
+    assert fake.retired == set(), "the node drops the retired KEK once its keys are unwrapped"
+    assert fake.hsm == fake.enforcer == {KSK, ZSK} and pending(duo) is None
