@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,10 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         with sshd_in_front(lab, base, NODES, extra_keys=extra) as ssh:
             yield FaultyLab(
-                ssh.lab, ssh.dir, ssh.sshd, ssh.client_key, ssh.known_hosts, ssh.port, hang, dying, sleeper
+                **{f.name: getattr(ssh, f.name) for f in fields(ssh)},
+                hang_key=hang,
+                dying_key=dying,
+                sleeper=sleeper,
             )
     finally:
         silent.close()
