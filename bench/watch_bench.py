@@ -87,7 +87,7 @@ from bench.harness import soa_serial as served_serial  # noqa: E402
 
 log = logging.getLogger("watch_bench")
 
-GOAL_S = 2.0
+GOAL_S = 1.0  # issue 14 (issue 6 had 2 s)
 POLL_S = 0.02  # the SOA pollers
 N_BULK = 1000
 POLL_SERVED_S = 10.0  # between two counts of the served zones
@@ -348,9 +348,10 @@ class Lab:
         return " ".join((done.stdout + done.stderr).split())
 
     def path_costs(self, runs: int = 5) -> dict[str, Any]:
-        """What one watcher action is made of, timed on its own (median of `runs`): a node operation
-        through the local transport (a `python -m duo_ods ... node op` subprocess), the bare CLI start,
-        and the enforcer's `zone list` that the zone-list and zone-update operations run."""
+        """Parts of one watcher action, timed on their own (median of `runs`): the input check of the
+        latency zones' files in one Python process (what the watcher does in-process before it asks a
+        node), a one-shot `node op` (a new Python process; the watcher uses its long-lived agent), the
+        bare CLI start, and the enforcer's `zone list` that the zone-update operation runs."""
 
         def timed(argv: list[str], stdin: str | None = None) -> float:
             started = time.monotonic()
@@ -359,8 +360,32 @@ class Lab:
 
         py = [sys.executable, "-m", "duo_ods", "--config", str(self.config)]
         sock = str(self.nodes["a"].enforcer_sock)
+        check = (
+            "import json, statistics, sys, time\n"
+            "from pathlib import Path\n"
+            "from duo_ods.config.load import load_config\n"
+            "from duo_ods.zones.manage import check_file\n"
+            "duo, folder = load_config(Path(sys.argv[1])), Path(sys.argv[2])\n"
+            "out = {}\n"
+            "for zone in sys.argv[3:]:\n"
+            "    runs = []\n"
+            "    for _ in range(5):\n"
+            "        t = time.monotonic(); check_file(duo, zone, folder / zone, input_dir=folder)\n"
+            "        runs.append(time.monotonic() - t)\n"
+            "    out[zone] = runs\n"
+            "print(json.dumps(out))\n"
+        )
+        zones = [z for z, _ in (LARGE, SMALL) if (self.input_dir / z).exists()]
+        checked = json.loads(
+            run([sys.executable, "-c", check, str(self.config), str(self.input_dir), *zones],
+                timeout=300, env=self.env, cwd=self.cwd).stdout
+        )  # fmt: skip
         samples: dict[str, list[float]] = {
-            "node op zone-list (python subprocess)": [
+            **{
+                f"input check of {z}'s file, in one process (the watcher's, per node)": v
+                for z, v in checked.items()
+            },
+            "one-shot `ods-duo node op zone-list` (a new Python process; the watcher uses its agent)": [
                 timed([*py, "node", "op", "zone-list", "--node", "a"], "{}") for _ in range(runs)
             ],
             "python -c 'import duo_ods.cli.main' (interpreter start + the CLI's imports)": [
@@ -782,23 +807,33 @@ def run_served(lab: Lab, results: Results, t_drop: float, n: int, cap: float) ->
     if everywhere == n:
         served["everywhere_s"] = max(done_at.values())
     else:
-        # The rate over the last third of the run (after the start-up), extrapolated to all n.
-        first = progress[len(progress) * 2 // 3] if len(progress) > 2 else progress[0]
-        last = progress[-1]
-        span = last["at_s"] - first["at_s"]
-        rate = (last["everywhere"] - first["everywhere"]) / span if span > 0 else 0.0
-        served["rate_per_min"] = round(rate * 60, 1)
-        served["extrapolated_s"] = round(last["at_s"] + (n - last["everywhere"]) / rate) if rate > 0 else None
+        served.update(extrapolate(progress, "everywhere", n))
     made = [at - t_drop for at, _m in watch_events(LogTail(lab.watch_logs["a"]).new_text(), r"keys made")]
     made = [at for at in made if at >= 0]
     served["keys_made_lines"] = {"count": len(made), "first_s": made[0] if made else None,
                                  "last_s": made[-1] if made else None}  # fmt: skip
-    sample = names[:: max(1, n // 20)]
+    # Shared keys: the same DNSKEY RRset on both signers, for up to 20 of the zones served everywhere.
+    everywhere_zones = [z for z in names if not any(z in left for left in pending.values())]
+    sample = everywhere_zones[:: max(1, len(everywhere_zones) // 20)][:20]
     a, b = lab.nodes["a"].server, lab.nodes["b"].server
     same = [z for z in sample if (ka := dnskeys(a, z)) and ka == dnskeys(b, z)]
     served["dnskey_sample"] = {"checked": len(sample), "same_on_a_and_b": len(same)}
     results.served = served
     log.info("served: %s", {k: v for k, v in served.items() if k != "progress"})
+
+
+def extrapolate(progress: list[dict[str, Any]], key: str, n: int) -> dict[str, Any]:
+    """The rate over the last third of a run (after its start-up), and when all n would be done."""
+    if not progress:
+        return {}
+    first = progress[len(progress) * 2 // 3] if len(progress) > 2 else progress[0]
+    last = progress[-1]
+    span = last["at_s"] - first["at_s"]
+    rate = (last[key] - first[key]) / span if span > 0 else 0.0
+    return {
+        "rate_per_min": round(rate * 60, 1),
+        "extrapolated_s": round(last["at_s"] + (n - last[key]) / rate) if rate > 0 else None,
+    }
 
 
 def run_scale(lab: Lab, results: Results, check_timeout: float) -> None:
@@ -1190,7 +1225,7 @@ def _zone_section(zl: ZoneLatency, summary: dict[str, Any]) -> list[str]:
             "",
             f"**Median {_f(validated.get('median'))} s from the rename to a validated answer "
             f"(p90 {_f(validated.get('p90'))} s, n={validated.get('n', 0)}); "
-            f"the goal is {GOAL_S:.0f} s or less.** "
+            f"the goal is {GOAL_S:.1f} s or less.** "
             f"Machine busy {zl.load.get('busy_cores', '-')} cores on average during these updates.",
         ]
     lines += ["", *_stats_rows(summary)]
@@ -1309,58 +1344,45 @@ def _latency_intro(results: Results) -> list[str]:
 
 
 def _dominance_section(results: Results, summaries: dict[str, dict[str, Any]]) -> list[str]:
-    """What dominates the latency: the measured parts of one watcher action, and the 1k estimate."""
+    """What dominates the latency: the measured parts of one watcher action, and the 1k against the
+    small zone."""
     costs = {k: v for k, v in results.path_costs.items() if isinstance(v, dict) and "median_s" in v}
     lines = [
         "",
         "### What dominates the latency",
         "",
         "One update as the watcher handles it (duo_ods/watch/service.py, zones/manage.py): file event -> "
-        "`watch.debounce` (0.5 s of quiet) -> the loop's next 0.2 s tick -> `reconcile`: a `zone-list` node "
-        "operation -> check the file -> SOA of every signer (the serial to level to) -> a `zone-update` node "
-        "operation (writes the signer's input, runs `ods-enforcer zone list` and `ods-signer sign ZONE "
-        "--serial N`) -> the signer signs and serves (the signer itself sends a NOTIFY) -> the watcher polls "
-        "its node every 0.2 s until it serves N -> NOTIFY from the watcher -> ns1 asks a, then b, for the "
-        "SOA and transfers (AXFR) from the first that is ahead. With the local transport every node "
-        "operation is a new `python -m duo_ods ... node op` process. Timed on their own on the same lab "
-        f"(median of 5; machine busy {results.path_costs.get('load', {}).get('busy_cores', '-')} cores):",
+        "`watch.debounce` (0.5 s of quiet) -> the loop's next 0.2 s tick -> `reconcile`: the node's zone "
+        "list (a request to the watcher's long-lived node agent) -> the input check of the file in the "
+        "watcher's own process (dnspython reads every record; limits, $INCLUDE, DNSSEC records) -> SOA of "
+        "every signer and secondary (the serial to level to) -> a `zone-update` request to the agent (writes "
+        "the signer's input, `ods-signer sign ZONE --serial N`) -> the signer signs and serves, and "
+        "NOTIFYs -> ns1 asks a, then b, for the SOA and transfers (AXFR) from the first that is ahead. "
+        "Parts timed on their own on the same lab (median of 5; machine busy "
+        f"{results.path_costs.get('load', {}).get('busy_cores', '-')} cores):",
         "",
-        "| part | median s |",
-        "|---|---|",
-        *[f"| {name} | {_f(c['median_s'])} |" for name, c in costs.items()],
+        "| part | median s | each run, s |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {_f(c['median_s'])} | {', '.join(_f(r) for r in c.get('runs', []))} |"
+            for name, c in costs.items()
+        ],
     ]
-    op = next((c["median_s"] for name, c in costs.items() if name.startswith("node op")), None)
-    small_first = (summaries.get(SMALL[0], {}).get("first_input_written") or {}).get("median")
-    if op is not None and small_first is not None:
+    first = {
+        z: (summaries.get(z, {}).get("first_input_written") or {}).get("median") for z in (LARGE[0], SMALL[0])
+    }
+    if first[LARGE[0]] is not None and first[SMALL[0]] is not None:
+        extra = first[LARGE[0]] - first[SMALL[0]]
         lines += [
             "",
-            "So before a signer is even asked: 0.5 s debounce + on average 0.1 s to the next tick + two "
-            "node "
-            f"operations (`zone-list`, then `zone-update`) at about {_f(op)} s each = about "
-            f"{_f(0.6 + 2 * op)} s, against {_f(small_first)} s measured from the rename to the new signer "
-            "input (small.test, median). Most of a node operation is starting Python and importing the CLI "
-            "(the rows above); signing the change itself takes hundredths of a second.",
+            f"From the rename to the first new signer input: {_f(first[LARGE[0]])} s for the 1,000-record "
+            f"zone against {_f(first[SMALL[0]])} s for the 30-record one, so the 1k zone's own cost before "
+            f"a signer is asked is about {_f(extra)} s; the rest ({_f(first[SMALL[0]])} s) is the debounce "
+            "(0.5 s) and tick plus two agent requests, as small.test shows. The in-process input check of "
+            "the 1k file (the table) is most of that difference; on this machine it varies with the other "
+            "work (the runs column). After the input is written, signing the change and the AXFR to ns1 "
+            "take the rest (the step table of each zone above).",
         ]
-    large = summaries.get(LARGE[0], {})
-    small_zl = next((zl for zl in results.latency if zl.zone == SMALL[0]), None)
-    large_axfr = next((zl.axfr for zl in results.latency if zl.zone == LARGE[0]), "-")
-    first_large = (large.get("first_signer") or {}).get("median")
-    if small_zl is not None and first_large is not None:
-        tails = [
-            it.validated_s - min(it.signer_s.values())
-            for it in small_zl.iterations
-            if it.validated_s is not None and it.signer_s
-        ]
-        if tails:
-            tail = statistics.median(tails)
-            lines += [
-                "",
-                "Estimate for the goal's 1k-record zone, were its transfer to ns1 to work: its median to "
-                f"the first signer serving the new serial ({_f(first_large)} s, measured above) plus "
-                "small.test's "
-                f"median from the first signer serving to delv validating ({_f(tail)} s) = about "
-                f"**{_f(first_large + tail)} s** (dig's AXFR of the 1k zone from signer a: {large_axfr}).",
-            ]
     return lines
 
 
@@ -1422,7 +1444,8 @@ def _onboarding_section(results: Results) -> list[str]:
             f"Machine busy {sv.get('load', {}).get('busy_cores', '-')} cores on average from the enforcers "
             f"listing all to the end. Watcher a logged 'keys made' {k.get('count', 0)} times (first "
             f"{_f(k.get('first_s'), 1)} s, last {_f(k.get('last_s'), 1)} s after the drop). Shared keys: "
-            f"{sample.get('same_on_a_and_b', '-')} of {sample.get('checked', '-')} sampled zones have the "
+            f"{sample.get('same_on_a_and_b', '-')} of {sample.get('checked', '-')} sampled zones (of those "
+            "served everywhere) have the "
             "same DNSKEY RRset on a and b (TCP, TSIG). Watcher RSS, highest seen: "
             + ", ".join(f"{node} {mb:.0f} MB" for node, mb in (sv.get("watcher_rss_max_mb") or {}).items())
             + ".",
@@ -1477,7 +1500,16 @@ def _plain_section(results: Results) -> list[str]:
         duo_text = _f(duo, 1) if duo is not None else f"{_f(sv.get('extrapolated_s'), 0)} (extrapolated)"
         duo_value = duo if duo is not None else sv.get("extrapolated_s")
         plain_s = ps.get("all_served_s")
-        plain_text = _f(plain_s, 1) if plain_s is not None else f"not all: {ps.get('served')} by the cap"
+        plain_text = _f(plain_s, 1)
+        if plain_s is None:
+            guess = extrapolate(ps.get("progress") or [], "served", n)
+            plain_s = guess.get("extrapolated_s")
+            plain_text = f"{ps.get('served')} of {n:,} by the cap ({_f(ps.get('cap_s'), 0)} s); " + (
+                f"{_f(guess.get('rate_per_min'), 1)} per minute at the end: all about {_f(plain_s, 0)} "
+                "(extrapolated)"
+                if plain_s is not None
+                else "none more over the last third of the wait: stalled, no extrapolation"
+            )
         lines += [
             "One plain OpenDNSSEC instance (`bench/plain_ods.py`: its own SoftHSM token, the project's "
             "conf.xml without `<ManualKeyGeneration/>`, so its enforcer makes its own keys; the lab's "
@@ -1491,7 +1523,7 @@ def _plain_section(results: Results) -> list[str]:
             f"| {duo_text} | 1.0x |",
             f"| plain ODS, one node, own keys: `zonelist import` -> all served signed "
             f"| {plain_text} "
-            f"| {_ratio(duo_value, ps.get('all_served_s'))} |",
+            f"| {_ratio(duo_value, plain_s)} |",
             "",
             f"(The plain instance's `zonelist import` command took {_f(ps.get('import_s'), 1)} s; its "
             f"enforcer listed {ps.get('keys_listed', '-')} keys for them at the end; machine busy "
