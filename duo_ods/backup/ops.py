@@ -56,6 +56,11 @@ def op_bundle_put(duo: Duo, backup: Backup, req: P.BundleRequest) -> P.DigestRep
     return P.DigestReply(digest=BackupStore(backup.dir).put(bundle_of(req.bundle)))
 
 
+def op_bundle_put_batch(duo: Duo, backup: Backup, req: P.BundleBatchRequest) -> P.DigestsReply:
+    store = BackupStore(backup.dir)
+    return P.DigestsReply(digests=[store.put(bundle_of(b)) for b in req.bundles])
+
+
 def op_bundle_list(duo: Duo, backup: Backup, req: P.Empty) -> P.BundleListReply:
     return P.BundleListReply(bundles=[bundle_msg(b) for b in BackupStore(backup.dir).list()])
 
@@ -105,6 +110,7 @@ BACKUP_HANDLERS: dict[str, Bound[Any, Any, Backup]] = handlers(
     bind(P.BACKUP_INIT, op_init),
     *kek_handlers(backup_token, backup=True),
     bind(P.BUNDLE_PUT, op_bundle_put),
+    bind(P.BUNDLE_PUT_BATCH, op_bundle_put_batch),
     bind(P.BUNDLE_LIST, op_bundle_list),
     bind(P.BUNDLE_REMOVE, op_bundle_remove),
     bind(P.BUNDLE_VERIFY, op_bundle_verify),

@@ -10,7 +10,14 @@ import click
 from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.bind import managed
 from duo_ods.cli.context import Ctx, pass_ctx
-from duo_ods.keys.flow import ROLE_CHOICES, create_key, resume_pending
+from duo_ods.keys.flow import (
+    ROLE_CHOICES,
+    ZoneOutcome,
+    create_key,
+    create_keys,
+    resume_pending,
+    zones_without_keys,
+)
 from duo_ods.keys.kek import confirmer, kek_init
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.keys.rollover import ROLLOVER_ROLES, mark_ds, rollover
@@ -31,21 +38,58 @@ def _warn(warning: str | None) -> None:
 
 
 @key.command("create")
-@click.argument("zone_name", metavar="ZONE")
+@click.argument("zone_names", metavar="ZONE...", nargs=-1)
 @click.option("--role", type=click.Choice(ROLE_CHOICES), help="default: pair (a KSK and a ZSK)")
 @click.option("--origin", help="node whose HSM makes the key (default: key_origin, else the first node)")
+@click.option(
+    "--all-without-keys", "all_without_keys", is_flag=True,
+    help="every zone on every node that has no live key yet (with the ZONEs given, if any)",
+)  # fmt: skip
 @pass_ctx
-def key_create(ctx: Ctx, zone_name: str, role: str | None, origin: str | None) -> None:
-    """Make a key on one node, copy it to every node and the backup, then let every enforcer use it."""
-    created = create_key(ctx.duo, ctx.client, zone_name, role, origin)
-    managed.sync_signed(ctx.duo, ctx.client)  # the lab's secondaries take the newly signed zone
-    _warn(snapshot_after(ctx.duo, ctx.client, "key create"))
+def key_create(
+    ctx: Ctx, zone_names: tuple[str, ...], role: str | None, origin: str | None, all_without_keys: bool
+) -> None:
+    """Make keys on one node, copy them to every node and the backup, then let every enforcer use them.
+
+    Many ZONEs go in batches under one key lock; a zone that fails (not on every node, keys already)
+    is reported by name and the others go on. Exits 1 if any zone failed.
+    """
+    names = list(zone_names)
+    if all_without_keys:
+        names += [z for z in zones_without_keys(ctx.duo, ctx.client) if z not in names]
+    elif not names:
+        raise click.UsageError("name at least one ZONE, or --all-without-keys")
+    if not names:
+        ctx.emit({"keys": [], "zones": [], "failed": []}, "every zone has keys already")
+        return
+    if len(names) == 1 and not all_without_keys:
+        outcomes = [ZoneOutcome(names[0], keys=create_key(ctx.duo, ctx.client, names[0], role, origin))]
+    else:
+        outcomes = create_keys(ctx.duo, ctx.client, names, role, origin)
+    created = [k for o in outcomes for k in o.keys]
+    if created:
+        managed.sync_signed(ctx.duo, ctx.client)  # the lab's secondaries take the newly signed zones
+        _warn(snapshot_after(ctx.duo, ctx.client, "key create"))
     lines = [
         f"zone {k.zone}: {k.role} {k.locator} (key tag {k.keytag}) made on {k.origin}, "
         f"in the enforcers of {', '.join(k.imported_on)}"
         for k in created
     ]
-    ctx.emit({"keys": [asdict(k) for k in created]}, "\n".join(lines))
+    failed = [o for o in outcomes if not o.ok]
+    ctx.emit(
+        {
+            "keys": [asdict(k) for k in created],
+            "zones": [o.to_json() for o in outcomes],
+            "failed": [o.zone for o in failed],
+        },
+        "\n".join(lines),
+    )
+    if failed:
+        for o in failed:
+            click.echo(f"ods-duo: zone {o.zone}: {o.error}", err=True)
+        click.echo(f"ods-duo: {len(failed)} of {len(outcomes)} zone(s) got no keys: "
+                   f"{', '.join(o.zone for o in failed)}", err=True)  # fmt: skip
+        raise SystemExit(1)
 
 
 @key.command("resume")

@@ -12,7 +12,16 @@ from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.check import normalize_zone_name
 from duo_ods.zones.level import level_zone
-from duo_ods.zones.manage import add_zone, list_zones, missed_summary, node_zones, remove_zone, update_zone
+from duo_ods.zones.manage import (
+    ZoneAddResult,
+    add_zone,
+    add_zones,
+    list_zones,
+    missed_summary,
+    node_zones,
+    remove_zone,
+    update_zone,
+)
 
 
 @click.group()
@@ -26,20 +35,54 @@ def _sync_managed_secondaries(ctx: Ctx) -> None:
 
 
 @zone.command("add")
-@click.argument("zone_name", metavar="ZONE")
-@click.option("--file", "file", required=True, type=click.Path(path_type=Path), help="unsigned zone file")
+@click.argument("args", metavar="FILE... | ZONE --file FILE", nargs=-1, required=True)
+@click.option("--file", "file", type=click.Path(path_type=Path), help="unsigned zone file (one ZONE)")
 @pass_ctx
-def zone_add(ctx: Ctx, zone_name: str, file: Path) -> None:
-    """Check FILE, then add ZONE to every node (all or none)."""
-    result = add_zone(ctx.duo, ctx.client, zone_name, file)
-    _sync_managed_secondaries(ctx)
+def zone_add(ctx: Ctx, args: tuple[str, ...], file: Path | None) -> None:
+    """Check each zone file, then add its zone to every node (all nodes or none).
+
+    FILE...: the zone is named by the file (ZONE or ZONE.zone); many files go to the nodes in
+    batches, and a bad one is reported by name while the others are added (exit 1 if any failed).
+    ZONE --file FILE: one zone from a file of any name.
+    """
+    if file is not None:
+        if len(args) != 1:
+            raise click.UsageError("with --file, name exactly one ZONE")
+        result = add_zone(ctx.duo, ctx.client, args[0], file)
+        _sync_managed_secondaries(ctx)
+        ctx.emit(asdict(result), _added_text(result))
+        return
+    outcomes = add_zones(ctx.duo, ctx.client, [Path(a) for a in args])
+    if any(o.result is not None for o in outcomes):
+        _sync_managed_secondaries(ctx)
+    lines = [_added_text(o.result) for o in outcomes if o.result is not None]
+    failed = [o for o in outcomes if o.result is None]
+    ctx.emit(
+        {
+            "zones": [
+                {"file": o.file, "zone": o.zone, "error": o.error,
+                 **({"result": asdict(o.result)} if o.result is not None else {})}
+                for o in outcomes
+            ],
+            "failed": [o.file for o in failed],
+        },
+        "\n".join(lines),
+    )  # fmt: skip
+    if failed:
+        for o in failed:
+            click.echo(f"ods-duo: {o.file}: {o.error}", err=True)
+        click.echo(f"ods-duo: {len(failed)} of {len(outcomes)} file(s) not added", err=True)
+        raise SystemExit(1)
+
+
+def _added_text(result: ZoneAddResult) -> str:
     text = f"zone {result.zone}: serial {result.serial}, {result.records} records"
     text += f", added on {', '.join(result.added_on)}"
     if result.already_on:
         text += f" (was already on {', '.join(result.already_on)})"
     if result.stripped:
         text += f"; {result.stripped} DNSSEC records stripped from the input"
-    ctx.emit(asdict(result), text)
+    return text
 
 
 @zone.command("update")

@@ -1,18 +1,20 @@
-"""`key create`: one key, made in one node's HSM, in every HSM and the backup before any enforcer sees it.
+"""`key create`: keys made in one node's HSM, in every HSM and the backup before any enforcer sees them.
 
-Steps (invariant 1: no enforcer gets the key until the peers' HSMs and the
-backup have confirmed it):
-  preflight  every node answers, runs its enforcer, has the zone and the same KEK
-  generate   the origin node makes the key pair in its HSM (extractable only by wrapping)
-  wrap       the origin wraps the private key under the KEK
-  copy       every other node unwraps it into its HSM, with the public key object
-  backup     the backup store keeps the bundle and confirms it
-  seal       every node's HSM marks the key unextractable, the origin's included: from here on
-             no token lets it out, not even wrapped under the KEK
-  import     every enforcer gets the same `key import` (same inception instant, same state)
+Steps (invariant 1: no enforcer gets a key until the peers' HSMs and the backup have confirmed it):
+  preflight  every node answers, runs its enforcer, has the zones and the same KEK; zones that
+             have keys already (or are not on every node) are reported and left out
+  generate   the origin node makes the key pairs in its HSM (extractable only by wrapping)
+  wrap       the origin wraps the private keys under the KEK
+  copy       every other node unwraps them into its HSM, with the public key objects
+  backup     the backup store keeps the bundles and confirms them (at the same time as the copy)
+  seal       every node's HSM marks the keys unextractable, the origin's included: from here on
+             no token lets them out, not even wrapped under the KEK
+  import     every enforcer gets the same `key import`s (same inception instant, same state)
   enforce    every enforcer runs
-A failure before import removes what this run put in any HSM or the backup, so a
-re-run starts clean; the error names the step.
+Many zones go through these steps together, in batches of KEY_BATCH zones: each step is one
+request per node (the *-batch operations), sent to the nodes at once. Each batch has its own
+journal, commit point and undo, exactly as one zone has: a failure before import removes what
+the batch put in any HSM or the backup, so a re-run starts clean; the error names the step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import base64
 import logging
 import secrets
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
@@ -37,6 +42,10 @@ log = logging.getLogger(__name__)
 
 ROLE_CHOICES = ("csk", "pair", "ksk", "zsk")
 CONFIRM_WAIT = 30.0  # seconds for the enforcers to give a zone the successor of a rollover
+# Zones per journalled batch of `key create`: big enough that a batch's round trips and fsyncs are
+# shared by many keys, small enough that the watcher's file events and SIGTERM wait one batch
+# (seconds), and that a failure takes back (or a kill leaves) one batch's keys only.
+KEY_BATCH = 25
 
 
 class KeyFlowError(DuoError):
@@ -106,30 +115,45 @@ def step(name: str, target: str, client: NodeClient, op: P.Op[Req, Rep], request
     return client.step(name, target, op, request, error=KeyFlowError)
 
 
-def preflight(duo: Duo, client: NodeClient, zone: str) -> str:
-    """Every node and the backup answer, the zone is on every node, one KEK everywhere.
+def _ask_kek(client: NodeClient, target: str, algorithm: int, fingerprints: dict[str, str | None]) -> None:
+    status = client.call(target, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
+    fingerprints[target] = status.fingerprint
+    if not status.can_wrap:
+        raise KeyFlowError(
+            f"the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
+            "so such keys cannot be shared; choose another algorithm"
+        )
 
-    Returns the KEK fingerprint.
-    """
-    fingerprints: dict[str, str | None] = {}
-    algorithm = duo.config.policy.algorithm
-    for target in [*duo.nodes, "backup"]:
-        status = step("preflight", target, client, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
-        fingerprints[target] = status.fingerprint
-        if not status.can_wrap:
-            raise KeyFlowError(
-                f"step preflight: the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
-                "so such keys cannot be shared; choose another algorithm"
-            )
+
+def _one_kek(fingerprints: dict[str, str | None]) -> str:
     missing = [t for t, f in fingerprints.items() if f is None]
     if missing:
         raise KeyFlowError(f"step preflight: no KEK on {', '.join(missing)}; run kek init first")
     if len(set(fingerprints.values())) != 1:
         raise KeyFlowError(f"step preflight: the KEKs differ: {fingerprints}")
+    return str(next(iter(fingerprints.values())))
+
+
+def preflight_kek(duo: Duo, client: NodeClient) -> str:
+    """Every node and the backup answer (asked at once), one KEK everywhere that can wrap the
+    policy's keys. Returns the KEK fingerprint."""
+    fingerprints: dict[str, str | None] = {}
+    algorithm = duo.config.policy.algorithm
+    targets = [*duo.nodes, "backup"]
+    fan_out({("preflight", t): partial(_ask_kek, client, t, algorithm, fingerprints) for t in targets})
+    return _one_kek(fingerprints)
+
+
+def preflight(duo: Duo, client: NodeClient, zone: str) -> str:
+    """Every node and the backup answer, the zone is on every node, one KEK everywhere.
+
+    Returns the KEK fingerprint.
+    """
+    kek = preflight_kek(duo, client)
     for node in duo.nodes:
         if zone not in step("preflight", node, client, P.ZONE_LIST).names:
             raise KeyFlowError(f"step preflight: zone {zone} is not on node {node}; zone add it first")
-    return str(next(iter(fingerprints.values())))
+    return kek
 
 
 def share_keys(
@@ -192,6 +216,83 @@ def share_keys(
     return bundles
 
 
+def share_batch(
+    duo: Duo,
+    client: NodeClient,
+    *,
+    zones: list[str],
+    enforcer_roles: list[str],
+    origin: str,
+    inception: int,
+    kek: str,
+    journal: Recorder,
+) -> list[KeyBundle]:
+    """Steps generate, wrap, copy, backup and seal for every role of every zone, one request per
+    node and step: the keys in every HSM and the backup, sealed.
+
+    No enforcer learns of them here. Each step's keys are journalled (one record) before any node
+    is asked to make them, for the caller (or the next key command, after a kill) to take back.
+    """
+    policy = duo.config.policy
+    assert policy.bits is not None
+    peers = [n for n in duo.nodes if n != origin]
+    wanted = [(zone, role, new_locator()) for zone in zones for role in enforcer_roles]
+    locators = [locator for _zone, _role, locator in wanted]
+    journal.will_make_all([Made("hsm", origin, locator) for locator in locators])
+    generate = P.KeyGenerateBatchRequest(
+        keys=[P.KeyGenerateRequest(algorithm=policy.algorithm, bits=policy.bits, locator=x) for x in locators]
+    )
+    made = step("generate", origin, client, P.KEY_GENERATE_BATCH, generate).keys
+    if [m.locator for m in made] != locators:
+        raise KeyFlowError(f"step generate on {origin}: it did not make the {len(locators)} keys asked for")
+    wrapped = step("wrap", origin, client, P.KEY_WRAP_BATCH, P.LocatorsRequest(locators=locators)).keys
+    if len(wrapped) != len(locators):
+        raise KeyFlowError(f"step wrap on {origin}: {len(wrapped)} keys wrapped, {len(locators)} asked for")
+    bundles = []
+    for (zone, role, locator), key, wrap in zip(wanted, made, wrapped, strict=True):
+        if wrap.kek != kek:
+            raise KeyFlowError(f"step wrap on {origin}: wrapped under KEK {wrap.kek}, expected {kek}")
+        bundles.append(KeyBundle(
+            zone=zone, role=role, algorithm=policy.algorithm, bits=key.bits, locator=locator,
+            inception=inception, origin=origin, public=key.public, wrapped=wrap.wrapped, kek=wrap.kek,
+            keytag=keytag(make_dnskey(role, policy.algorithm, base64.b64decode(key.public))),
+        ))  # fmt: skip
+
+    # The copies and the backup at once: both only add what the journal names already.
+    journal.will_make_all(
+        [Made("hsm", peer, locator) for peer in peers for locator in locators]
+        + [Made("bundle", "backup", locator) for locator in locators]
+    )
+    unwrap = P.KeyUnwrapBatchRequest(keys=[unwrap_request(b) for b in bundles])
+
+    def copy(peer: str) -> None:
+        replies = client.call(peer, P.KEY_UNWRAP_BATCH, unwrap).keys
+        if len(replies) != len(bundles) or not all(r.confirmed for r in replies):
+            raise KeyFlowError(f"the HSM did not confirm all {len(bundles)} keys")
+
+    def backup() -> None:
+        put = P.BundleBatchRequest(bundles=[P.Bundle.model_validate(b.__dict__) for b in bundles])
+        digests = client.call("backup", P.BUNDLE_PUT_BATCH, put).digests
+        expected = [b.digest() for b in bundles]
+        if digests != expected:
+            raise KeyFlowError(f"the backup confirmed digests {digests}, expected {expected}")
+
+    fan_out({
+        **{("copy", peer): partial(copy, peer) for peer in peers},
+        ("backup", "backup"): backup,
+    })  # fmt: skip
+
+    # Every copy is confirmed: from now on no token lets these keys out again, not even wrapped.
+    # (The peers' copies were unwrapped sealed; the origin's were extractable for the copy window.)
+    def seal(node: str) -> None:
+        replies = client.call(node, P.KEY_SEAL_BATCH, P.LocatorsRequest(locators=locators)).keys
+        if len(replies) != len(locators) or not all(r.sealed for r in replies):
+            raise KeyFlowError("a key is still extractable")
+
+    fan_out({("seal", node): partial(seal, node) for node in [origin, *peers]})
+    return bundles
+
+
 def pick_origin(duo: Duo, origin: str | None) -> str:
     origin = origin or duo.config.key_origin or next(iter(duo.nodes))
     duo.node(origin)  # a clear error for an unknown node
@@ -214,27 +315,56 @@ def import_request(bundle: KeyBundle, zone: str, role: str, inception: int) -> P
     )  # fmt: skip
 
 
-def _refuse_live_keys(duo: Duo, client: NodeClient, zone: str, roles: list[str]) -> None:
+def fan_out(calls: dict[tuple[str, str], Callable[[], None]]) -> None:
+    """Steps on several targets at once, one thread per target (each target has its own agent):
+    the keys (step, target) name the step. Every call runs to its end; the failures are then one
+    KeyFlowError naming each step and target that failed."""
+    if len(calls) == 1:
+        [((name, target), call)] = calls.items()
+        try:
+            call()
+        except DuoError as exc:
+            raise KeyFlowError(f"step {name} on {target}: {exc}") from exc
+        return
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {key: pool.submit(call) for key, call in calls.items()}
+    failed: list[str] = []
+    first: DuoError | None = None
+    for (name, target), future in futures.items():
+        try:
+            future.result()
+        except DuoError as exc:
+            failed.append(f"step {name} on {target}: {exc}")
+            first = first or exc
+    if failed:
+        raise KeyFlowError("; ".join(failed)) from first
+
+
+def _live_keys_refusal(zone: str, node: str, keys: list[P.KeyStateMsg], roles: list[str]) -> str | None:
     """`key create` makes a zone's first keys; a zone with a live key of a role gets a rollover."""
-    for node in duo.nodes:
-        keys = (
-            step("preflight", node, client, P.KEY_STATES, P.KeyStatesRequest(zone=zone)).keys_of(zone) or []
-        )
-        live = sorted(f"{k.role} {k.keytag}" for k in keys if k.role in roles and not k.dead)
-        if live:
-            raise KeyFlowError(
-                f"zone {zone} has keys already on node {node} ({', '.join(live)}): key create makes a "
-                "zone's first keys; `ods-duo key rollover` replaces one"
-            )
+    live = sorted(f"{k.role} {k.keytag}" for k in keys if k.role in roles and not k.dead)
+    if not live:
+        return None
+    return (
+        f"zone {zone} has keys already on node {node} ({', '.join(live)}): key create makes a "
+        "zone's first keys; `ods-duo key rollover` replaces one"
+    )
 
 
-def import_everywhere(duo: Duo, client: NodeClient, zone: str, imports: list[P.KeyImportRequest]) -> None:
-    """Past the commit point: every enforcer gets every key (idempotent: a key it has is skipped)."""
-    for node in duo.nodes:
-        for request in imports:
-            step("import", node, client, P.KEY_IMPORT, request)
-    for node in duo.nodes:
-        step("enforce", node, client, P.ENFORCE)
+def import_everywhere(duo: Duo, client: NodeClient, imports: list[P.KeyImportRequest]) -> None:
+    """Past the commit point: every enforcer gets every key (idempotent: a key it has is skipped),
+    the nodes at once; then every enforcer runs."""
+    for start in range(0, len(imports), P.MAX_BATCH):
+        request = P.KeyImportBatchRequest(keys=imports[start : start + P.MAX_BATCH])
+        fan_out({
+            ("import", node): partial(_call, client, node, P.KEY_IMPORT_BATCH, request)
+            for node in duo.nodes
+        })  # fmt: skip
+    fan_out({("enforce", node): partial(_call, client, node, P.ENFORCE) for node in duo.nodes})
+
+
+def _call(client: NodeClient, target: str, op: P.Op[Req, Rep], request: Req | None = None) -> None:
+    client.call(target, op, request)
 
 
 def roll_forward(duo: Duo, client: NodeClient, zone: str, role: str, locator: str) -> list[str]:
@@ -292,7 +422,8 @@ def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
         result = finish_restore(duo, client, left)
         return Finished(left, str(result["resumed"]), [str(result["node"])])
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(left.started))
-    what = f"{left.command} of zone {left.zone} (started {started})"
+    zones = left.zone if ", " not in left.zone else f"zones {left.zone}"
+    what = f"{left.command} of {'zone ' if zones == left.zone else ''}{zones} (started {started})"
     told: list[str] = []
     if not left.committed:
         problems = undo_made(client, left.made)
@@ -302,7 +433,7 @@ def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
         done = f"undid the unfinished {what}: {len(left.made)} step(s) taken back"
     elif left.command == "key create":
         imports = [P.KeyImportRequest.model_validate(k) for k in left.details["imports"]]
-        import_everywhere(duo, client, left.zone, imports)
+        import_everywhere(duo, client, imports)
         journal_path(duo).unlink(missing_ok=True)
         done = f"finished the interrupted {what}: its keys are in every enforcer now"
     elif left.command == "key rollover":
@@ -322,45 +453,176 @@ def resume_pending(duo: Duo, client: NodeClient) -> Finished | None:
         return finish_pending(duo, client)
 
 
+@dataclass
+class ZoneOutcome:
+    """What `key create` did for one zone of its list."""
+
+    zone: str
+    keys: list[CreatedKey] = field(default_factory=list)
+    error: DuoError | None = None
+    has_keys: bool = False  # refused because it has live keys already (for the watcher: nothing to do)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "zone": self.zone, "ok": self.ok, "error": None if self.error is None else str(self.error),
+            "has_keys": self.has_keys, "keys": [k.__dict__ for k in self.keys],
+        }  # fmt: skip
+
+
 def create_key(
     duo: Duo, client: NodeClient, zone: str, role: str | None, origin: str | None
 ) -> list[CreatedKey]:
-    zone = normalize_zone_name(zone)
+    """Keys for one zone; its failure is raised."""
+    [outcome] = create_keys(duo, client, [zone], role, origin)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.keys
+
+
+def create_keys(
+    duo: Duo,
+    client: NodeClient,
+    zones: Sequence[str],
+    role: str | None,
+    origin: str | None,
+    *,
+    batch: int = KEY_BATCH,
+) -> list[ZoneOutcome]:
+    """Keys for many zones under one key lock and one preflight, in journalled batches.
+
+    A zone that cannot have keys (a bad name, not on every node, keys already) is reported and the
+    others go on. A batch that fails stops the run (its journal may be left for `key resume`); the
+    zones after it are reported as not tried. Raises only for what stops every zone (the
+    preflight: a node or the backup does not answer, no KEK, different KEKs).
+    """
     enforcer_roles = roles_for(duo.config.policy.keys, role)
     origin = pick_origin(duo, origin)
-    with key_lock(duo, f"key create {zone}"):
+    outcomes: dict[str, ZoneOutcome] = {}
+    order: list[str] = []
+    names: list[str] = []
+    for given in zones:
+        try:
+            name = normalize_zone_name(given)
+        except DuoError as exc:
+            order.append(given)
+            outcomes[given] = ZoneOutcome(given, error=exc)
+            continue
+        if name not in order:
+            order.append(name)
+            names.append(name)
+    what = f"key create {names[0]}" if len(names) == 1 else f"key create of {len(names)} zones"
+    with key_lock(duo, what):
         finish_pending(duo, client)
-        _refuse_live_keys(duo, client, zone, enforcer_roles)
-        inception = int(time.time())
-        journal = Recorder(journal_path(duo), Journal("key create", zone, time.time()))
-        try:
-            bundles = share_keys(
-                duo, client, zone=zone, enforcer_roles=enforcer_roles, origin=origin, inception=inception,
-                journal=journal,
-            )  # fmt: skip
-        except DuoError as exc:
-            problems = undo_made(client, journal.journal.made)
-            if problems:  # the journal stays: the next key command undoes the rest
-                raise KeyFlowError(
-                    f"{exc}; not all of it could be undone yet ({'; '.join(problems)})"
-                ) from exc
-            journal.close()
-            raise
+        kek, refused = _preflight_zones(duo, client, names, enforcer_roles)
+        outcomes.update(refused)
+        ready = [z for z in names if z not in refused]
+        stopped: DuoError | None = None
+        for start in range(0, len(ready), max(1, batch)):
+            chunk = ready[start : start + max(1, batch)]
+            if stopped is not None:
+                for zone in chunk:
+                    outcomes[zone] = ZoneOutcome(zone, error=KeyFlowError(f"not tried: {stopped}"))
+                continue
+            try:
+                created = _create_batch(duo, client, chunk, enforcer_roles, origin=origin, kek=kek)
+            except DuoError as exc:
+                stopped = exc
+                for zone in chunk:
+                    outcomes[zone] = ZoneOutcome(zone, error=exc)
+                continue
+            for zone in chunk:
+                outcomes[zone] = ZoneOutcome(zone, keys=[k for k in created if k.zone == zone])
+            log.info("keys made for %d zone(s) on %s: %s", len(chunk), ", ".join(duo.nodes), ", ".join(chunk))
+    return [outcomes[z] for z in order]
 
-        # Only now may an enforcer learn about the keys (invariant 1). From here the run finishes
-        # forward: the keys are in every HSM and the backup, and importing again is idempotent.
-        imports = [import_request(b, zone, b.role, inception) for b in bundles]
-        journal.commit(imports=[r.model_dump() for r in imports])
-        try:
-            import_everywhere(duo, client, zone, imports)
-        except DuoError as exc:
-            raise KeyFlowError(
-                f"{exc}; the keys are in every HSM and the backup: `ods-duo key resume` (or the next key "
-                "command) imports them once every node answers"
-            ) from exc
+
+def _preflight_zones(
+    duo: Duo, client: NodeClient, zones: list[str], roles: list[str]
+) -> tuple[str, dict[str, ZoneOutcome]]:
+    """The KEK fingerprint, and the zones that cannot have keys now, with why (the nodes at once)."""
+    if not zones:
+        return "", {}
+    listed: dict[str, set[str]] = {}
+    states: dict[str, P.KeyStatesReply] = {}
+    # One zone: its own key states; more: every zone's, in one read per node.
+    ask = P.KeyStatesRequest(zone=zones[0] if len(zones) == 1 else None)
+
+    fingerprints: dict[str, str | None] = {}
+    algorithm = duo.config.policy.algorithm
+
+    def look(node: str) -> None:
+        states[node] = client.call(node, P.KEY_STATES, ask)
+        listed[node] = set(client.call(node, P.ZONE_LIST).names)
+        _ask_kek(client, node, algorithm, fingerprints)
+
+    # Every target at once: their agents start side by side, not one after the other.
+    fan_out({
+        **{("preflight", node): partial(look, node) for node in duo.nodes},
+        ("preflight", "backup"): partial(_ask_kek, client, "backup", algorithm, fingerprints),
+    })  # fmt: skip
+    kek = _one_kek(fingerprints)
+    refused: dict[str, ZoneOutcome] = {}
+    for zone in zones:
+        for node in duo.nodes:
+            if zone not in listed[node]:
+                error = KeyFlowError(f"step preflight: zone {zone} is not on node {node}; zone add it first")
+                refused[zone] = ZoneOutcome(zone, error=error)
+                break
+            problem = _live_keys_refusal(zone, node, states[node].keys_of(zone) or [], roles)
+            if problem:
+                refused[zone] = ZoneOutcome(zone, error=KeyFlowError(problem), has_keys=True)
+                break
+    return kek, refused
+
+
+def zones_without_keys(duo: Duo, client: NodeClient) -> list[str]:
+    """Zones on every node that no node's enforcer has a live key for (asked at once)."""
+    listed: dict[str, set[str]] = {}
+    keyed: set[str] = set()
+
+    def look(node: str) -> None:
+        listed[node] = set(client.call(node, P.ZONE_LIST).names)
+        states = client.call(node, P.KEY_STATES, P.KeyStatesRequest(zone=None))
+        keyed.update(z.zone for z in states.zones if any(not k.dead for k in z.keys))
+
+    fan_out({("look", node): partial(look, node) for node in duo.nodes})
+    everywhere = set.intersection(*listed.values()) if listed else set()
+    return sorted(everywhere - keyed)
+
+
+def _create_batch(
+    duo: Duo, client: NodeClient, zones: list[str], roles: list[str], *, origin: str, kek: str
+) -> list[CreatedKey]:
+    """One journalled batch: shared, committed, imported everywhere."""
+    inception = int(time.time())
+    journal = Recorder(journal_path(duo), Journal("key create", ", ".join(zones), time.time()))
+    try:
+        bundles = share_batch(
+            duo, client, zones=zones, enforcer_roles=roles, origin=origin, inception=inception, kek=kek,
+            journal=journal,
+        )  # fmt: skip
+    except DuoError as exc:
+        problems = undo_made(client, journal.journal.made)
+        if problems:  # the journal stays: the next key command undoes the rest
+            raise KeyFlowError(f"{exc}; not all of it could be undone yet ({'; '.join(problems)})") from exc
         journal.close()
-    created = [
-        CreatedKey(zone, b.role, b.locator, b.keytag, origin, inception, list(duo.nodes)) for b in bundles
-    ]
-    log.info("zone %s: keys %s on %s", zone, [k.locator for k in created], ", ".join(duo.nodes))
-    return created
+        raise
+
+    # Only now may an enforcer learn about the keys (invariant 1). From here the batch finishes
+    # forward: the keys are in every HSM and the backup, and importing again is idempotent.
+    imports = [import_request(b, b.zone, b.role, inception) for b in bundles]
+    journal.commit(imports=[r.model_dump() for r in imports])
+    try:
+        import_everywhere(duo, client, imports)
+    except DuoError as exc:
+        raise KeyFlowError(
+            f"{exc}; the keys are in every HSM and the backup: `ods-duo key resume` (or the next key "
+            "command) imports them once every node answers"
+        ) from exc
+    journal.close()
+    nodes = list(duo.nodes)
+    return [CreatedKey(b.zone, b.role, b.locator, b.keytag, origin, inception, nodes) for b in bundles]

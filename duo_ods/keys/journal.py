@@ -102,6 +102,11 @@ class Recorder:
         self.journal.made.append(Made(kind, target, locator))
         self._save()
 
+    def will_make_all(self, made: list[Made]) -> None:
+        """Everything one batched step may make, in one record (one fsync for the whole batch)."""
+        self.journal.made.extend(made)
+        self._save()
+
     def commit(self, **details: Any) -> None:
         """From here on the command is finished forward, never undone."""
         self.journal.committed = True

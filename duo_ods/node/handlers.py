@@ -43,4 +43,9 @@ NODE_HANDLERS: dict[str, Bound[Any, Any, Node]] = handlers(
     bind(P.KEY_STATES_WRITE, K.op_key_states_write),
     bind(P.KEY_ROLLOVER, K.op_key_rollover),
     bind(P.KEY_DS, K.op_key_ds),
+    bind(P.KEY_GENERATE_BATCH, K.op_key_generate_batch),
+    bind(P.KEY_WRAP_BATCH, K.op_key_wrap_batch),
+    bind(P.KEY_UNWRAP_BATCH, K.op_key_unwrap_batch),
+    bind(P.KEY_SEAL_BATCH, K.op_key_seal_batch),
+    bind(P.KEY_IMPORT_BATCH, K.op_key_import_batch),
 )

@@ -18,6 +18,7 @@ from duo_ods.node import daemons
 from duo_ods.node.ops import enforcer
 from duo_ods.node.tokenref import KEK_LABEL, TRANSPORT_LABEL, TokenRef
 from duo_ods.ods import kaspdb
+from duo_ods.ods.client import Enforcer
 from duo_ods.ods.parse import parse_key_list_debug, parse_key_list_verbose
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.serve import Bound, bind
@@ -196,6 +197,52 @@ def op_key_delete(duo: Duo, node: Node, req: P.LocatorRequest) -> P.KeyDeleteRep
         return P.KeyDeleteReply(deleted=keys.delete_key(s, req.locator))
 
 
+# Batches: one token session (one login) per request, however many keys (keys.flow's key create).
+
+
+def op_key_generate_batch(duo: Duo, node: Node, req: P.KeyGenerateBatchRequest) -> P.KeyGenerateBatchReply:
+    made = []
+    with node_token(node).session() as s:
+        for r in req.keys:
+            key = keys.generate_keypair(s, r.algorithm, r.bits, locator=r.locator)
+            public = b64(keys.dnskey_public(s, key.locator))
+            made.append(P.KeyGenerateReply(locator=key.locator, bits=key.bits, public=public))
+    return P.KeyGenerateBatchReply(keys=made)
+
+
+def op_key_wrap_batch(duo: Duo, node: Node, req: P.LocatorsRequest) -> P.KeyWrapBatchReply:
+    with node_token(node).session() as s:
+        fingerprint = kek.kek_fingerprint(s, KEK_LABEL)
+        wrapped = [
+            P.KeyWrapReply(wrapped=b64(keys.wrap_private(s, locator, KEK_LABEL)), kek=fingerprint)
+            for locator in req.locators
+        ]
+    return P.KeyWrapBatchReply(keys=wrapped)
+
+
+def op_key_unwrap_batch(duo: Duo, node: Node, req: P.KeyUnwrapBatchRequest) -> P.KeyUnwrapBatchReply:
+    done = []
+    with node_token(node).session() as s:
+        for r in req.keys:
+            key = keys.HsmKey(r.locator, r.algorithm, r.bits)
+            public = unb64(r.public)
+            created = keys.unwrap_private(s, unb64(r.wrapped), KEK_LABEL, key, public)
+            # Confirm from the token itself, not from our own return value.
+            if keys.dnskey_public(s, key.locator) != public:
+                raise NodeError(f"node {node.name}: key {key.locator} is not in the token after unwrap")
+            done.append(P.KeyUnwrapReply(created=created, confirmed=True))
+    return P.KeyUnwrapBatchReply(keys=done)
+
+
+def op_key_seal_batch(duo: Duo, node: Node, req: P.LocatorsRequest) -> P.KeySealBatchReply:
+    sealed = []
+    with node_token(node).session() as s:
+        for locator in req.locators:
+            sealed_now = keys.seal_key(s, locator)
+            sealed.append(P.KeySealReply(sealed_now=sealed_now, sealed=keys.is_sealed(s, locator)))
+    return P.KeySealBatchReply(keys=sealed)
+
+
 def op_hsm_list(duo: Duo, node: Node, req: P.Empty) -> P.HsmListReply:
     with node_token(node).session() as s:
         return P.HsmListReply(keys=[P.HsmObject.model_validate(k.__dict__) for k in keys.list_keys(s)])
@@ -216,13 +263,35 @@ def op_key_import(duo: Duo, node: Node, req: P.KeyImportRequest) -> P.KeyImportR
     listed = client("key", "list", "-v", "-a", "-z", req.zone)
     if req.locator in {k.locator for k in parse_key_list_verbose(listed)}:
         return P.KeyImportReply(imported=False)
+    _import(client, req)
+    return P.KeyImportReply(imported=True)
+
+
+def _import(client: Enforcer, req: P.KeyImportRequest) -> None:
     client(
         "key", "import", "--cka_id", req.locator, "--repository", REPOSITORY, "--zone", req.zone,
         "--bits", str(req.bits), "--algorithm", str(req.algorithm),
         "--keystate", "generate", "--keytype", req.role,
         "--inception_time", inception_text(req.inception),
     )  # fmt: skip
-    return P.KeyImportReply(imported=True)
+
+
+def op_key_import_batch(duo: Duo, node: Node, req: P.KeyImportBatchRequest) -> P.KeyImportBatchReply:
+    """Many `key import`s; idempotent like op_key_import, with one `key list` per zone of the batch."""
+    client = enforcer(node)
+    have: dict[str, set[str]] = {}
+    imported = []
+    for r in req.keys:
+        if r.zone not in have:
+            listed = client("key", "list", "-v", "-a", "-z", r.zone)
+            have[r.zone] = {k.locator for k in parse_key_list_verbose(listed)}
+        if r.locator in have[r.zone]:
+            imported.append(False)
+            continue
+        _import(client, r)
+        have[r.zone].add(r.locator)
+        imported.append(True)
+    return P.KeyImportBatchReply(imported=imported)
 
 
 def op_enforce(duo: Duo, node: Node, req: P.Empty) -> P.Empty:

@@ -456,6 +456,39 @@ class HsmListReply(Message):
     keys: list[HsmObject]
 
 
+# Batches: one request for many keys, so a flow pays one round trip and one token session per
+# node and step, not one per key (keys.flow's batched key create). Replies are in request order.
+MAX_BATCH = 1000  # keys in one batch request
+
+
+class KeyGenerateBatchRequest(Message):
+    keys: list[KeyGenerateRequest] = Field(max_length=MAX_BATCH)
+
+
+class KeyGenerateBatchReply(Message):
+    keys: list[KeyGenerateReply]
+
+
+class LocatorsRequest(Message):
+    locators: list[Locator] = Field(max_length=MAX_BATCH)
+
+
+class KeyWrapBatchReply(Message):
+    keys: list[KeyWrapReply]
+
+
+class KeyUnwrapBatchRequest(Message):
+    keys: list[KeyUnwrapRequest] = Field(max_length=MAX_BATCH)
+
+
+class KeyUnwrapBatchReply(Message):
+    keys: list[KeyUnwrapReply]
+
+
+class KeySealBatchReply(Message):
+    keys: list[KeySealReply]
+
+
 # --- a node's enforcer --------------------------------------------------------------------
 
 
@@ -470,6 +503,14 @@ class KeyImportRequest(Message):
 
 class KeyImportReply(Message):
     imported: bool
+
+
+class KeyImportBatchRequest(Message):
+    keys: list[KeyImportRequest] = Field(max_length=MAX_BATCH)
+
+
+class KeyImportBatchReply(Message):
+    imported: list[bool]
 
 
 class KeyListRequest(Message):
@@ -584,6 +625,14 @@ class DigestReply(Message):
     digest: str
 
 
+class BundleBatchRequest(Message):
+    bundles: list[Bundle] = Field(max_length=MAX_BATCH)
+
+
+class DigestsReply(Message):
+    digests: list[str]
+
+
 class BundleListReply(Message):
     bundles: list[Bundle]
 
@@ -649,6 +698,11 @@ KEY_PUBLIC = Op("key-public", LocatorRequest, KeyPublicReply, "node", reads_only
 KEY_DELETE = Op("key-delete", LocatorRequest, KeyDeleteReply, "node")
 HSM_LIST = Op("hsm-list", Empty, HsmListReply, "node", reads_only=True)
 KEY_IMPORT = Op("key-import", KeyImportRequest, KeyImportReply, "node")
+KEY_GENERATE_BATCH = Op("key-generate-batch", KeyGenerateBatchRequest, KeyGenerateBatchReply, "node")
+KEY_WRAP_BATCH = Op("key-wrap-batch", LocatorsRequest, KeyWrapBatchReply, "node")
+KEY_UNWRAP_BATCH = Op("key-unwrap-batch", KeyUnwrapBatchRequest, KeyUnwrapBatchReply, "node")
+KEY_SEAL_BATCH = Op("key-seal-batch", LocatorsRequest, KeySealBatchReply, "node")
+KEY_IMPORT_BATCH = Op("key-import-batch", KeyImportBatchRequest, KeyImportBatchReply, "node")
 ENFORCE = Op("enforce", Empty, Empty, "node")
 KEY_LIST = Op("key-list", KeyListRequest, KeyListReply, "node", reads_only=True)
 DB_SCHEMA = Op("db-schema", Empty, DbSchemaReply, "node", reads_only=True)
@@ -661,6 +715,7 @@ KEY_DS = Op("key-ds", KeyDsRequest, KeyDsReply, "node")
 
 BACKUP_INIT = Op("backup-init", Empty, BackupInitReply, "backup")
 BUNDLE_PUT = Op("bundle-put", BundleRequest, DigestReply, "backup")
+BUNDLE_PUT_BATCH = Op("bundle-put-batch", BundleBatchRequest, DigestsReply, "backup")
 BUNDLE_LIST = Op("bundle-list", Empty, BundleListReply, "backup", reads_only=True)
 BUNDLE_REMOVE = Op("bundle-remove", LocatorRequest, Empty, "backup")
 BUNDLE_VERIFY = Op("bundle-verify", LocatorRequest, BundleVerifyReply, "backup", reads_only=True)
@@ -677,8 +732,9 @@ TABLE: dict[str, Op[Any, Any]] = {
         KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,
         KEY_LIST, DB_SCHEMA, KEY_POOL_ADD, KEY_POOL_REMOVE, KEY_STATES, KEY_STATES_WRITE, KEY_ROLLOVER,
-        KEY_DS,
-        BACKUP_INIT, BUNDLE_PUT, BUNDLE_LIST, BUNDLE_REMOVE, BUNDLE_VERIFY, SNAPSHOT_PUT, SNAPSHOT_GET,
+        KEY_DS, KEY_GENERATE_BATCH, KEY_WRAP_BATCH, KEY_UNWRAP_BATCH, KEY_SEAL_BATCH, KEY_IMPORT_BATCH,
+        BACKUP_INIT, BUNDLE_PUT, BUNDLE_PUT_BATCH, BUNDLE_LIST, BUNDLE_REMOVE, BUNDLE_VERIFY, SNAPSHOT_PUT,
+        SNAPSHOT_GET,
         DEAD_SINCE,
     )
 }  # fmt: skip

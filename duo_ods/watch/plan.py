@@ -126,10 +126,25 @@ class Debouncer:
         self.max_wait = max_wait
         self._first: dict[str, float] = {}
         self._last = 0.0
+        self._writing: set[str] = set()  # written to and not closed since: not complete yet
 
     def note(self, path: str, now: float) -> None:
-        self._first.setdefault(path, now)
         self._last = now
+        if path not in self._writing:
+            self._first.setdefault(path, now)
+
+    def writing(self, path: str) -> None:
+        """A writer wrote to the file and has not closed it: it is not handed out (however long the
+        pause, max_wait included) until it is closed, moved or deleted (`closed`). Without this, a
+        created file written in parts with a pause longer than the debounce was read half: a file
+        cut at a line end can be a valid zone."""
+        self._writing.add(path)
+        self._first.pop(path, None)
+
+    def closed(self, path: str, now: float) -> None:
+        """The writer closed the file (or it was moved or deleted): complete, due like any event."""
+        self._writing.discard(path)
+        self.note(path, now)
 
     def ready(self, now: float) -> list[str]:
         if not self._first:

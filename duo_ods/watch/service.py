@@ -21,6 +21,7 @@ from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -31,9 +32,8 @@ from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.bind import managed
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import DuoError, ZoneFileError
-from duo_ods.keys.flow import create_key, resume_pending
+from duo_ods.keys.flow import KEY_BATCH, create_keys, resume_pending
 from duo_ods.keys.journal import pending
-from duo_ods.keys.listing import list_keys
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
@@ -50,23 +50,31 @@ RESUME_INTERVAL = 30.0  # seconds between looks for a key command a kill or a si
 
 
 class _Events(FileSystemEventHandler):
-    """Files closed after writing, moved into place (a move from another folder arrives as
-    'created'), or deleted. A created file still being written is caught by its close event:
-    at worst it is refused once, and the last good data stays meanwhile."""
+    """Only complete files count. A file written to (modified) is held until its writer closes it;
+    one closed after writing, moved into place (a move from another folder arrives as 'created') or
+    deleted is due once events are quiet. A created file whose writer pauses before its first write
+    may be read empty: refused once, and the last good data stays meanwhile."""
 
     def __init__(self, debouncer: Debouncer, lock: threading.Lock) -> None:
         self.debouncer = debouncer
         self.lock = lock
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent
+        kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent | FileModifiedEvent
         if event.is_directory or not isinstance(event, kinds):
             return
         paths = [event.src_path, event.dest_path] if isinstance(event, FileMovedEvent) else [event.src_path]
+        now = time.monotonic()
         with self.lock:
             for path in paths:
-                if zone_name_from_filename(Path(str(path)).name):
-                    self.debouncer.note(str(path), time.monotonic())
+                if not zone_name_from_filename(Path(str(path)).name):
+                    continue
+                if isinstance(event, FileModifiedEvent):
+                    self.debouncer.writing(str(path))
+                elif isinstance(event, FileCreatedEvent):
+                    self.debouncer.note(str(path), now)
+                else:  # closed, moved (both ends), deleted: no writer holds it any more
+                    self.debouncer.closed(str(path), now)
 
 
 class Watcher:
@@ -213,7 +221,9 @@ class Watcher:
         self.changed = True
 
     def make_pending_keys(self) -> None:
-        """Key origin only: keys for new zones once every node has the zone (the peers' watchers add it)."""
+        """Key origin only: keys for new zones once every node has them (the peers' watchers add them),
+        one batch (KEY_BATCH zones, one journalled key create) per tick: a batch takes seconds, and
+        file events and SIGTERM must not wait for a thousand zones."""
         if not self.pending_keys:
             return
         try:
@@ -221,18 +231,26 @@ class Watcher:
         except DuoError as exc:
             log.warning("waiting for every node to answer before making keys: %s", exc)
             return
-        # One zone per tick: a key takes seconds, and file events and SIGTERM must not wait for a
-        # thousand of them.
-        for zone in sorted(self.pending_keys & everywhere)[:1]:
-            try:
-                if not list_keys(self.duo, self.client, zone):
-                    create_key(self.duo, self.client, zone, None, self.node.name)
-                    log.info("zone %s: keys made and shared", zone)
-                    self.changed = True
-                self.pending_keys.discard(zone)
-                self._after_new_zone()
-            except DuoError as exc:
-                log.error("zone %s: no keys yet: %s (will retry)", zone, exc)
+        ready = sorted(self.pending_keys & everywhere)[:KEY_BATCH]
+        if not ready:
+            return
+        try:
+            outcomes = create_keys(self.duo, self.client, ready, None, self.node.name, batch=KEY_BATCH)
+        except DuoError as exc:
+            log.error("no keys yet for %s: %s (will retry)", ", ".join(ready), exc)
+            return
+        done = False
+        for outcome in outcomes:
+            if outcome.ok:
+                log.info("zone %s: keys made and shared", outcome.zone)
+                self.changed = True
+            elif not outcome.has_keys:  # it had keys already: nothing to do for it
+                log.error("zone %s: no keys yet: %s (will retry)", outcome.zone, outcome.error)
+                continue
+            self.pending_keys.discard(outcome.zone)
+            done = True
+        if done:
+            self._after_new_zone()
 
     def resume_keys_when_due(self) -> None:
         """Key origin only, every RESUME_INTERVAL: finish (or undo) a key command that was killed or

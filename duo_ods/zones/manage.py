@@ -23,7 +23,7 @@ from duo_ods.errors import DuoError, NodeError
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.check import CheckedZone, check_zone_file, normalize_zone_name, zone_name_from_filename
-from duo_ods.zones.inputs import forget_input, record_input
+from duo_ods.zones.inputs import forget_input, record_input, record_inputs
 from duo_ods.zones.serial import next_serial
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,88 @@ def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResu
         result.added_on.append(node)
     log.info("zone %s added on %s", name, ", ".join(result.added_on))
     return result
+
+
+@dataclass
+class FileAdd:
+    """What `zone add FILE...` did with one file."""
+
+    file: str
+    zone: str | None
+    result: ZoneAddResult | None = None
+    error: str | None = None
+
+
+def add_zones(duo: Duo, client: NodeClient, files: list[Path]) -> list[FileAdd]:
+    """Many zone files in one command: each checked on its own (a bad one is reported and the others
+    go on), then the good ones to every node in batches (one enforcer round trip per node and batch,
+    the nodes at once). A batch a node refuses is taken back from the nodes that took it."""
+    outcomes = [FileAdd(str(f), zone_name_from_filename(f.name)) for f in files]
+    current = {node: set(zones) for node, zones in node_zones(duo, client).items()}
+    good: list[tuple[FileAdd, CheckedZone]] = []
+    seen: set[str] = set()
+    for outcome, file in zip(outcomes, files, strict=True):
+        if outcome.zone is None:
+            outcome.error = f"{file.name}: not a zone file name (ZONE or ZONE.zone)"
+            continue
+        if outcome.zone in seen:
+            outcome.error = f"zone {outcome.zone}: named by another file of this command"
+            continue
+        seen.add(outcome.zone)
+        if all(outcome.zone in zones for zones in current.values()):
+            outcome.error = (
+                f"zone {outcome.zone} exists on every node already; to change its data, update its file"
+            )
+            continue
+        try:
+            checked = check_file(duo, outcome.zone, file)
+        except DuoError as exc:
+            outcome.error = str(exc)
+            continue
+        good.append((outcome, checked))
+    size = duo.config.watch.batch_size
+    for start in range(0, len(good), size):
+        _add_batch(duo, client, good[start : start + size], current)
+    return outcomes
+
+
+def _add_batch(
+    duo: Duo, client: NodeClient, batch: list[tuple[FileAdd, CheckedZone]], current: dict[str, set[str]]
+) -> None:
+    record_inputs(duo, [c for _o, c in batch])  # before any node has them, as add_zone does
+    added: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+
+    def add(node: str) -> None:
+        zones = [P.ZoneInput(zone=c.name, text=c.text) for _o, c in batch if c.name not in current[node]]
+        if zones:
+            added[node] = client.call(node, P.ZONE_ADD_BATCH, P.ZoneBatchRequest(zones=zones)).added
+
+    with ThreadPoolExecutor(max_workers=max(1, len(duo.nodes))) as pool:
+        futures = {node: pool.submit(add, node) for node in duo.nodes}
+    for node, future in futures.items():
+        try:
+            future.result()
+        except DuoError as exc:
+            failed[node] = str(exc)
+    if failed:
+        for node, zones in added.items():
+            for zone in zones:
+                _undo_add(client, zone, [node])
+        why = "; ".join(f"node {n} refused them: {e}" for n, e in failed.items())
+        for outcome, checked in batch:
+            if not any(checked.name in zones for zones in current.values()):
+                forget_input(duo, checked.name)  # on no node again: nothing to catch up to
+            outcome.error = f"zone {checked.name}: nothing changed: {why}"
+        return
+    for outcome, checked in batch:
+        result = ZoneAddResult(checked.name, checked.serial, checked.records, checked.stripped)
+        result.already_on = [n for n in duo.nodes if checked.name in current[n]]
+        result.added_on = [n for n in duo.nodes if checked.name in added.get(n, [])]
+        outcome.result = result
+        for node in result.added_on:
+            current[node].add(checked.name)
+    log.info("%d zones added on %s", len(batch), ", ".join(duo.nodes))
 
 
 def _undo_add(client: NodeClient, zone: str, nodes: list[str]) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.conftest import Lab
 from tests.support.crash import (
+    JOURNAL_RECORDS,
     KEY_CREATE_POINTS,
     KEY_ROLLOVER_POINTS,
     ZONE_TEXT,
@@ -28,7 +29,7 @@ from tests.support.crash import (
 SEED = int(os.environ.get("ODS_DUO_CRASH_SEED", "20261129"))
 SAMPLE = sorted(random.Random(SEED).sample(KEY_CREATE_POINTS, 6))
 # the commit point, a lost node reply and the import split are always in the sample
-POINTS = sorted({*SAMPLE, "journal:7", "op:key-unwrap:after", "op:key-import:after"})
+POINTS = sorted({*SAMPLE, "journal:3", "op:key-unwrap-batch:after", "op:key-import-batch:after"})
 # a rollover: its commit point, a lost reply of `key rollover`, and two more
 ROLL_SAMPLE = random.Random(SEED).sample(sorted(set(KEY_ROLLOVER_POINTS) - {"journal:7"}), 2)
 ROLL_POINTS = sorted({*ROLL_SAMPLE, "journal:7", "op:key-rollover:after"})
@@ -71,7 +72,7 @@ def test_key_create_killed_at_a_step_boundary_recovers(lab: Lab, point: str) -> 
     assert outcome.problems == [], f"{point}: {outcome}"
     # Past the commit point the keys are finished forward; before it, undone and made anew.
     assert outcome.keys in (0, 2)
-    if point == "journal:8" or point.startswith(("op:key-import:", "op:enforce:")):
+    if point == f"journal:{JOURNAL_RECORDS}" or point.startswith(("op:key-import-batch:", "op:enforce:")):
         assert outcome.keys == 2, f"{point}: the run was past its commit point, so it must be finished"
 
 

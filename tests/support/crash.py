@@ -29,10 +29,14 @@ from duo_ods.keys.journal import journal_path
 from duo_ods.ods.kaspdb import is_dead
 from tests.support.dnssec import axfr
 
-# key create of a KSK+ZSK pair writes 8 journal records: begin; per role: hsm origin, hsm peer,
-# bundle; commit.
-JOURNAL_RECORDS = 8
-NODE_OPS = ("key-generate", "key-wrap", "key-unwrap", "bundle-put", "key-seal", "key-import", "enforce")
+# key create of one zone (a KSK+ZSK pair, or any batch of zones) writes 4 journal records: begin;
+# hsm origin (every key of the batch); hsm peer and bundle (the copies and the backup, made at
+# once); commit.
+JOURNAL_RECORDS = 4
+NODE_OPS = (
+    "key-generate-batch", "key-wrap-batch", "key-unwrap-batch", "bundle-put-batch", "key-seal-batch",
+    "key-import-batch", "enforce",
+)  # fmt: skip
 KEY_CREATE_POINTS = [f"journal:{n}" for n in range(1, JOURNAL_RECORDS + 1)] + [
     f"op:{op}:{when}" for op in NODE_OPS for when in ("before", "after")
 ]

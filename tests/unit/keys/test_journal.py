@@ -49,6 +49,19 @@ class Duo2(FakeNodes):
         self.on(P.ENFORCE, lambda n, r: P.Empty())
         self.on(P.KEY_DELETE, self.delete)
         self.on(P.BUNDLE_REMOVE, self.remove)
+        # the batched steps of key create, each key through the one-key handler above
+        self.on(P.KEY_GENERATE_BATCH, lambda n, r: P.KeyGenerateBatchReply(
+            keys=[self.generate(n, k) for k in r.keys]))  # fmt: skip
+        self.on(P.KEY_WRAP_BATCH, lambda n, r: P.KeyWrapBatchReply(
+            keys=[P.KeyWrapReply(wrapped="d3JhcHBlZA==", kek="f" * 32) for _ in r.locators]))  # fmt: skip
+        self.on(P.KEY_UNWRAP_BATCH, lambda n, r: P.KeyUnwrapBatchReply(
+            keys=[self.unwrap(n, k) for k in r.keys]))  # fmt: skip
+        self.on(P.KEY_SEAL_BATCH, lambda n, r: P.KeySealBatchReply(
+            keys=[P.KeySealReply(sealed_now=n == "a", sealed=True) for _ in r.locators]))  # fmt: skip
+        self.on(P.BUNDLE_PUT_BATCH, lambda n, r: P.DigestsReply(
+            digests=[self.put(n, P.BundleRequest(bundle=b)).digest for b in r.bundles]))  # fmt: skip
+        self.on(P.KEY_IMPORT_BATCH, lambda n, r: P.KeyImportBatchReply(
+            imported=[self.import_(n, k).imported for k in r.keys]))  # fmt: skip
 
     def _maybe_lose(self, node: str, op: P.Op[Any, Any]) -> None:
         if (node, op) in self.lose_reply:
@@ -66,14 +79,14 @@ class Duo2(FakeNodes):
 
     def generate(self, node: str, r: P.KeyGenerateRequest) -> P.KeyGenerateReply:
         self.hsm[node].add(r.locator)
-        self._maybe_lose(node, P.KEY_GENERATE)
+        self._maybe_lose(node, P.KEY_GENERATE_BATCH)
         return P.KeyGenerateReply(
             locator=r.locator, bits=256, public=base64.b64encode(os.urandom(64)).decode()
         )
 
     def unwrap(self, node: str, r: P.KeyUnwrapRequest) -> P.KeyUnwrapReply:
         self.hsm[node].add(r.locator)
-        self._maybe_lose(node, P.KEY_UNWRAP)
+        self._maybe_lose(node, P.KEY_UNWRAP_BATCH)
         return P.KeyUnwrapReply(created=True, confirmed=True)
 
     def put(self, node: str, r: P.BundleRequest) -> P.DigestReply:
@@ -121,7 +134,7 @@ def test_a_clean_run_leaves_no_journal(duo: Duo) -> None:
 
 def test_a_lost_reply_is_undone_because_the_locator_was_journalled_first(duo: Duo) -> None:
     fake = Duo2()
-    fake.lose_reply = {("b", P.KEY_UNWRAP)}  # b made the key, the controller never heard of it
+    fake.lose_reply = {("b", P.KEY_UNWRAP_BATCH)}  # b made the key, the controller never heard of it
     with pytest.raises(KeyFlowError, match="step copy on b"):
         create_key(duo, fake.client, ZONE, None, None)
     assert fake.hsm == {"a": set(), "b": set()} and fake.bundles == set()
@@ -130,7 +143,7 @@ def test_a_lost_reply_is_undone_because_the_locator_was_journalled_first(duo: Du
 
 def test_an_undo_that_cannot_finish_stays_journalled_and_the_next_command_finishes_it(duo: Duo) -> None:
     fake = Duo2()
-    fake.fail = {("backup", P.BUNDLE_PUT), ("b", P.KEY_DELETE)}  # the undo cannot reach b either
+    fake.fail = {("backup", P.BUNDLE_PUT_BATCH), ("b", P.KEY_DELETE)}  # the undo cannot reach b either
     with pytest.raises(KeyFlowError, match="not all of it could be undone yet"):
         create_key(duo, fake.client, ZONE, None, None)
     left = pending(duo)
@@ -144,7 +157,7 @@ def test_an_undo_that_cannot_finish_stays_journalled_and_the_next_command_finish
 def test_a_run_past_its_commit_point_is_finished_not_undone(duo: Duo) -> None:
     """a imported, b failed: the keys are everywhere, so the next command imports them on b."""
     fake = Duo2()
-    fake.fail = {("b", P.KEY_IMPORT)}
+    fake.fail = {("b", P.KEY_IMPORT_BATCH)}
     with pytest.raises(KeyFlowError, match="key resume"):
         create_key(duo, fake.client, ZONE, None, None)
     assert fake.enforcer["a"] and not fake.enforcer["b"]
