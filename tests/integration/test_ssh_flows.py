@@ -20,6 +20,7 @@ from typing import Any
 import dns.dnssec
 import pytest
 
+from duo_ods import process
 from duo_ods.config.load import load_config
 from tests.integration.conftest import Lab
 from tests.support.dnssec import cross_validate, dnskey_rrset
@@ -39,6 +40,7 @@ ns1 IN A 192.0.2.1
 www IN A 192.0.2.80
 """
 PUBLISH_TIMEOUT = 240.0
+AGREE_TIMEOUT = 90.0  # the fast policy moves key states every few seconds, each enforcer on its own
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +127,15 @@ def test_zsk_rollover_over_ssh(ssh_lab: SshLab, config: str) -> None:
         time.sleep(3)
         tags = {n: published_tags(lab, n, ZONE) for n in NODES}
     # key list over ssh names the same keys on the same nodes as the local transport (their states
-    # move on between the two calls: the fast policy)
+    # move on between the two calls, and the two enforcers may be a moment apart: until they agree)
+    deadline = time.monotonic() + AGREE_TIMEOUT
     over_ssh = json.loads(ssh_lab.duo(config, "--json", "key", "list").stdout)
+    while not over_ssh["ok"]:
+        differ = [r for r in over_ssh["keys"] if r["differs"]]
+        assert time.monotonic() < deadline, f"the nodes' key states still differ: {differ}"
+        time.sleep(3)
+        over_ssh = json.loads(ssh_lab.duo(config, "--json", "key", "list").stdout)
     local = json.loads(lab.duo("--json", "key", "list").stdout)
-    assert over_ssh["ok"] is True
     assert key_rows(over_ssh) == key_rows(local)
     rows = [r for r in over_ssh["keys"] if r["zone"] == ZONE]
     assert new in {r["locator"] for r in rows}
@@ -139,7 +146,11 @@ def test_wiped_node_is_restored_over_ssh(ssh_lab: SshLab, config: str) -> None:
     lab = ssh_lab.lab
     duo = load_config(Path(lab.config))
     zones = ("example.test", ZONE)
-    want = {z: enforcer_keys(lab, "a", z) for z in zones}
+    # The lab's watchers reach the nodes through the local transport (a node on this machine is
+    # confirmed by construction): they would finish the journalled restore themselves (key resume)
+    # while the operator checks the fingerprint. This test is about the ssh controller alone.
+    for record in sorted((lab.dir / "state").glob("watch-*.json")):
+        assert process.stop(record) in ("stopped", "not running")
     ssh_lab.duo(config, "node", "stop", "b")
     shutil.rmtree(duo.node("b").paths.base)  # the node's disk is lost: token, database, zones
     # b is reached over ssh: the KEK goes to its transport key only once the operator confirmed
@@ -148,7 +159,7 @@ def test_wiped_node_is_restored_over_ssh(ssh_lab: SshLab, config: str) -> None:
     assert refused.returncode == 1
     assert "its transport key must be confirmed" in refused.stderr, refused.stderr
     offered = json.loads(lab.duo("--json", "kek", "offer", "--node", "b").stdout)["fingerprint"]
-    assert f"--confirm b={offered}" in refused.stderr
+    assert f"--confirm b={offered}" in refused.stderr, refused.stderr
     wrong = ssh_lab.duo(config, "backup", "restore", "--node", "b", "--confirm", "b=" + "0" * 64, check=False)
     assert wrong.returncode == 1
     assert f"its transport key's fingerprint is {offered}" in wrong.stderr, wrong.stderr
@@ -162,8 +173,11 @@ def test_wiped_node_is_restored_over_ssh(ssh_lab: SshLab, config: str) -> None:
     assert result["from"] == "peer"
     assert sorted(result["serving"]) == sorted(zones)
     for zone in zones:
-        # the same keys in b's rebuilt enforcer as in a's, and b signs with them
-        assert enforcer_keys(lab, "b", zone) == want[zone], zone
+        # b's rebuilt enforcer has a's live keys (a key the rollover retired meanwhile stays behind:
+        # restore takes live keys only), and b signs with them
+        rebuilt = enforcer_keys(lab, "b", zone)
+        assert set(rebuilt.items()) <= set(enforcer_keys(lab, "a", zone).items()), zone
+        assert set(rebuilt.values()) == {"KSK", "ZSK"}, zone
         a, b = lab.signed("a", zone), lab.signed("b", zone)
         assert published_tags(lab, "b", zone) == published_tags(lab, "a", zone), zone
         for signed, other in ((a, b), (b, a)):
