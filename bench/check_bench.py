@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import re
 import resource
@@ -51,69 +50,29 @@ import dns.version
 import dns.zone
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: use this checkout's duo_ods
+if str(REPO) not in sys.path:  # run as a script: bench.harness from this checkout
     sys.path.insert(0, str(REPO))
 
-from duo_ods.dns.tsig import TsigKey, read_tsig_key  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Frozen,
+    Tsig,
+    freeze,
+    generate_zone,
+    machine_busy_seconds,
+    machine_info,
+    machine_line,
+    other_work,
+    prepend_section,
+    require_root,
+    run,
+    setup_logging,
+    source_text,
+    today_serial,
+)
 
 ZONE = "bench.test"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 log = logging.getLogger("check_bench")
-
-
-def run(argv: Sequence[str], timeout: float = 600.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run an argument list; on failure raise with its output."""
-    log.debug("run %s", " ".join(argv))
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
-    return result
-
-
-def generate_zone(zone: str, records: int, serial: int) -> str:
-    """A deterministic unsigned zone of `records` records.
-
-    Apex: SOA, 2 NS, MX; ns1/ns2 A; then names h000000.. cycling A, AAAA, TXT, MX; every 1000th
-    name is a delegation instead (NS, plus DS on every other one and glue on every other one).
-    """
-    lines = [
-        f"$ORIGIN {zone}.",
-        "$TTL 3600",
-        f"@ IN SOA ns1 hostmaster {serial} 3600 600 864000 300",
-        "@ IN NS ns1",
-        "@ IN NS ns2",
-        "@ IN MX 10 ns1",
-        "ns1 IN A 192.0.2.53",
-        "ns2 IN A 198.51.100.53",
-    ]
-    count = len(lines) - 2  # records so far ($ORIGIN and $TTL are not records)
-    i = 0
-    while count < records:
-        name = f"h{i:06d}"
-        if i % 1000 == 999 and records - count >= 3:
-            lines.append(f"{name} IN NS ns.{name}")
-            if (i // 1000) % 2:
-                lines.append(f"{name} IN DS {i % 65536} 13 2 {i:064X}")
-            else:
-                lines.append(f"{name} IN NS ns.example.net.")
-            lines.append(f"ns.{name} IN A 192.0.2.{i % 250 + 1}")  # glue
-            count += 3
-        else:
-            kind = i % 4
-            if kind == 0:
-                lines.append(f"{name} IN A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}")
-            elif kind == 1:
-                lines.append(f"{name} IN AAAA 2001:db8::{i >> 16:x}:{i & 0xFFFF:x}")
-            elif kind == 2:
-                lines.append(f'{name} IN TXT "bench record {i}"')
-            else:
-                lines.append(f"{name} IN MX 10 ns1")
-            count += 1
-        i += 1
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- the lab
@@ -127,7 +86,7 @@ class Served:
     dnskeys: int
 
 
-def axfr(address: str, port: int, zone: str, tsig: TsigKey | None) -> dns.zone.Zone:
+def axfr(address: str, port: int, zone: str, tsig: Tsig | None) -> dns.zone.Zone:
     origin = dns.name.from_text(zone)
     keyring, keyname = (tsig.keyring(), tsig.name) if tsig else (None, None)
     messages = dns.query.xfr(
@@ -136,7 +95,7 @@ def axfr(address: str, port: int, zone: str, tsig: TsigKey | None) -> dns.zone.Z
     return dns.zone.from_xfr(messages, relativize=False)
 
 
-def served(address: str, port: int, zone: str, tsig: TsigKey | None) -> Served | None:
+def served(address: str, port: int, zone: str, tsig: Tsig | None) -> Served | None:
     try:
         z = axfr(address, port, zone, tsig)
     except (dns.exception.DNSException, OSError, EOFError):
@@ -153,27 +112,25 @@ def served(address: str, port: int, zone: str, tsig: TsigKey | None) -> Served |
 
 
 class Lab:
-    def __init__(self, ods_duo: Path, lab_dir: Path, base_address: str) -> None:
-        self.ods_duo = ods_duo
+    def __init__(self, frozen: Frozen, lab_dir: Path, base_address: str) -> None:
+        self.frozen = frozen
         self.dir = lab_dir
         self.base_address = base_address
         self.config = lab_dir / "duo.toml"
         self.signers_config = lab_dir / "duo-signers.toml"
         self.nodes: dict[str, tuple[str, int]] = {}
-        self.tsig: TsigKey | None = None
+        self.tsig: Tsig | None = None
 
     def cli(self, *args: str, timeout: float = 600.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run([str(self.ods_duo), "--config", str(self.config), *args], timeout=timeout, check=check)
+        return self.frozen.cli("--config", str(self.config), *args, timeout=timeout, check=check)
 
     def up(self) -> None:
         log.info("lab up in %s on %s", self.dir, self.base_address)
-        run([str(self.ods_duo), "lab", "up", "--dir", str(self.dir), "--base-address", self.base_address])
-        status = json.loads(
-            run([str(self.ods_duo), "--json", "lab", "status", "--dir", str(self.dir)]).stdout
-        )
+        self.frozen.cli("lab", "up", "--dir", str(self.dir), "--base-address", self.base_address)
+        status = json.loads(self.frozen.cli("--json", "lab", "status", "--dir", str(self.dir)).stdout)
         self.nodes = {n["name"]: (n["address"], int(n["port"])) for n in status["nodes"]}
         key_file = self.dir / "secrets" / "duo-transfer.key"
-        self.tsig = read_tsig_key(key_file) if key_file.exists() else None
+        self.tsig = Tsig.read(key_file) if key_file.exists() else None
         # The lab's secondaries serve only the zones of lab up; check the two signers, as ldns does.
         without = re.sub(
             r"\n\[\[secondaries\]\]\n(?:[^\[\n][^\n]*\n|\n)*", "\n", self.config.read_text() + "\n"
@@ -183,7 +140,7 @@ class Lab:
     def down(self) -> None:
         if self.config.exists():
             log.info("lab down")
-            run([str(self.ods_duo), "lab", "down", "--dir", str(self.dir)], check=False)
+            self.frozen.cli("lab", "down", "--dir", str(self.dir), check=False)
 
     def wait_signed(self, zone: str, timeout: float) -> dict[str, Served]:
         """Until every node serves the zone with 2 DNSKEYs and the same RRSIG count twice in a row."""
@@ -208,13 +165,6 @@ class Lab:
 # --------------------------------------------------------------------------- measurements
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds spent not idle (all cores) since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLK_TCK
-
-
 @dataclass
 class Timed:
     what: str
@@ -230,11 +180,14 @@ class Timed:
         return max(0.0, self.machine_cpu_s - self.cpu_s)
 
 
-def timed(what: str, argv: Sequence[str], timeout: float = 1800.0) -> tuple[Timed, str]:
+def timed(
+    what: str, argv: Sequence[str], timeout: float = 1800.0, frozen: Frozen | None = None
+) -> tuple[Timed, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy = machine_busy_seconds()
     started = time.perf_counter()
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    where = {"env": frozen.env, "cwd": frozen.workdir} if frozen is not None else {}
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, **where)
     wall = time.perf_counter() - started
     busy = machine_busy_seconds() - busy
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -259,8 +212,8 @@ class Round:
 
 
 def measure_round(lab: Lab, files: dict[str, Path]) -> Round:
-    argv = [str(lab.ods_duo), "--config", str(lab.signers_config), "--json", "check", ZONE]
-    check, out = timed("ods-duo check", argv)
+    argv = [*lab.frozen.argv, "--config", str(lab.signers_config), "--json", "check", ZONE]
+    check, out = timed("ods-duo check", argv, frozen=lab.frozen)
     try:
         report = json.loads(out[out.index("{") :])["zones"][ZONE]
         check.note = (
@@ -277,7 +230,7 @@ def measure_round(lab: Lab, files: dict[str, Path]) -> Round:
     return result
 
 
-def save_axfr(address: str, port: int, tsig: TsigKey | None, path: Path) -> int:
+def save_axfr(address: str, port: int, tsig: Tsig | None, path: Path) -> int:
     """The node's AXFR as a zone file (absolute names); returns the number of records."""
     z = axfr(address, port, ZONE, tsig)
     z.to_file(str(path), relativize=False, want_origin=True)
@@ -287,45 +240,26 @@ def save_axfr(address: str, port: int, tsig: TsigKey | None, path: Path) -> int:
 # --------------------------------------------------------------------------- reporting
 
 
-def machine_info() -> dict[str, str]:
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-         if ln.startswith("model name")),
-        "?",
-    )  # fmt: skip
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    ldns = run(["ldns-verify-zone", "-v"], check=False).stdout.strip()
+def run_info(frozen: Frozen) -> dict[str, str]:
+    """The machine (bench.harness), the versions that matter here, the code measured."""
+    others = other_work([str(frozen.workdir)])
     return {
-        "CPU": f"{os.cpu_count()} x {model}",
-        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
-        "kernel": platform.release(),
+        "machine": machine_line(machine_info()),
         "python": platform.python_version(),
         "dnspython": dns.version.version,
-        "ldns": ldns,
-        "load average at start": Path("/proc/loadavg").read_text().split()[0],
-        "code": git_state(),
+        "ldns": run(["ldns-verify-zone", "-v"], check=False).stdout.strip(),
+        "other work at the start": ", ".join(f"{n} x {k}" for k, n in sorted(others.items())) or "none",
+        "code": source_text(frozen.info),
     }
-
-
-def git_state() -> str:
-    """The checkout the `ods-duo` under test runs from (at the start of the run)."""
-    import duo_ods  # noqa: PLC0415 (whichever the interpreter finds: this checkout unless PYTHONPATH says)
-
-    where = Path(duo_ods.__file__).resolve().parent.parent
-    head = run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
-    if not head:
-        return f"{where} (not a git checkout)"
-    dirty = run(["git", "-C", str(where), "status", "--porcelain", "duo_ods/check"], check=False).stdout
-    return f"{where} at {head}" + (" with local changes in duo_ods/check" if dirty.strip() else "")
 
 
 def section(label: str, info: dict[str, str], zone_info: str, rounds: list[Round]) -> str:
     lines = [
         f"## {time.strftime('%Y-%m-%d %H:%M')}: {label}",
         "",
-        f"Code: {info.pop('code')}. {zone_info}",
+        f"{info.pop('code')}. {zone_info}",
         "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        info.pop("machine") + ". " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "",
         "| round | check wall s | check CPU s | ldns a wall s | ldns b wall s | ldns a+b wall s "
         "| ldns CPU s | ratio check/(a+b) | other CPU s on the machine meanwhile |",
@@ -354,15 +288,6 @@ measures check and both ldns-verify-zone runs in the same rounds, so each ratio 
 """
 
 
-def write_results(out: Path, new_section: str) -> None:
-    """Put the new run on top; keep the earlier runs (and any notes written above them)."""
-    old = out.read_text() if out.exists() else HEADER
-    match = re.search(r"^## ", old, flags=re.MULTILINE)
-    head, rest = (old[: match.start()], old[match.start() :]) if match else (old.rstrip() + "\n\n", "")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(head + new_section + ("\n" + rest if rest else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -372,24 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-address", default="127.0.0.100", help="the lab's base: nodes on +1 and +2")
     parser.add_argument("--timeout", type=float, default=900.0, help="for the signing")
     parser.add_argument("--workdir", type=Path, help="default: a new folder under /tmp")
-    parser.add_argument("--ods-duo", type=Path, default=Path(sys.executable).parent / "ods-duo")
+    parser.add_argument("--source", default="worktree", help="worktree or a git revision to measure")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    if os.geteuid() != 0:
-        parser.error("run as root (ODS, SoftHSM, port 53)")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="check-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.verbose)
+    require_root(parser)
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="check-bench-"))).resolve()
     log.info("work folder %s", workdir)
-    info = machine_info()
-    lab = Lab(args.ods_duo, workdir / "lab", args.base_address)
+    frozen = freeze(workdir, args.source)
+    info = run_info(frozen)
+    lab = Lab(frozen, workdir / "lab", args.base_address)
     try:
         zone_file = workdir / f"{ZONE}.zone"
-        zone_file.write_text(generate_zone(ZONE, args.records, int(time.strftime("%Y%m%d")) * 100))
+        zone_file.write_text(generate_zone(ZONE, args.records, today_serial(), delegations=True))
         lab.up()
         lab.cli("zone", "add", ZONE, "--file", str(zone_file))
         lab.cli("key", "create", ZONE)
@@ -411,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds = [measure_round(lab, files) for _ in range(args.rounds)]
     finally:
         lab.down()
-    write_results(args.out, section(args.label, info, zone_info, rounds))
+    prepend_section(args.out, HEADER, section(args.label, info, zone_info, rounds))
     for i, r in enumerate(rounds, 1):
         log.info(
             "round %d: check %.2f s, ldns a+b %.2f s, ratio %.2f", i, r.check.wall_s, r.ldns_wall_s, r.ratio

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import signal
@@ -35,102 +34,42 @@ import tempfile
 import time
 import tomllib
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
-
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
-import dns.tsigkeyring
-import dns.version
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # bench.harness and bench.plain_ods; duo_ods from the frozen copy first
 SRC_ENV = "SIGN_BENCH_SRC"  # set in the re-executed benchmark: the frozen copy of duo_ods it runs on
-CWD_ENV = "SIGN_BENCH_CWD"  # the folder it was started from
+CWD_ENV = f"{SRC_ENV}_CWD"  # the folder it was started from (bench.harness.reexec_frozen sets it)
+from bench.harness import (  # noqa: E402
+    Tsig,
+    generate_zone,
+    loadavg,
+    machine_busy_seconds,
+    machine_info,
+    proc_start_time,
+    reexec_frozen,
+    run,
+    soa_serial,
+    step,
+    versions,
+)
+
 # The CLI, as .venv/bin/ods-duo runs it, but from the frozen copy (PYTHONPATH; the work folder is the cwd).
 ODS_DUO = [sys.executable, "-m", "duo_ods"]
 
 
-def freeze_source(source: str, dest: Path) -> dict[str, Any]:
-    """Copy duo_ods and its templates to dest/duo_ods: the code the whole run uses.
-
-    The repository is edited by others while the benchmark runs (minutes); a frozen copy
-    keeps one run on one version of ods-duo. source: "worktree" (the files as they are now)
-    or a git revision.
-    """
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    if source == "worktree":
-        shutil.copytree(REPO / "duo_ods", dest / "duo_ods", ignore=skip)
-        shutil.copytree(REPO / "templates", dest / "duo_ods" / "templates", ignore=skip)
-    else:
-        tar = subprocess.run(
-            ["git", "-C", str(REPO), "archive", "--format=tar", source, "duo_ods", "templates"],
-            capture_output=True,
-            check=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
-        (dest / "templates").rename(dest / "duo_ods" / "templates")
-
-    def git(*args: str) -> str:
-        argv = ["git", "-C", str(REPO), *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
-
-    changed = git("status", "--porcelain", "--", "duo_ods", "templates").splitlines()
-    return {
-        "source": source,
-        "commit": git("rev-parse", source if source != "worktree" else "HEAD"),
-        "uncommitted_files": len(changed) if source == "worktree" else 0,
-        "frozen_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-
-
-def _bootstrap() -> None:
-    """Freeze the source into the work folder, then run this script again on it (PYTHONPATH)."""
-    if os.environ.get(SRC_ENV):
-        sys.path.insert(0, os.environ[SRC_ENV])
-        return
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--workdir", type=Path)
-    pre.add_argument("--source", default="worktree")
-    pre.add_argument("-h", "--help", action="store_true")
-    known, _ = pre.parse_known_args()
-    if known.help:
-        return  # main() prints the help
-    workdir = (known.workdir or Path(tempfile.mkdtemp(prefix="sign-bench-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    src = workdir / "src"
-    info = freeze_source(known.source, src)
-    (workdir / "source.json").write_text(json.dumps(info) + "\n")
-    argv = sys.argv[1:] if known.workdir else [*sys.argv[1:], "--workdir", str(workdir)]
-    env = dict(os.environ, **{SRC_ENV: str(src), CWD_ENV: os.getcwd(), "PYTHONPATH": str(src)})
-    os.chdir(workdir)  # `python -m duo_ods` puts the current folder first on sys.path
-    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)  # noqa: S606
-
-
 if __name__ == "__main__":
-    _bootstrap()
+    reexec_frozen(Path(__file__), SRC_ENV, "sign-bench-")
 
+from bench.plain_ods import PlainOds, rendered_threads, wait_gone  # noqa: E402
 from duo_ods.config.load import load_config  # noqa: E402
-from duo_ods.config.model import NodeConfig, PolicyConfig  # noqa: E402
 from duo_ods.config.resolve import Duo as ResolvedDuo  # noqa: E402
-from duo_ods.config.resolve import Node, NodePaths  # noqa: E402
 from duo_ods.node import daemons  # noqa: E402
-from duo_ods.node.secrets import ensure_secret  # noqa: E402
-from duo_ods.node.setup import init_enforcer_db, make_directories  # noqa: E402
-from duo_ods.node.token import init_token, write_softhsm_conf  # noqa: E402
 from duo_ods.ods.client import Enforcer  # noqa: E402
-from duo_ods.render.engine import render, write_atomic  # noqa: E402
-from duo_ods.render.validate import check_ods_xml  # noqa: E402
-from duo_ods.render.views import conf_view, kasp_view, zonelist_view  # noqa: E402
 
 log = logging.getLogger("sign_bench")
 
@@ -138,17 +77,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # (worker_threads, signer_threads): the default first, and again last to show the drift of a shared machine
 DEFAULT_SETTINGS = "2,2 1,1 1,2 2,4 4,4 2,2"
 POLL_INTERVAL = 0.05
-
-# The single instance's DNS output adapter: plain ODS, AXFR to this host, no TSIG, no NOTIFY.
-PLAIN_ADDNS = """<?xml version="1.0" encoding="UTF-8"?>
-<Adapter>
-\t<DNS>
-\t\t<Outbound>
-\t\t\t<ProvideTransfer><Peer><Prefix>127.0.0.0/8</Prefix></Peer></ProvideTransfer>
-\t\t</Outbound>
-\t</DNS>
-</Adapter>
-"""
 
 STATS_RE = re.compile(
     r"\[STATS\] (?P<zone>\S+) (?P<serial>\d+) "
@@ -161,17 +89,6 @@ STATS_RE = re.compile(
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def run(argv: Sequence[str], timeout: float = 300.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run an argument list; on failure raise with its output."""
-    log.debug("run %s", " ".join(argv))
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
-    return result
 
 
 def cpu_seconds(pid: int) -> float:
@@ -190,28 +107,6 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
             continue  # the thread ended
         found[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return found
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds spent not idle (all cores) since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLK_TCK
-
-
-def wait_gone(pids: list[int], timeout: float = 20.0) -> None:
-    """Wait until the processes are gone from /proc, zombies included.
-
-    `node stop` counts a zombie as stopped, but ods-enforcerd sometimes segfaults on SIGTERM
-    and leaves its pid file; while the zombie exists, a new enforcer sees that pid "running"
-    (kill(pid, 0) succeeds) and refuses to start ("Pidfile exists and process with PID is running").
-    """
-    deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
-        for pid in pids:  # the single instance's daemons are our own children: reap them
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
 
 
 def stop_recorded_process(path: Path, timeout: float = 20.0) -> None:
@@ -236,63 +131,12 @@ def stop_recorded_process(path: Path, timeout: float = 20.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def proc_start_time(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def parse_settings(text: str) -> list[tuple[int, int]]:
     settings = []
     for item in text.split():
         worker, signer = item.split(",")
         settings.append((int(worker), int(signer)))
     return settings
-
-
-def rendered_threads(conf_xml: Path) -> tuple[int, int]:
-    """(WorkerThreads, SignerThreads) of <Signer> in a rendered conf.xml."""
-    root = ElementTree.parse(conf_xml).getroot()  # noqa: S314 (our own rendered file)
-    signer = root.find("Signer")
-    assert signer is not None
-    return int(signer.findtext("WorkerThreads", "0")), int(signer.findtext("SignerThreads", "0"))
-
-
-# --------------------------------------------------------------------------- the zone
-
-
-def generate_zone(zone: str, records: int, serial: int) -> str:
-    """A deterministic unsigned zone of `records` records, one RRset per owner name.
-
-    Apex: SOA, 2 NS; ns1/ns2 A; then names h000000.. cycling A, AAAA, TXT, MX.
-    """
-    lines = [
-        f"$ORIGIN {zone}.",
-        "$TTL 3600",
-        f"@ IN SOA ns1 hostmaster {serial} 3600 600 864000 300",
-        "@ IN NS ns1",
-        "@ IN NS ns2",
-        "ns1 IN A 192.0.2.53",
-        "ns2 IN A 198.51.100.53",
-    ]
-    for i in range(records - 5):
-        name = f"h{i:06d}"
-        kind = i % 4
-        if kind == 0:
-            lines.append(f"{name} IN A 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}")
-        elif kind == 1:
-            lines.append(f"{name} IN AAAA 2001:db8::{i >> 16:x}:{i & 0xFFFF:x}")
-        elif kind == 2:
-            lines.append(f'{name} IN TXT "bench record {i}"')
-        else:
-            lines.append(f"{name} IN MX 10 ns1")
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- one signer being watched
@@ -402,48 +246,6 @@ class Watched:
     cpu_start: float = 0.0
     threads_start: dict[int, float] = field(default_factory=dict)
     cpu_samples: deque[tuple[float, float]] = field(default_factory=deque)  # (monotonic, CPU s)
-
-
-_KEY_STATEMENT = re.compile(
-    r'key\s+"(?P<name>[^"]+)"\s*\{\s*algorithm\s+(?P<alg>[\w-]+)\s*;\s*secret\s+"(?P<secret>[^"]+)"\s*;'
-)
-
-
-@dataclass(frozen=True)
-class Tsig:
-    """A TSIG key from a BIND key statement file (the file goes to dig as -k; never argv)."""
-
-    file: Path
-    name: str
-    algorithm: str
-    secret: str
-
-    @classmethod
-    def read(cls, path: Path) -> Tsig:
-        match = _KEY_STATEMENT.search(path.read_text())
-        if match is None:
-            raise RuntimeError(f"{path}: no BIND key statement")
-        return cls(path, match["name"], match["alg"], match["secret"])
-
-
-def soa_serial(address: str, port: int, zone: str, tsig: Tsig | None = None) -> int | None:
-    """The SOA serial the listener serves for the zone, or None while it serves none."""
-    query = dns.message.make_query(zone, dns.rdatatype.SOA)
-    if tsig is not None:
-        keyring = dns.tsigkeyring.from_text({tsig.name: (tsig.algorithm, tsig.secret)})
-        query.use_tsig(keyring, keyname=tsig.name, algorithm=tsig.algorithm)
-    try:
-        reply = dns.query.udp(query, address, port=port, timeout=0.3)
-    except (dns.exception.DNSException, OSError):
-        # Timeouts, and the signer's unsigned NOTAUTH to a TSIG query while it has no such zone
-        # (dnspython: "response requires a TSIG but does not have one").
-        return None
-    if reply.rcode() != dns.rcode.NOERROR:
-        return None
-    for rrset in reply.answer:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)
-    return None
 
 
 def axfr_count(address: str, port: int, zone: str, tsig_key_file: Path | None = None) -> AxfrCount:
@@ -776,80 +578,8 @@ class Duo:
 # --------------------------------------------------------------------------- one plain ODS instance
 
 
-class Single:
-    """One plain OpenDNSSEC: own token, ODS makes its own keys, started the way the lab starts nodes."""
-
-    def __init__(self, base: Path, address: str, port: int, duo_config: Path) -> None:
-        self.base = base
-        self.address = address
-        self.port = port
-        self.duo_config = duo_config  # the single instance signs under the duo's policy
-        self.node = self._node(2, 2)
-
-    @property
-    def policy(self) -> PolicyConfig:
-        return load_config(self.duo_config).config.policy
-
-    def _node(self, worker: int, signer: int) -> Node:
-        config = NodeConfig(
-            address=self.address,
-            port=self.port,
-            base_dir=str(self.base),
-            token_label="BENCH-SINGLE",  # noqa: S106 (a label, no secret)
-            worker_threads=worker,
-            signer_threads=signer,
-        )
-        return Node(
-            name="single",
-            config=config,
-            paths=NodePaths(self.base),
-            input_dir=self.base / "input",
-            pin_file=self.base / "secrets" / "pin",
-        )
-
-    def configure(self, worker: int, signer: int) -> None:
-        """(Re)write conf.xml etc. for these threads; the project's templates, minus ManualKeyGeneration."""
-        self.node = node = self._node(worker, signer)
-        p = node.paths
-        make_directories(node)
-        pin = ensure_secret(node.pin_file)
-        so_pin = ensure_secret(p.secrets / "so-pin")
-        write_softhsm_conf(p.softhsm_conf, p.tokens, "single")
-        init_token(p.softhsm_conf, node.config.token_label, pin, so_pin, "single")
-        init_enforcer_db(node)
-        conf = render("conf.xml.j2", conf_view(node, pin))
-        # Plain ODS: the enforcer makes its own keys.
-        conf = re.sub(r"[ \t]*<!--[^>]*makes every key[^>]*-->\n", "", conf)
-        conf = conf.replace("<ManualKeyGeneration/>", "")
-        files = [
-            (p.conf_xml, conf, "conf", 0o600),
-            (p.kasp_xml, render("kasp.xml.j2", kasp_view(self.policy)), "kasp", 0o644),
-            (
-                p.zonelist_xml,
-                render("zonelist.xml.j2", zonelist_view(node, self.policy.name, [])),
-                "zonelist",
-                0o644,
-            ),
-            (p.addns_xml, PLAIN_ADDNS, "addns", 0o600),
-        ]
-        for path, text, schema, mode in files:
-            check_ods_xml(text, schema, str(path))
-            write_atomic(path, text, mode)
-        if rendered_threads(p.conf_xml) != (worker, signer):
-            raise RuntimeError("single: conf.xml threads not as asked")
-
-    def restart(self, worker: int, signer: int) -> None:
-        pids = [r.pid for d in daemons.DAEMONS if (r := daemons.running(self.node, d)) is not None]
-        daemons.stop(self.node)
-        wait_gone(pids)
-        self.configure(worker, signer)
-        daemons.start(self.node)
-        Enforcer(self.node.paths.enforcer_sock)("policy", "import")
-        log.info("single: running with worker_threads=%d signer_threads=%d", worker, signer)
-
-    def stop(self) -> None:
-        if self.node.paths.state.exists():
-            log.info("single: stop %s", daemons.stop(self.node))
+class Single(PlainOds):
+    """One plain OpenDNSSEC (bench/plain_ods.py), measured signing one zone like the duo."""
 
     def sign(self, zone: str, zone_file: Path, threads: tuple[int, int], timeout: float) -> Window:
         p = self.node.paths
@@ -931,54 +661,6 @@ def log_oddities(workdir: Path) -> dict[str, list[str]]:
     return found
 
 
-def machine_info() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gb": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "hostname": platform.node(),
-    }
-
-
-def versions() -> dict[str, str]:
-    out = run(
-        [
-            "dpkg-query",
-            "-W",
-            "-f",
-            "${Package} ${Version}\\n",
-            "opendnssec-signer",
-            "opendnssec-enforcer-sqlite3",
-            "softhsm2",
-            "openssl",
-            "libssl3",
-        ],
-        check=False,
-    ).stdout
-    found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-    found["python"] = platform.python_version()
-    found["dnspython"] = dns.version.version
-    return found
-
-
-@contextmanager
-def step(name: str) -> Iterator[None]:
-    started = time.monotonic()
-    log.info("== %s", name)
-    yield
-    log.info("== %s done in %.1f s", name, time.monotonic() - started)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -1053,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         records=args.records,
         machine=machine_info(),
-        versions=versions(),
+        versions=versions(
+            ("opendnssec-signer", "opendnssec-enforcer-sqlite3", "softhsm2", "openssl", "libssl3")
+        ),
         source=json.loads((workdir / "source.json").read_text())
         if (workdir / "source.json").exists()
         else {},

@@ -11,33 +11,28 @@ one that goes away in the middle of a key flow.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Lab, lab_processes, run_duo
+from tests.integration.conftest import Lab
 from tests.support.dnssec import dnskey_rrset
+from tests.support.ssh_lab import CONNECT_TIMEOUT, SSH_PORT, SshLab, keygen, kill_leftovers, sshd_in_front
 
 pytestmark = pytest.mark.integration
 
 BASE = "127.0.1.10"
 NODES = {"a": "127.0.1.11", "b": "127.0.1.12"}
-SSH_PORT = 2211
 SILENT = "127.0.1.21"  # takes TCP connections and never says a word
 NOBODY = "127.0.1.22"  # nothing listens
-REPO = Path(__file__).resolve().parents[2]
-ODS_DUO = str(Path(sys.executable).with_name("ods-duo"))  # the venv's, as a node would have it
 ZONE = """$ORIGIN {zone}.
 $TTL 300
 @ IN SOA ns1 hostmaster 2026112800 3600 600 864000 300
@@ -45,162 +40,22 @@ $TTL 300
 ns1 IN A 192.0.2.1
 www IN A 192.0.2.80
 """
-CONNECT_TIMEOUT = 2
 SLACK = 4.0  # python start-up of the ods-duo process around the call
 
 
 @dataclass
-class Sshd:
-    name: str
-    address: str
-    dir: Path
-    proc: subprocess.Popen[bytes]
-    host_key_line: str  # "ssh-ed25519 AAAA..."
+class FaultyLab(SshLab):
+    """The ssh lab plus keys that lead to a hanging or a dying forced command."""
 
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "sshd.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def accepted(self) -> int:
-        return self.log().count("Accepted publickey for root")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def keygen(path: Path) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path.with_suffix(".pub").read_text().strip()
-
-
-def wait_banner(address: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"sshd on {address} exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection((address, port), timeout=1) as s:
-                if s.recv(64).startswith(b"SSH-2.0-"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"sshd on {address} port {port} does not answer:\n{log.read_text()}")
-
-
-def start_sshd(name: str, address: str, base: Path, authorized: list[str]) -> Sshd:
-    """A real sshd of the node's own: own host key, own config, own authorized_keys, in `base`."""
-    base.mkdir(parents=True, exist_ok=True)
-    host_key = base / "host_key"
-    public = keygen(host_key) if not host_key.exists() else host_key.with_suffix(".pub").read_text().strip()
-    (base / "authorized_keys").write_text("".join(line + "\n" for line in authorized))
-    config = base / "sshd_config"
-    config.write_text(
-        f"ListenAddress {address}:{SSH_PORT}\n"
-        f"HostKey {host_key}\n"
-        f"PidFile {base / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {base / 'authorized_keys'}\n"
-        "PermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        "UsePAM no\n"
-        "PermitUserEnvironment ODS_DUO_FAULT\n"  # the mid-flow test kills b's agent through it
-        "StrictModes no\n"  # the pytest temp folders sit under world-writable /tmp
-        "LogLevel VERBOSE\n"
-    )
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
-    with (base / "sshd.log").open("ab") as log:
-        proc = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
-        )
-    wait_banner(address, SSH_PORT, proc, base / "sshd.log")
-    return Sshd(name, address, base, proc, " ".join(public.split()[:2]))
-
-
-@dataclass
-class SshLab:
-    lab: Lab
-    dir: Path
-    sshd: dict[str, Sshd]
-    client_key: Path
-    hang_key: Path
-    dying_key: Path
-    sleeper: Path
-    known_hosts: Path
-
-    def config(self, name: str, **per_node: dict[str, Any]) -> str:
-        """A copy of the lab's config with both nodes on ssh; per_node changes a node's ssh table."""
-        text = Path(self.lab.config).read_text()
-        assert "transport" not in text
-        for node in NODES:
-            header = f"[nodes.{node}]\n"
-            assert header in text
-            text = text.replace(header, f'{header}transport = "ssh"\n', 1)
-        for node in NODES:
-            settings: dict[str, Any] = {
-                "port": SSH_PORT,
-                "identity_file": str(self.client_key),
-                "known_hosts_file": str(self.known_hosts),
-                "remote_command": ODS_DUO,
-                "remote_config": self.lab.config,
-                "connect_timeout": CONNECT_TIMEOUT,
-                "op_timeout": 120,
-            } | per_node.get(node, {})
-            text += f"\n[nodes.{node}.ssh]\n" + "".join(
-                f"{k} = {json.dumps(v)}\n" for k, v in settings.items()
-            )
-        path = self.lab.dir / f"{name}.toml"  # next to the original: relative paths resolve alike
-        path.write_text(text)
-        return str(path)
-
-    def duo(self, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_duo("--config", config, *args, check=check)
-
-    def logs(self) -> str:
-        return "\n".join(f"== sshd {n}\n{s.log()[-3000:]}" for n, s in self.sshd.items())
-
-
-def shipped_wrapper(folder: Path, config: str) -> Path:
-    """contrib/ssh/ods-duo-forced-command with its two paths set for this lab, as an operator would."""
-    text = (REPO / "contrib" / "ssh" / "ods-duo-forced-command").read_text()
-    for line, value in (
-        ("ODS_DUO=/usr/local/bin/ods-duo\n", ODS_DUO),
-        ("CONFIG=/etc/ods-duo/duo.toml\n", config),
-    ):
-        assert line in text
-        text = text.replace(line, line.split("=")[0] + f"={value}\n")
-    path = folder / "ods-duo-forced-command"
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
-
-
-def kill_leftovers(sleeper: Path) -> None:
-    """The sleeping forced command outlives the ssh client the transport killed: stop it, by pid."""
-    for pid, _ in lab_processes(sleeper):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    hang_key: Path = Path()
+    dying_key: Path = Path()
+    sleeper: Path = Path()
 
 
 @pytest.fixture(scope="module")
-def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
+def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyLab]:
     lab: Lab = make_lab(BASE)
     base = tmp_path_factory.mktemp("ssh")
-    client = base / "client_key"
-    client_pub = keygen(client)
     hang = base / "hang_key"
     hang_pub = keygen(hang)
     dying = base / "dying_key"
@@ -211,32 +66,23 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     silent.bind((SILENT, SSH_PORT))
     silent.listen(8)
-    forced = {  # node a through the shipped wrapper script, node b through `node serve-ssh` itself
-        "a": f"{shipped_wrapper(base, lab.config)} a",
-        "b": f"{ODS_DUO} --config {lab.config} node serve-ssh --node b",
-    }
-    sshd: dict[str, Sshd] = {}
+
+    def extra(node: str, forced: str) -> list[str]:
+        return [
+            f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
+            'environment="ODS_DUO_FAULT=op:key-unwrap-batch:before",'
+            f'command="{forced}",restrict {dying_pub}',
+        ]
+
     try:
-        for node, address in NODES.items():
-            sshd[node] = start_sshd(
-                node,
-                address,
-                base / f"sshd-{node}",
-                [
-                    f'command="{forced[node]}",restrict {client_pub}',
-                    f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
-                    'environment="ODS_DUO_FAULT=op:key-unwrap-batch:before",'
-                    f'command="{forced[node]}",restrict {dying_pub}',
-                ],
+        with sshd_in_front(lab, base, NODES, extra_keys=extra) as ssh:
+            yield FaultyLab(
+                **{f.name: getattr(ssh, f.name) for f in fields(ssh)},
+                hang_key=hang,
+                dying_key=dying,
+                sleeper=sleeper,
             )
-        known_hosts = base / "known_hosts"
-        known_hosts.write_text(
-            "".join(f"[{s.address}]:{SSH_PORT} {s.host_key_line}\n" for s in sshd.values())
-        )
-        yield SshLab(lab, base, sshd, client, hang, dying, sleeper, known_hosts)
     finally:
-        for server in sshd.values():
-            server.stop()
         silent.close()
         kill_leftovers(sleeper)
 
@@ -266,7 +112,7 @@ def add_zone(lab: Lab, name: str, folder: Path) -> None:
     lab.duo("zone", "add", name, "--file", str(path))
 
 
-def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: SshLab, tmp_path: Path) -> None:
+def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: FaultyLab, tmp_path: Path) -> None:
     lab = ssh_lab.lab
     config = ssh_lab.config("duo-ssh")
     accepted = {n: s.accepted() for n, s in ssh_lab.sshd.items()}
@@ -313,7 +159,7 @@ def test_key_create_over_ssh_matches_the_local_transport(ssh_lab: SshLab, tmp_pa
         assert all(r["in_hsm"] == ["a", "b"] and len(r["in_enforcer"]) == 2 for r in mine)
 
 
-def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: SshLab, tmp_path: Path) -> None:
+def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: FaultyLab, tmp_path: Path) -> None:
     lab = ssh_lab.lab
     add_zone(lab, "unreached.test", tmp_path)
     config = ssh_lab.config("duo-nobody", b={"host": NOBODY})
@@ -330,7 +176,7 @@ def test_unreachable_peer_is_a_clear_error_and_changes_nothing(ssh_lab: SshLab, 
     assert snapshot(lab) == before
 
 
-def test_peer_gone_in_the_middle_of_key_create_is_undone(ssh_lab: SshLab, tmp_path: Path) -> None:
+def test_peer_gone_in_the_middle_of_key_create_is_undone(ssh_lab: FaultyLab, tmp_path: Path) -> None:
     """b answers the preflight, then its agent dies (SIGKILL) as the key is copied to it: the
     connection ends mid-flow. b's key entry runs the agent with ODS_DUO_FAULT set (duo_ods/faults.py)."""
     lab = ssh_lab.lab
@@ -347,7 +193,7 @@ def test_peer_gone_in_the_middle_of_key_create_is_undone(ssh_lab: SshLab, tmp_pa
         assert enforcer_locators(lab, node, "midway.test") == set()
 
 
-def test_hung_peer_fails_within_the_connect_timeout(ssh_lab: SshLab) -> None:
+def test_hung_peer_fails_within_the_connect_timeout(ssh_lab: FaultyLab) -> None:
     config = ssh_lab.config("duo-silent", b={"host": SILENT})
     start = time.monotonic()
     proc = ssh_lab.duo(config, "node", "status", "b", check=False)
@@ -360,7 +206,7 @@ def test_hung_peer_fails_within_the_connect_timeout(ssh_lab: SshLab) -> None:
     assert CONNECT_TIMEOUT - 0.5 < elapsed < CONNECT_TIMEOUT + SLACK
 
 
-def test_operation_that_never_answers_fails_within_the_op_timeout(ssh_lab: SshLab) -> None:
+def test_operation_that_never_answers_fails_within_the_op_timeout(ssh_lab: FaultyLab) -> None:
     """The connection is up, but the node's command hangs (a forced command that sleeps)."""
     op_timeout = 4
     config = ssh_lab.config("duo-hang", b={"identity_file": str(ssh_lab.hang_key), "op_timeout": op_timeout})
@@ -376,7 +222,7 @@ def test_operation_that_never_answers_fails_within_the_op_timeout(ssh_lab: SshLa
     assert op_timeout - 0.5 < elapsed < op_timeout + SLACK
 
 
-def test_host_key_mismatch_and_unknown_key_are_refused(ssh_lab: SshLab) -> None:
+def test_host_key_mismatch_and_unknown_key_are_refused(ssh_lab: FaultyLab) -> None:
     wrong = ssh_lab.dir / "known_hosts.wrong"  # b's address with a's host key
     wrong.write_text(f"[{NODES['b']}]:{SSH_PORT} {ssh_lab.sshd['a'].host_key_line}\n")
     stranger = ssh_lab.dir / "stranger_key"
@@ -397,7 +243,7 @@ def test_host_key_mismatch_and_unknown_key_are_refused(ssh_lab: SshLab) -> None:
         )
 
 
-def ssh_direct(ssh_lab: SshLab, node: str, command: str) -> subprocess.CompletedProcess[str]:
+def ssh_direct(ssh_lab: FaultyLab, node: str, command: str) -> subprocess.CompletedProcess[str]:
     """The real ssh client with the controller's key, asking for an arbitrary command."""
     return subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={ssh_lab.known_hosts}",
@@ -407,7 +253,7 @@ def ssh_direct(ssh_lab: SshLab, node: str, command: str) -> subprocess.Completed
     )  # fmt: skip
 
 
-def test_forced_command_runs_only_node_operations(ssh_lab: SshLab) -> None:
+def test_forced_command_runs_only_node_operations(ssh_lab: FaultyLab) -> None:
     lab = ssh_lab.lab
     ok = ssh_direct(ssh_lab, "b", f"ods-duo --config {lab.config} node op zone-list --node b")
     assert ok.returncode == 0, ok.stderr
