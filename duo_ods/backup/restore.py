@@ -41,7 +41,7 @@ from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import finish_pending, import_request, unwrap_request
 from duo_ods.keys.journal import Journal, Recorder, journal_path, key_lock, pending
-from duo_ods.keys.kek import send_kek
+from duo_ods.keys.kek import Confirm, send_kek
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
@@ -124,8 +124,9 @@ def _preflight(
     return bundles
 
 
-def _copy_kek(duo: Duo, client: NodeClient, node: str) -> str:
-    """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key)."""
+def _copy_kek(duo: Duo, client: NodeClient, node: str, confirm: Confirm | None = None) -> str:
+    """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key).
+    A node reached over ssh gets it only once `confirm` accepted its transport key (`--confirm`)."""
     want = _step("kek", "backup", client, P.KEK_STATUS).fingerprint
     if want is None:
         raise RestoreError("restore step kek: the backup token has no KEK")
@@ -135,7 +136,7 @@ def _copy_kek(duo: Duo, client: NodeClient, node: str) -> str:
             raise RestoreError(f"restore step kek: node {node}'s token has another KEK ({have.fingerprint})")
         return want
     try:
-        got = send_kek(duo, client, node)
+        got = send_kek(duo, client, node, confirm=confirm)
     except DuoError as exc:
         raise RestoreError(f"restore step kek: {exc}") from exc
     if got != want:
@@ -193,7 +194,8 @@ def _older_than_secondaries(duo: Duo, best: dict[str, Candidate]) -> list[str]:
 
 
 def restore_node(
-    duo: Duo, client: NodeClient, node: str, source: str | None = None, allow_older: bool = False
+    duo: Duo, client: NodeClient, node: str, source: str | None = None, allow_older: bool = False,
+    *, confirm: Confirm | None = None,
 ) -> dict[str, Any]:
     duo.node(node)  # a clear error for an unknown node
     if source is not None and source not in SOURCES:
@@ -205,16 +207,17 @@ def restore_node(
         if left is not None and left.command == RESTORE and left.details.get("node") == node:
             # This node's restore was killed (or failed) half way: finish it (with this run's
             # options where given, else the killed run's).
-            return finish_restore(duo, client, left, source, allow_older)
+            return finish_restore(duo, client, left, source, allow_older, confirm=confirm)
         finish_pending(duo, client)  # another command's leftovers first, as every key command does
-        return _restore_node(duo, client, node, source, allow_older)
+        return _restore_node(duo, client, node, source, allow_older, confirm=confirm)
 
 
 RESTORE = "backup restore"
 
 
 def finish_restore(
-    duo: Duo, client: NodeClient, left: Journal, source: str | None = None, allow_older: bool = False
+    duo: Duo, client: NodeClient, left: Journal, source: str | None = None, allow_older: bool = False,
+    *, confirm: Confirm | None = None,
 ) -> dict[str, Any]:
     """Finish a journalled restore that was killed or failed half way (under the key lock).
 
@@ -231,7 +234,7 @@ def finish_restore(
     _step("resume", node, client, P.STOP)
     result = _restore_node(
         duo, client, node, source or left.details.get("source"),
-        allow_older or bool(left.details.get("allow_older")), resuming=left,
+        allow_older or bool(left.details.get("allow_older")), resuming=left, confirm=confirm,
     )  # fmt: skip
     result["resumed"] = (
         f"finished the interrupted {what}: node {node} was rebuilt from the {result['from']} "
@@ -243,7 +246,7 @@ def finish_restore(
 
 def _restore_node(
     duo: Duo, client: NodeClient, node: str, source: str | None, allow_older: bool, *,
-    resuming: Journal | None = None,
+    resuming: Journal | None = None, confirm: Confirm | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     kind, state = _source_state(duo, client, node, source)
     best = _best_inputs(duo, client, kind, state)
@@ -271,7 +274,8 @@ def _restore_node(
     journal = _open_journal(duo, client, node, resuming, source=source, allow_older=allow_older,
                             kind=kind, source_node=state.node)  # fmt: skip
     kek, written = _build(
-        duo, client, node, zones=zones, keys=keys, bundles=bundles, journal=journal, resuming=resuming
+        duo, client, node, zones=zones, keys=keys, bundles=bundles, journal=journal, resuming=resuming,
+        confirm=confirm,
     )
 
     serving = _wait_serving(duo, node, [z.zone for z in zones if z.states and z.states.keys])  # signed ones
@@ -305,6 +309,7 @@ def _open_journal(
 def _build(
     duo: Duo, client: NodeClient, node: str, *, zones: list[P.ZoneExport], keys: list[tuple[str, Any]],
     bundles: dict[str, KeyBundle], journal: Recorder, resuming: Journal | None,
+    confirm: Confirm | None = None,
 ) -> tuple[str, int]:  # fmt: skip
     """The steps that make the node, each journalled first; (KEK fingerprint, key states written)."""
     locators = sorted({k.locator for _, k in keys})
@@ -312,7 +317,7 @@ def _build(
         journal.step("init node and token")
         _step("init", node, client, P.INIT)
         journal.step("copy KEK")
-        kek = _copy_kek(duo, client, node)
+        kek = _copy_kek(duo, client, node, confirm)
         for locator in locators:
             if locator not in (unwrapped := journal.journal.details.setdefault("unwrapped", [])):
                 unwrapped.append(locator)

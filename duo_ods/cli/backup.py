@@ -11,6 +11,8 @@ from duo_ods.backup.restore import SOURCES, restore_node
 from duo_ods.backup.retention import prune
 from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.cli.key import CONFIRM_OPTION, ask_on_terminal, parse_confirmations
+from duo_ods.keys.kek import confirmer
 
 
 @click.group()
@@ -60,16 +62,22 @@ def backup_snapshot_cmd(ctx: Ctx, node: str | None) -> None:
     "--allow-older", is_flag=True,
     help="restore even where the newest input available is older than what a secondary serves",
 )  # fmt: skip
+@CONFIRM_OPTION
 @pass_ctx
-def backup_restore_cmd(ctx: Ctx, node: str, source: str | None, allow_older: bool) -> None:
+def backup_restore_cmd(
+    ctx: Ctx, node: str, source: str | None, allow_older: bool, confirmations: tuple[str, ...]
+) -> None:
     """Rebuild a wiped node: token, KEK, keys, enforcer database, zones and key states.
 
     Each zone gets the newest input available (the controller's newest-input record, a live
     peer's, the snapshot's only where nothing newer exists); refused when that is older than what
     a secondary serves, unless --allow-older. A restore of this node that was killed or failed half
     way (the key journal has it) is finished first: its half-built node is stopped and built on.
+    A node reached over ssh gets the KEK only once its transport key is confirmed: --confirm
+    NODE=FINGERPRINT as `kek offer` shows it on the node (or at a prompt), as for `kek init`.
     """
-    r = restore_node(ctx.duo, ctx.client, node, source, allow_older)
+    confirm = confirmer(ctx.duo, parse_confirmations(confirmations), ask_on_terminal)
+    r = restore_node(ctx.duo, ctx.client, node, source, allow_older, confirm=confirm)
     age = f", snapshot taken {r['snapshot_age']} ago" if r["snapshot_age"] else ""
     inputs = ", ".join(f"{z} from the {src}" for z, src in sorted(r["inputs"].items()))
     text = [
