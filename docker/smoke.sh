@@ -75,8 +75,11 @@ teardown() {
 }
 
 write_result() {
-    local total=$(($(date +%s) - started))
+    local total=$(($(date +%s) - started)) commit
     [[ $1 -eq 0 ]] && outcome=PASS
+    commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$root" diff --quiet HEAD -- . ":(exclude)docker/smoke-result.txt" 2>/dev/null \
+        || commit+=" (with local changes)"
     {
         echo "# docker/smoke.sh: last result (written by the script; do not edit)"
         echo "result: $outcome${failed_step:+ (failed in: $failed_step)}"
@@ -85,7 +88,7 @@ write_result() {
         echo "engine: $ENGINE ($engine_version)"
         echo "base image: $base_source"
         echo "images: ${images_version:-not built}"
-        echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+        echo "commit: $commit"
         echo "host: $(uname -sr), $(nproc) CPUs"
         echo "dnskey set: ${dnskeys_before:-none}"
         echo "steps:"
@@ -182,8 +185,9 @@ debian_mirror() {
 step "base image"
 if eng image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     base_source="$BASE_IMAGE present already"
-elif timeout 120 "$ENGINE" pull "$BASE_IMAGE" >/dev/null 2>&1; then
-    base_source="$BASE_IMAGE pulled"
+elif timeout 120 "$ENGINE" pull "docker.io/library/$BASE_IMAGE" >/dev/null 2>&1; then
+    # fully qualified: podman resolves no short name for a pull without a search registry
+    base_source="docker.io/library/$BASE_IMAGE pulled"
 else
     mirror=$(debian_mirror)
     say "no registry answers: debootstrap --variant=minbase bookworm from $mirror"
