@@ -139,7 +139,12 @@ def _preflight(
 
 
 def _copy_kek(
-    duo: Duo, client: NodeClient, node: str, journal: Recorder, confirm: Confirm | None = None
+    duo: Duo,
+    client: NodeClient,
+    node: str,
+    confirm: Confirm | None = None,
+    *,
+    journal: Recorder | None = None,
 ) -> str:
     """The KEK from the backup's token into the node's (never in clear: RSA-OAEP to a transport key)."""
     want = _step("kek", "backup", client, P.KEK_STATUS).fingerprint
@@ -357,7 +362,7 @@ def _build(
         journal.step("init node and token")
         _step("init", node, client, P.INIT)
         journal.step("copy KEK")
-        kek = _copy_kek(duo, client, node, journal, confirm)
+        kek = _copy_kek(duo, client, node, confirm, journal=journal)
         for old in sorted({bundles[locator].kek for locator in locators} - {kek}):
             journal.step(f"copy retired KEK {old}")
             _copy_retired_kek(duo, client, node, old, journal, confirm=confirm)

@@ -114,7 +114,8 @@ class Agent:
         try:
             self.proc.stdin.write(line)
             self.proc.stdin.flush()
-        except OSError:  # it is gone (a broken pipe)
+        except (OSError, ValueError):  # it is gone: a broken pipe, or its stdin closed by a kill()
+            # after another thread's call to it timed out (check asks a node twice at once)
             raise self._gone(op) from None
         try:
             reply = self._read_line(timeout)

@@ -126,7 +126,7 @@ def source(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(restore, "_best_inputs", lambda *a: {ZONE: Candidate("record", TEXT, 1.0)})
     monkeypatch.setattr(restore, "_older_than_secondaries", lambda *a: [])
     monkeypatch.setattr(restore, "_preflight", lambda *a, **k: bundles)
-    monkeypatch.setattr(restore, "_copy_kek", lambda *a: "f" * 32)
+    monkeypatch.setattr(restore, "_copy_kek", lambda *a, **k: "f" * 32)
     monkeypatch.setattr(restore, "_wait_serving", lambda duo, node, zones: zones)
     monkeypatch.setattr(restore, "_catch_up", lambda *a, **k: None)
     monkeypatch.setattr(restore, "catch_up", lambda *a: Caught())
