@@ -115,17 +115,20 @@ def step(name: str, target: str, client: NodeClient, op: P.Op[Req, Rep], request
     return client.step(name, target, op, request, error=KeyFlowError)
 
 
-def _ask_kek(client: NodeClient, target: str, algorithm: int, fingerprints: dict[str, str | None]) -> None:
-    status = client.call(target, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
-    fingerprints[target] = status.fingerprint
-    if not status.can_wrap:
+def _ask_kek(client: NodeClient, target: str, algorithm: int, statuses: dict[str, P.KekStatusReply]) -> None:
+    statuses[target] = client.call(target, P.KEK_STATUS, P.KekStatusRequest(algorithm=algorithm))
+
+
+def _one_kek(statuses: dict[str, P.KekStatusReply], algorithm: int) -> str:
+    """The one KEK every target holds, able to wrap the policy's keys; else one line saying why not."""
+    unable = [t for t, s in statuses.items() if not s.can_wrap]
+    if unable:
+        whose = "the HSM of " + unable[0] if len(unable) == 1 else "the HSMs of " + ", ".join(unable)
         raise KeyFlowError(
-            f"the HSM of {target} cannot wrap algorithm {algorithm} private keys, "
+            f"step preflight: {whose} cannot wrap algorithm {algorithm} private keys, "
             "so such keys cannot be shared; choose another algorithm"
         )
-
-
-def _one_kek(fingerprints: dict[str, str | None]) -> str:
+    fingerprints = {t: s.fingerprint for t, s in statuses.items()}
     missing = [t for t, f in fingerprints.items() if f is None]
     if missing:
         raise KeyFlowError(f"step preflight: no KEK on {', '.join(missing)}; run kek init first")
@@ -137,11 +140,11 @@ def _one_kek(fingerprints: dict[str, str | None]) -> str:
 def preflight_kek(duo: Duo, client: NodeClient) -> str:
     """Every node and the backup answer (asked at once), one KEK everywhere that can wrap the
     policy's keys. Returns the KEK fingerprint."""
-    fingerprints: dict[str, str | None] = {}
+    statuses: dict[str, P.KekStatusReply] = {}
     algorithm = duo.config.policy.algorithm
     targets = [*duo.nodes, "backup"]
-    fan_out({("preflight", t): partial(_ask_kek, client, t, algorithm, fingerprints) for t in targets})
-    return _one_kek(fingerprints)
+    fan_out({("preflight", t): partial(_ask_kek, client, t, algorithm, statuses) for t in targets})
+    return _one_kek({t: statuses[t] for t in targets}, algorithm)
 
 
 def preflight(duo: Duo, client: NodeClient, zone: str) -> str:
@@ -577,20 +580,20 @@ def _preflight_zones(
     # One zone: its own key states; more: every zone's, in one read per node.
     ask = P.KeyStatesRequest(zone=zones[0] if len(zones) == 1 else None)
 
-    fingerprints: dict[str, str | None] = {}
+    statuses: dict[str, P.KekStatusReply] = {}
     algorithm = duo.config.policy.algorithm
 
     def look(node: str) -> None:
         states[node] = client.call(node, P.KEY_STATES, ask)
         listed[node] = set(client.call(node, P.ZONE_LIST).names)
-        _ask_kek(client, node, algorithm, fingerprints)
+        _ask_kek(client, node, algorithm, statuses)
 
     # Every target at once: their agents start side by side, not one after the other.
     fan_out({
         **{("preflight", node): partial(look, node) for node in duo.nodes},
-        ("preflight", "backup"): partial(_ask_kek, client, "backup", algorithm, fingerprints),
+        ("preflight", "backup"): partial(_ask_kek, client, "backup", algorithm, statuses),
     })  # fmt: skip
-    kek = _one_kek(fingerprints)
+    kek = _one_kek({t: statuses[t] for t in [*duo.nodes, "backup"]}, algorithm)
     refused: dict[str, ZoneOutcome] = {}
     for zone in zones:
         for node in duo.nodes:

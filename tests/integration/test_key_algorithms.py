@@ -31,7 +31,7 @@ def test_algorithm_15_refused_up_front(tmp_path: Path) -> None:
         proc = run_duo(*args, check=False)
         assert proc.returncode == 1
         assert proc.stderr.strip() == (
-            "ods-duo: error: step preflight: the HSM of a cannot wrap algorithm 15 private keys, "
+            "ods-duo: error: step preflight: the HSMs of a, b, backup cannot wrap algorithm 15 private keys, "
             "so such keys cannot be shared; choose another algorithm"
         )
         assert not list((lab_dir / "backup" / "bundles").glob("*.json"))
