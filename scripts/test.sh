@@ -9,4 +9,4 @@ bash scripts/setup.sh
 .venv/bin/mypy duo_ods
 .venv/bin/ruff check duo_ods tests bench
 .venv/bin/pytest -q -p no:cacheprovider tests/unit "$@"
-.venv/bin/pytest -q -p no:cacheprovider tests/integration "$@"
+.venv/bin/pytest -q -p no:cacheprovider --durations=30 tests/integration "$@"
