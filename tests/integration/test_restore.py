@@ -67,8 +67,8 @@ ORDER = {"hidden": 0, "rumoured": 1, "omnipresent": 2}  # how records come in (n
 
 def restored_from(restored: list[dict[str, Any]], source: list[dict[str, Any]], since: float) -> list[str]:
     """Where the restored keys differ from the source's. Each record must have the source's state
-    and change time, or a later state that the restored enforcer reached itself after the restore
-    began: never an earlier one (which `key import` alone would give)."""
+    and change time, or the same or a later state that the restored enforcer reached itself after the
+    restore began: never an earlier one (which `key import` alone would give)."""
     theirs = {k["locator"]: k for k in source}
     if sorted(theirs) != sorted(k["locator"] for k in restored):
         return [f"keys {sorted(k['locator'] for k in restored)} != {sorted(theirs)}"]
@@ -81,8 +81,10 @@ def restored_from(restored: list[dict[str, Any]], source: list[dict[str, Any]], 
             moved_on = (
                 rec["last_change"] >= since
                 and rec["state"] in ORDER and was["state"] in ORDER
-                and ORDER[rec["state"]] > ORDER[was["state"]]
+                and ORDER[rec["state"]] >= ORDER[was["state"]]
             )  # fmt: skip
+            # (`>=`: from a snapshot taken a moment before the source's states were read, the restored
+            # enforcer may reach the source's own state again by itself, at its own time.)
             if not (same or moved_on):
                 problems.append(f"{key['role']} {key['keytag']} {rec['type']}: {rec} != {was}")
         # Set at import and by rollovers only (none runs here): `key import` alone gives others.
