@@ -58,7 +58,7 @@ def _explain_unkeyed(ctx: Ctx, reports: list[ZoneReport]) -> list[ZoneReport]:
 @click.option(
     "--source", "sources", multiple=True, callback=_source_spec,
     help="ADDR:PORT or a zone FILE instead of the duo (repeat)",
-)
+)  # fmt: skip
 @click.option(
     "--ds", "ds_records", multiple=True,
     help="a DS the parent has ('ZONE. IN DS ...'; repeat): every copy must be signed by a key it points to",

@@ -53,9 +53,7 @@ def _warn(warning: str | None) -> None:
 
 @key.command("create")
 @click.argument("zone_names", metavar="ZONE...", nargs=-1)
-@click.option(
-    "--role", type=click.Choice(OFFERED_ROLES), help="default: pair (a KSK and a ZSK)"
-)
+@click.option("--role", type=click.Choice(OFFERED_ROLES), help="default: pair (a KSK and a ZSK)")
 @click.option("--origin", help="node whose HSM makes the key (default: key_origin, else the first node)")
 @click.option(
     "--all-without-keys", "all_without_keys", is_flag=True,
