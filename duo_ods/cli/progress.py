@@ -65,6 +65,7 @@ class Progress:
         self.note_text = ""
         self.started = time.monotonic()
         self._tick = 0
+        self._erased_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
@@ -95,29 +96,40 @@ class Progress:
     def _run(self) -> None:
         while not self._stop.wait(TICK):
             self._tick += 1
-            self.draw()
+            if time.monotonic() - self._erased_at >= TICK:  # a log line being printed: not over it
+                self.draw()
+
+    def erase(self) -> None:
+        with self._lock:
+            self._erased_at = time.monotonic()
+            self.stream.write(CLEAR)
+            self.stream.flush()
 
     def close(self) -> None:
         """Stop redrawing and erase the line: the command's own output follows on a clean line."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        with self._lock:
-            self.stream.write(CLEAR)
-            self.stream.flush()
+        self.erase()
 
 
 class _LogWatcher(logging.Handler):
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, printed_from: int) -> None:
         super().__init__(logging.INFO)
         self.progress = progress
+        self.printed_from = printed_from
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             args = record.args
             if record.msg in COUNTERS and isinstance(args, tuple) and args and isinstance(args[0], int):
                 self.progress.advance(args[0])
-            self.progress.note(record.getMessage())
+            if record.levelno >= self.printed_from:
+                # The terminal's log handler prints this one next (this handler runs first): it
+                # starts on an erased line, and the next tick draws the display below it.
+                self.progress.erase()
+            else:
+                self.progress.note(record.getMessage())
         except Exception:  # a display must never break the command
             self.handleError(record)
 
@@ -133,7 +145,7 @@ def _log_to(progress: Progress) -> Iterator[None]:
     before_level = logger.level
     for handler in quiet:
         handler.setLevel(shown_from)
-    watcher = _LogWatcher(progress)
+    watcher = _LogWatcher(progress, shown_from)
     logger.addHandler(watcher)
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
@@ -179,9 +191,10 @@ def _terminal_width(stream: TextIO) -> int:
     import os  # noqa: PLC0415 (only when a display is drawn)
 
     try:
-        return max(20, os.get_terminal_size(stream.fileno()).columns - 1)
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError, AttributeError):
-        return 79
+        columns = 0
+    return max(20, columns - 1) if columns else 79  # a terminal that says 0 columns: assume 80
 
 
 class ObservedTransport:
