@@ -55,7 +55,11 @@ def as_table(reports: Sequence[ZoneReport]) -> str:
     lines = [line(HEADINGS)]
     for r, row in zip(reports, rows, strict=True):
         lines.append(line(row))
-        lines += [f"    {p.severity}: [{p.source}] {p.message}" for p in r.problems]
+        # [b] already names the node: "(node b: enforcer is not running)" reads "(enforcer is not running)"
+        lines += [
+            f"    {p.severity}: [{p.source}] {p.message.replace(f'node {p.source}: ', '')}"
+            for p in r.problems
+        ]
     verdict = (
         "all zones valid in any mix" if all(r.ok for r in reports) else "PROBLEMS: the mix is not proven"
     )

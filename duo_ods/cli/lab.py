@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from duo_ods.cli.context import DEFAULT_LAB_DIR, Ctx, pass_ctx
-from duo_ods.cli.text import without_prefix
+from duo_ods.cli.text import once, without_prefix
 from duo_ods.lab import lab as lab_impl
 
 _dir_option = click.option(
@@ -105,7 +105,7 @@ def lab_down(ctx: Ctx, lab_dir: Path) -> None:
     ]
     lines += [f"  secondary {n}: {v}" for n, v in result["secondaries"].items()]
     lines += [f"  {n}: {v}" for n, v in result["watchers"].items()]
-    lines += [f"  problem: {p}" for p in result["problems"]]
+    lines += [f"  problem: {once(p)}" for p in result["problems"]]
     ctx.emit(result, "\n".join(lines))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,11 @@ def human(value: Any) -> str:
 def field_lines(data: Mapping[str, Any]) -> str:
     """A reply as 'field: value' lines, each value as human() spells it."""
     return "\n".join(f"{k.replace('_', ' ')}: {human(v)}" for k, v in data.items())
+
+
+def once(message: str) -> str:
+    """'node b: node b: x' -> 'node b: x': a message whose own text names what the caller named."""
+    return re.sub(r"^(node [^\s:]+: )\1+", r"\1", message)
 
 
 def without_prefix(message: str, prefix: str) -> str:

@@ -24,7 +24,7 @@ from duo_ods.cli import key as key_cli
 from duo_ods.cli import lab as lab_cli
 from duo_ods.cli import zone as zone_cli
 from duo_ods.cli.main import USAGE_EXIT, cli, error_line
-from duo_ods.cli.text import field_lines, human
+from duo_ods.cli.text import field_lines, human, once
 from duo_ods.errors import ConfigError
 from duo_ods.protocol import ops as P
 from duo_ods.zones.manage import ZoneAddResult
@@ -139,6 +139,15 @@ def test_node_status_shows_no_python_values(tmp_path: Path, fake: FakeNodes) -> 
     assert not PYTHON_VALUE.search(result.output), result.output
     assert "daemons: signerd not running, enforcerd 4242" in result.output
     assert "zones: x.test, y.test" in result.output and "initialised: yes" in result.output
+
+
+def test_a_node_is_named_once() -> None:
+    assert once("node b: node b: enforcer is not running") == "node b: enforcer is not running"
+    assert once("node b: zone x: node a: y") == "node b: zone x: node a: y"
+    report = ZoneReport(
+        "x.test", problems=[Problem("warning", "b", "its enforcer does not answer (node b: down)")]
+    )
+    assert "    warning: [b] its enforcer does not answer (down)" in as_table([report]).splitlines()
 
 
 def test_an_error_line_names_ods_duo_once() -> None:
