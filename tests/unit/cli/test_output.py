@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from duo_ods.cli import zone as zone_cli
 from duo_ods.cli.main import USAGE_EXIT, cli, error_line
 from duo_ods.cli.text import field_lines, human, once
 from duo_ods.errors import ConfigError
+from duo_ods.process import python_module
 from duo_ods.protocol import ops as P
 from duo_ods.zones.manage import ZoneAddResult
 from tests.support.configs import TWO_NODES
@@ -66,7 +66,7 @@ def duo_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "ODS_DUO_CONFIG"}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "duo_ods", *args],
+        [*python_module("duo_ods"), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
