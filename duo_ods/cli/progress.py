@@ -26,7 +26,8 @@ SPINNER = "|/-\\"
 CLEAR = "\r\x1b[K"  # back to the line's start, erase it
 
 # Log messages (the format string, as the library logs it) that report N finished items: N is the
-# first argument. Counting from these keeps the library free of display code.
+# first argument. Counting from these keeps the library free of display code. Counted only by a
+# display that was given a total (zone add, key create): lab up's one key create is not a count.
 COUNTERS: Mapping[str, str] = {
     "%d zones added on %s": "zones",
     "keys made for %d zone(s) on %s: %s": "zones",
@@ -122,7 +123,8 @@ class _LogWatcher(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             args = record.args
-            if record.msg in COUNTERS and isinstance(args, tuple) and args and isinstance(args[0], int):
+            counted = record.msg in COUNTERS and self.progress.total is not None  # not lab up's one key
+            if counted and isinstance(args, tuple) and args and isinstance(args[0], int):
                 self.progress.advance(args[0])
             if record.levelno >= self.printed_from:
                 # The terminal's log handler prints this one next (this handler runs first): it
