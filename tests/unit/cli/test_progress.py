@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pty
 import select
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from duo_ods.cli.progress import CLEAR, ObservedTransport, render, wanted
+from duo_ods.cli.progress import CLEAR, ObservedTransport, Progress, _LogWatcher, render, wanted
 from duo_ods.protocol import ops as P
 from tests.support.fake_nodes import FakeNodes
 
@@ -113,3 +114,15 @@ def test_the_observed_transport_names_each_operation() -> None:
     observed = ObservedTransport(nodes, notes.append)
     observed.call("a", P.ZONE_LIST.name, {})
     assert notes == ["node a: zone-list"] and nodes.ops_called() == [P.ZONE_LIST]
+
+
+def test_log_counts_only_with_a_total() -> None:
+    """A finished-items record advances a display with a total (zone add), not lab up's spinner."""
+    message = "keys made for %d zone(s) on %s: %s"
+    record = logging.LogRecord(
+        "duo_ods.keys.flow", logging.INFO, "f", 1, message, (2, "a, b", "x.test y.test"), None
+    )
+    for total, done in ((10, 2), (None, 0)):
+        shown = Progress(io.StringIO(), "key create", total)
+        _LogWatcher(shown, logging.WARNING).emit(record)
+        assert shown.done == done and shown.note_text == "keys made for 2 zone(s) on a, b: x.test y.test"
