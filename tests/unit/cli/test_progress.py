@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from duo_ods.cli.progress import CLEAR, ObservedTransport, Progress, _LogWatcher, render, wanted
+from duo_ods.cli.progress import CLEAR, COUNTERS, ObservedTransport, Progress, _LogWatcher, render, wanted
 from duo_ods.protocol import ops as P
 from tests.support.fake_nodes import FakeNodes
 
@@ -126,3 +126,10 @@ def test_log_counts_only_with_a_total() -> None:
         shown = Progress(io.StringIO(), "key create", total)
         _LogWatcher(shown, logging.WARNING).emit(record)
         assert shown.done == done and shown.note_text == "keys made for 2 zone(s) on a, b: x.test y.test"
+
+
+def test_counted_messages_are_the_ones_the_library_logs() -> None:
+    """A reworded log message would silently stop the count: each must be logged as written here."""
+    sources = "".join(p.read_text() for p in (ROOT / "duo_ods").rglob("*.py") if "cli" not in p.parts)
+    for message in COUNTERS:
+        assert f'log.info("{message}"' in sources, message
