@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from duo_ods.check.model import ZoneReport
+from duo_ods.check.model import Problem, ZoneReport
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
+HEADINGS = ("ZONE", "STATUS", "SERIALS", "SIGNATURES")
 
 
 def as_json(reports: Sequence[ZoneReport]) -> dict[str, Any]:
@@ -35,16 +37,59 @@ def _status(report: ZoneReport) -> str:
 
 
 def as_table(reports: Sequence[ZoneReport]) -> str:
-    lines = [f"{'ZONE':28} {'STATUS':9} {'SERIALS':40} SIGNATURES"]
-    for r in reports:
-        serials = " ".join(f"{s}={v}" for s, v in r.serials.items())
-        sigs = " ".join(f"{s}={v}" for s, v in r.signatures.items())
-        lines.append(f"{r.zone:28} {_status(r):9} {serials:40} {sigs}")
-        lines += [f"    {p.severity}: [{p.source}] {p.message}" for p in r.problems]
+    """Columns as wide as their widest cell: four copies (split mode) stay aligned like two."""
+    rows = [
+        (
+            r.zone,
+            _status(r),
+            " ".join(f"{s}={v}" for s, v in r.serials.items()) or "-",
+            " ".join(f"{s}={v}" for s, v in r.signatures.items()) or "-",
+        )
+        for r in reports
+    ]
+    widths = [max([len(head), *(len(row[i]) for row in rows)]) for i, head in enumerate(HEADINGS[:3])]
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(f"{c:{w}}" for c, w in zip(cells[:3], widths, strict=True)) + f" {cells[3]}"
+
+    lines = [line(HEADINGS)]
+    for r, row in zip(reports, rows, strict=True):
+        lines.append(line(row))
+        # [b] already names the node: "(node b: enforcer is not running)" reads "(enforcer is not running)"
+        lines += [
+            f"    {p.severity}: [{p.source}] {p.message.replace(f'node {p.source}: ', '')}"
+            for p in r.problems
+        ]
     verdict = (
         "all zones valid in any mix" if all(r.ok for r in reports) else "PROBLEMS: the mix is not proven"
     )
     return "\n".join([*lines, verdict])
+
+
+NO_COPY = "no AXFR of "  # how check words a copy it could not fetch
+
+
+def no_copy_from(report: ZoneReport, nodes: set[str]) -> bool:
+    return any(p.source in nodes and p.message.startswith(NO_COPY) for p in report.problems)
+
+
+def explain_unkeyed(reports: Sequence[ZoneReport], unkeyed: set[str]) -> list[ZoneReport]:
+    """ODS signs and serves a zone only once it has keys: for such a zone every transfer fails (the
+    signer answers unsigned, the secondaries NOTAUTH), and the transfer key is not to blame. Those
+    copies' problems become one that says what is next."""
+    out = []
+    for r in reports:
+        if r.zone not in unkeyed:
+            out.append(r)
+            continue
+        kept = [p for p in r.problems if not p.message.startswith(NO_COPY)]
+        why = Problem(
+            "critical", "duo",
+            f"zone {r.zone} has no keys yet, so no signer signs or serves it; "
+            f"next: ods-duo key create {r.zone}",
+        )  # fmt: skip
+        out.append(replace(r, problems=[why, *kept]))
+    return out
 
 
 def as_nagios(reports: Sequence[ZoneReport]) -> tuple[int, str]:

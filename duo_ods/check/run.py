@@ -405,8 +405,10 @@ def check_duo(  # noqa: PLR0917
     workers: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     parent_ds: Mapping[str, Sequence[ParentDs]] | None = None,
+    on_zone: Callable[[ZoneReport], None] | None = None,
 ) -> list[ZoneReport]:
-    """Check zones (default: every zone on any node) on every signer and secondary."""
+    """Check zones (default: every zone on any node) on every signer and secondary; `on_zone` hears
+    of each report as it is done (the CLI's progress display)."""
     parent_ds = parent_ds or {}
     nodes = NodeViews(
         duo, client, max(NODE_TIMEOUT, timeout)
@@ -434,6 +436,8 @@ def check_duo(  # noqa: PLR0917
             for source, problem in enforcer_problems(duo, views, zone):
                 report.add("warning", source, problem)
             reports.append(report)
+            if on_zone is not None:
+                on_zone(report)
     return reports
 
 

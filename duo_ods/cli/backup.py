@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
-from duo_ods.backup.report import backup_list, backup_verify
+from duo_ods.backup.report import backup_list, backup_verify, bundles
 from duo_ods.backup.restore import SOURCES, restore_node
 from duo_ods.backup.retention import prune
 from duo_ods.backup.snapshot import take_snapshot
@@ -25,12 +26,28 @@ def backup() -> None:
 def backup_list_cmd(ctx: Ctx) -> None:
     """Every bundle: zone, role, key tag, age, and where the key still lives."""
     rows = backup_list(ctx.duo, ctx.client)
-    lines = [f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'AGE(d)':>7} {'IN HSM':10} IN ENFORCER"]
+    # Which keys are dead is decided exactly as `backup prune` decides it (its dry run), not read
+    # from the ledger the last real prune wrote: the two commands always name the same keys.
+    plan = prune(ctx.duo, ctx.client, dry_run=True)
+    for r in rows:
+        r["dead_since"] = plan["dead"].get(r["locator"]) if not plan["undecided"] else None
+        r["dead"] = None if plan["undecided"] else r["locator"] in plan["dead"]
+    lines = [f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'AGE(d)':>7} {'DEAD SINCE':16} {'IN HSM':10} IN ENFORCER"]
     for r in rows:
         hsm = ",".join(r["in_hsm"]) or "-"
         enforcer = "; ".join(r["in_enforcer"]) or "-"
-        lines.append(f"{r['zone']:24} {r['role']:4} {r['keytag']:>5} {r['age_days']:>7} {hsm:10} {enforcer}")
-    ctx.emit({"bundles": rows}, "\n".join(lines))
+        dead = "?" if r["dead"] is None else (_when(r["dead_since"]) if r["dead"] else "-")
+        lines.append(
+            f"{r['zone']:24} {r['role']:4} {r['keytag']:>5} {r['age_days']:>7} {dead:16} {hsm:10} {enforcer}"
+        )
+    if plan["undecided"]:
+        lines.append(f"dead keys not known: {plan['undecided']}")
+    ctx.emit({"bundles": rows, "undecided": plan["undecided"]}, "\n".join(lines))
+
+
+def _when(epoch: float | None) -> str:
+    """A UTC time for a column: 2026-11-29 12:30."""
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
 
 
 @backup.command("verify")
@@ -77,7 +94,8 @@ def backup_restore_cmd(
     NODE=FINGERPRINT as `kek offer` shows it on the node, or the answer at a prompt.
     """
     confirm = confirmer(ctx.duo, parse_confirmations(confirmations), ask_on_terminal)
-    r = restore_node(ctx.duo, ctx.client, node, source, allow_older, confirm=confirm)
+    with ctx.progress(f"backup restore of node {node}"):
+        r = restore_node(ctx.duo, ctx.client, node, source, allow_older, confirm=confirm)
     age = f", snapshot taken {r['snapshot_age']} ago" if r["snapshot_age"] else ""
     inputs = ", ".join(f"{z} from the {src}" for z, src in sorted(r["inputs"].items()))
     text = [
@@ -101,5 +119,13 @@ def backup_prune_cmd(ctx: Ctx, dry_run: bool) -> None:
         ctx.emit(r, r["undecided"])
         return
     verb = "would remove" if dry_run else "removed"
-    ctx.emit(r, f"{verb} {len(r['removed'])} bundles; {len(r['dead'])} keys dead on every node, kept until "
-             f"the retention ({ctx.duo.config.backup.retention}) has passed")  # fmt: skip
+    held = {b.locator: b for b in bundles(ctx.client)} if r["dead"] or r["removed"] else {}
+    lines = [
+        f"{verb} {len(r['removed'])} bundles; {len(r['dead'])} keys dead on every node, kept until "
+        f"the retention ({ctx.duo.config.backup.retention}) has passed"
+    ]
+    for locator, since in sorted(r["dead"].items(), key=lambda item: item[1]):
+        b = held.get(locator)
+        lines.append(f"  dead since {_when(since)} UTC: {f'{b.zone} {b.role} {b.keytag}' if b else locator}")
+    lines += [f"  {verb}: {locator}" for locator in r["removed"]]
+    ctx.emit(r, "\n".join(lines))

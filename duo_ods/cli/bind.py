@@ -24,6 +24,8 @@ def bind_config(ctx: Ctx, mode: str | None, secondary: str | None, output: Path 
     """Zone, server and primaries statements for the secondaries, checked with named-checkconf.
 
     named must also include the transfer key file (a BIND key statement; made here when missing).
+    With --json: one document, {"mode", "zones", "key_file", "secondaries": {NAME: TEXT}} (and
+    "output": FILE when written there), instead of the named.conf text.
     """
     duo = ctx.duo
     t = duo.config.transfer
@@ -40,13 +42,19 @@ def bind_config(ctx: Ctx, mode: str | None, secondary: str | None, output: Path 
     if output is not None and len(chosen) > 1:
         raise click.UsageError("--output writes one secondary's config: add --secondary NAME")
     zones = sorted(set().union(*node_zones(duo, ctx.client).values()))
-    parts = []
+    parts: dict[str, str] = {}
     for name in chosen:
         snippet = render_zones(duo, name, mode, zones)
         check_zones_snippet(duo, snippet, duo.tsig_key_path)
-        parts.append(f'// include "{duo.tsig_key_path}"; (the transfer key) before this\n{snippet}')
+        parts[name] = f'// include "{duo.tsig_key_path}"; (the transfer key) before this\n{snippet}'
+    report = {"mode": mode, "zones": zones, "key_file": str(duo.tsig_key_path), "secondaries": parts}
     if output is not None:
-        write_atomic(output, parts[0])
-        click.echo(f"wrote {output} for secondary {chosen[0]} ({mode}, {len(zones)} zones)", err=True)
+        write_atomic(output, parts[chosen[0]])
+        if ctx.json:
+            ctx.emit({**report, "output": str(output)}, "")
+        else:
+            click.echo(f"wrote {output} for secondary {chosen[0]} ({mode}, {len(zones)} zones)", err=True)
+    elif ctx.json:
+        ctx.emit(report, "")
     else:
-        click.echo("\n".join(parts), nl=False)
+        click.echo("\n".join(parts.values()), nl=False)

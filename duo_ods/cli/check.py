@@ -9,9 +9,10 @@ import click
 
 from duo_ods.check.ds import parse_ds_options
 from duo_ods.check.fetch import DEFAULT_TIMEOUT
-from duo_ods.check.model import Thresholds
-from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table
+from duo_ods.check.model import Thresholds, ZoneReport
+from duo_ods.check.output import NAGIOS_UNKNOWN, as_json, as_nagios, as_table, explain_unkeyed, no_copy_from
 from duo_ods.check.run import check_duo, check_given
+from duo_ods.check.sources import parse_source
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.dns.names import normalize_zone_name
 from duo_ods.dns.tsig import TsigKey, transfer_key
@@ -27,12 +28,37 @@ def _transfer_key(ctx: Ctx) -> TsigKey | None:
     return transfer_key(duo)
 
 
+def _source_spec(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """ADDR:PORT with a port out of range is a usage error, not a connection that fails."""
+    for spec in specs:
+        target = parse_source(spec)
+        if isinstance(target, tuple) and not 1 <= target[1] <= 65535:
+            raise click.BadParameter(f"{spec}: port {target[1]} is not in 1-65535")
+    return specs
+
+
+def _explain_unkeyed(ctx: Ctx, reports: list[ZoneReport]) -> list[ZoneReport]:
+    """A zone without keys is not served by the signers: say that, not "no AXFR" per copy. Asked
+    only when a signer gave no copy (the common case costs nothing)."""
+    nodes = set(ctx.duo.nodes)
+    if not any(no_copy_from(r, nodes) for r in reports):
+        return reports
+    from duo_ods.keys.flow import zones_without_keys  # noqa: PLC0415 (only when a signer gave nothing)
+
+    try:
+        unkeyed = set(zones_without_keys(ctx.duo, ctx.client))
+    except DuoError:
+        return reports  # a node that does not answer: the reports say so already
+    return explain_unkeyed(reports, unkeyed)
+
+
 @click.command("check")
 @click.argument("zones", nargs=-1, metavar="[ZONE...]")
 @click.option("--nagios", is_flag=True, help="one plugin line with perfdata; exit 0/1/2/3")
 @click.option(
-    "--source", "sources", multiple=True, help="ADDR:PORT or a zone FILE instead of the duo (repeat)"
-)
+    "--source", "sources", multiple=True, callback=_source_spec,
+    help="ADDR:PORT or a zone FILE instead of the duo (repeat)",
+)  # fmt: skip
 @click.option(
     "--ds", "ds_records", multiple=True,
     help="a DS the parent has ('ZONE. IN DS ...'; repeat): every copy must be signed by a key it points to",
@@ -70,7 +96,12 @@ def check(
             given = parent_ds.get(names[0], [])
             reports = [check_given(names[0], sources, given, limits, _transfer_key(ctx), timeout)]
         else:
-            reports = check_duo(ctx.duo, ctx.client, names, limits, timeout=timeout, parent_ds=parent_ds)
+            with ctx.progress("check", total=len(names) or None) as shown:
+                reports = check_duo(
+                    ctx.duo, ctx.client, names, limits, timeout=timeout, parent_ds=parent_ds,
+                    on_zone=lambda report: shown.advance(),
+                )  # fmt: skip
+            reports = _explain_unkeyed(ctx, reports)
     except DuoError as exc:
         if nagios:
             click.echo(f"DUO UNKNOWN - {exc}")

@@ -10,6 +10,8 @@ import click
 
 from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.dns.names import normalize_zone_name
+from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.flow import (
     ROLE_CHOICES,
     ZoneOutcome,
@@ -26,6 +28,11 @@ from duo_ods.lab import secondaries
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.transport.local import LocalTransport
+
+# csk is not offered: a CSK policy is refused with ODS 2.1.12 (config/model.py says why), so --role
+# csk could only ever fail. It comes back when the policy may say keys = "csk" again.
+OFFERED_ROLES = tuple(r for r in ROLE_CHOICES if r != "csk")
+ROLE_ORDER = {"KSK": 0, "CSK": 1, "ZSK": 2}  # key list: the key the DS points to first
 
 
 @click.group()
@@ -46,7 +53,7 @@ def _warn(warning: str | None) -> None:
 
 @key.command("create")
 @click.argument("zone_names", metavar="ZONE...", nargs=-1)
-@click.option("--role", type=click.Choice(ROLE_CHOICES), help="default: pair (a KSK and a ZSK)")
+@click.option("--role", type=click.Choice(OFFERED_ROLES), help="default: pair (a KSK and a ZSK)")
 @click.option("--origin", help="node whose HSM makes the key (default: key_origin, else the first node)")
 @click.option(
     "--all-without-keys", "all_without_keys", is_flag=True,
@@ -72,7 +79,8 @@ def key_create(
     if len(names) == 1 and not all_without_keys:
         outcomes = [ZoneOutcome(names[0], keys=create_key(ctx.duo, ctx.client, names[0], role, origin))]
     else:
-        outcomes = create_keys(ctx.duo, ctx.client, names, role, origin)
+        with ctx.progress("key create", total=len(names)):
+            outcomes = create_keys(ctx.duo, ctx.client, names, role, origin)
     created = [k for o in outcomes for k in o.keys]
     if created:
         # The lab's secondaries take the newly signed zones while the backup snapshot is taken: the
@@ -170,7 +178,12 @@ key.add_command(_ds_command("gone"))
 @pass_ctx
 def key_list(ctx: Ctx, zone_name: str | None) -> None:
     """Every key and its state on each node, side by side; differences flagged."""
-    rows = list_keys(ctx.duo, ctx.client, zone_name)
+    rows = sorted(
+        list_keys(ctx.duo, ctx.client, zone_name),
+        key=lambda r: (r["zone"], ROLE_ORDER.get(r["role"], 9), r["keytag"]),
+    )
+    if zone_name is not None and not rows:
+        _require_zone(ctx, zone_name)
     nodes = list(ctx.duo.nodes)
     lines = [
         f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'LOCATOR':32} " + " ".join(f"{n.upper():10}" for n in nodes)
@@ -184,11 +197,28 @@ def key_list(ctx: Ctx, zone_name: str | None) -> None:
     ctx.emit({"keys": rows, "ok": not any(r["differs"] for r in rows)}, "\n".join(lines))
 
 
+def _require_zone(ctx: Ctx, zone_name: str) -> None:
+    """A zone no node has is an error, not an empty answer (a node that does not answer is left to
+    the command itself to report)."""
+    zone = normalize_zone_name(zone_name)
+    answered = False
+    for node in ctx.duo.nodes:
+        try:
+            if zone in ctx.client.call(node, P.ZONE_LIST).names:
+                return
+        except DuoError:
+            continue
+        answered = True
+    if answered:
+        raise NodeError(f"zone {zone}: on no node (zone list shows the zones)")
+
+
 @key.command("ds")
 @click.argument("zone_name", metavar="ZONE")
 @pass_ctx
 def key_ds(ctx: Ctx, zone_name: str) -> None:
     """The DS (SHA-256) and DNSKEY to give the parent; warns when the nodes disagree."""
+    _require_zone(ctx, zone_name)
     report = ds_for_zone(ctx.duo, ctx.client, zone_name)
     lines = [*report.ds, *report.dnskey, *[f"warning: {w}" for w in report.warnings]]
     ctx.emit(asdict(report), "\n".join(lines))

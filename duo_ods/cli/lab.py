@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
 import click
 
 from duo_ods.cli.context import DEFAULT_LAB_DIR, Ctx, pass_ctx
+from duo_ods.cli.text import once, without_prefix
 from duo_ods.lab import lab as lab_impl
 
 _dir_option = click.option(
@@ -32,9 +34,10 @@ def _describe(status: dict[str, Any]) -> str:
             f"  node {node['name']}: {node['address']} port {node['port']}, {state} ({pids or 'no pids'})"
         )
         for z in node["zones"]:
-            lines.append(f"      zone {z['name']}: {z['next_change']}")
+            lines.append(f"      zone {z['name']}: next key change {z['next_change']}")
         if "error" in node:
-            lines.append(f"      error: {node['error']}")
+            prefix = f"node {node['name']}: "
+            lines.append(f"      error: {without_prefix(str(node['error']), prefix)}")
     for w in status.get("watchers", []):
         state = f"pid {w['pid']}" if w["pid"] else "stopped"
         lines.append(f"  watcher for node {w['node']}: {state}, input {w['input_dir']}")
@@ -46,9 +49,23 @@ def _describe(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A bad --base-address is a usage error (exit 2) before anything is built."""
+    try:
+        base = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IPv4 address") from None
+    if not base.is_loopback or not (base + 4).is_loopback:
+        raise click.BadParameter(f"{value}: the lab uses loopback addresses only (127.x.x.x)")
+    return value
+
+
 @lab.command("up")
 @_dir_option
-@click.option("--base-address", default="127.0.0.10", show_default=True, help="nodes get .+1 and .+2")
+@click.option(
+    "--base-address", default="127.0.0.10", show_default=True, callback=_loopback,
+    help="nodes get .+1 and .+2, secondaries .+3 (and .+4 with --split)",
+)  # fmt: skip
 @click.option(
     "--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="signer listener port"
 )
@@ -69,7 +86,8 @@ def lab_up(
         path = lab_impl.write_config(lab_dir, opts)
         ctx.emit({"config": str(path)}, f"lab config in {path}: edit it, then run lab up --dir {lab_dir}")
         return
-    result = lab_impl.up(lab_dir, opts)
+    with ctx.progress("lab up"):
+        result = lab_impl.up(lab_dir, opts)
     head = "lab already running" if result["already_running"] else "lab up"
     ds = ["DS for the parent:", *[f"  {line}" for line in result["ds"]]]
     ctx.emit(result, "\n".join([head, *[f"  {a}" for a in result["actions"]], _describe(result), *ds]))
@@ -87,7 +105,7 @@ def lab_down(ctx: Ctx, lab_dir: Path) -> None:
     ]
     lines += [f"  secondary {n}: {v}" for n, v in result["secondaries"].items()]
     lines += [f"  {n}: {v}" for n, v in result["watchers"].items()]
-    lines += [f"  problem: {p}" for p in result["problems"]]
+    lines += [f"  problem: {once(p)}" for p in result["problems"]]
     ctx.emit(result, "\n".join(lines))
 
 

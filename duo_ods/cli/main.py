@@ -1,4 +1,6 @@
-"""`ods-duo`: the command line. Known errors print as one line; -v adds tracebacks and debug logs."""
+"""`ods-duo`: the command line. Known errors print as one line (exit 1), usage errors as click shows
+them (exit 2, USAGE_EXIT); -v adds tracebacks and debug logs. --json and -v go before or after the
+command."""
 
 from __future__ import annotations
 
@@ -29,6 +31,45 @@ COMMANDS = {
 }
 
 
+USAGE_EXIT = 2  # click's own code for a usage error; the README states it
+ERROR_EXIT = 1
+PREFIX = "ods-duo: "
+
+
+def _late_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    found = ctx.find_object(Ctx)
+    if value and found is not None:
+        found.json = True
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        found = ctx.find_object(Ctx)
+        if found is not None:
+            found.verbose = True
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _with_late_options(command: click.Command) -> click.Command:
+    """--json and -v after the command too (`ods-duo lab status --json`), on every subcommand.
+
+    The group's callback has made the Ctx before a subcommand's options are parsed, so these
+    callbacks only switch it on."""
+    if getattr(command, "_late_options", False):
+        return command
+    command.params += [
+        click.Option(["--json"], is_flag=True, expose_value=False, callback=_late_json,
+                     help="one JSON document on stdout (also before the command)"),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_late_verbose,
+                     help="debug logging and tracebacks (also before the command)"),
+    ]  # fmt: skip
+    command._late_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_late_options(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -39,7 +80,7 @@ class LazyGroup(click.Group):
         module, name = COMMANDS[cmd_name].split(":")
         command = getattr(importlib.import_module(module), name)
         assert isinstance(command, click.Command)
-        return command
+        return _with_late_options(command)
 
 
 @click.group(cls=LazyGroup)
@@ -66,6 +107,9 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(USAGE_EXIT)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -75,5 +119,13 @@ def main() -> None:
     except DuoError as exc:
         if verbose:
             logging.exception("failed")
-        click.echo(f"ods-duo: error: {exc}", err=True)
-        sys.exit(1)
+        click.echo(error_line(exc), err=True)
+        sys.exit(ERROR_EXIT)
+
+
+def error_line(exc: DuoError) -> str:
+    """One line; a message that names ods-duo itself already gets no second 'ods-duo:'."""
+    message = str(exc)
+    while message.startswith(PREFIX):
+        message = message[len(PREFIX) :]
+    return f"{PREFIX}error: {message}"

@@ -10,6 +10,7 @@ import click
 
 from duo_ods.backup.ops import BACKUP_HANDLERS
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.cli.text import field_lines
 from duo_ods.errors import DuoError
 from duo_ods.node.handlers import NODE_HANDLERS
 from duo_ods.protocol import ops as P
@@ -127,8 +128,11 @@ def serve_ssh(ctx: Ctx, only_node: str | None, read_only: bool) -> None:
 
 
 def _lines(reply: Message) -> str:
-    """A reply as 'field: value' lines for a person."""
-    return "\n".join(f"{k}: {v}" for k, v in reply.model_dump(mode="json").items())
+    """A reply as 'field: value' lines for a person (no Python values: see cli/text.py)."""
+    data = reply.model_dump(mode="json")
+    if isinstance(data.get("daemons"), dict):  # a daemon without a pid is not running
+        data["daemons"] = {d: "not running" if pid is None else pid for d, pid in data["daemons"].items()}
+    return field_lines(data)
 
 
 def _simple(op: P.Op[P.Empty, Rep], help_text: str) -> click.Command:
@@ -160,7 +164,7 @@ def node_init(ctx: Ctx, node_name: str, dry_run: bool) -> None:
             raise click.UsageError(f"--dry-run: node {node_name} has the lab layout, which has no plan")
         made = ctx.client.call(node_name, P.INIT)
         shown = made.model_dump(mode="json", include={"node", "token_created", "database_created", "configs"})
-        ctx.emit(made.model_dump(mode="json"), "\n".join(f"{k}: {v}" for k, v in shown.items()))
+        ctx.emit(made.model_dump(mode="json"), field_lines(shown))
         return
     plan = ctx.client.call(node_name, P.INIT, P.InitRequest(dry_run=True))
     header = f"node {node_name} (system layout, root {plan.root}): plan"

@@ -9,7 +9,9 @@ import click
 
 from duo_ods.backup.snapshot import snapshot_after
 from duo_ods.cli.context import Ctx, pass_ctx
+from duo_ods.cli.text import human, without_prefix
 from duo_ods.dns.names import normalize_zone_name
+from duo_ods.errors import NodeError
 from duo_ods.keys.reuse import Reuse, returning_zone_keys
 from duo_ods.lab import secondaries
 from duo_ods.zones.catchup import catch_up
@@ -62,15 +64,19 @@ def zone_add(ctx: Ctx, args: tuple[str, ...], file: Path | None, new_keys: bool)
         result = add_zone(ctx.duo, ctx.client, args[0], file)
         keys = _returning(ctx, [result], new_keys=new_keys)
         _sync_managed_secondaries(ctx)
-        text = "\n".join([_added_text(result), *(k.message for k in keys.values())])
+        lines = [_added_text(result), *(k.message for k in keys.values()), *_next_step([result], keys)]
+        text = "\n".join(lines)
         ctx.emit({**asdict(result), "keys": keys[result.zone].to_json() if keys else None}, text)
         return
-    outcomes = add_zones(ctx.duo, ctx.client, [Path(a) for a in args])
-    keys = _returning(ctx, [o.result for o in outcomes if o.result is not None], new_keys=new_keys)
-    if any(o.result is not None for o in outcomes):
-        _sync_managed_secondaries(ctx)
-    lines = [_added_text(o.result) for o in outcomes if o.result is not None]
+    with ctx.progress("zone add", total=len(args) if len(args) > 1 else None):
+        outcomes = add_zones(ctx.duo, ctx.client, [Path(a) for a in args])
+        added = [o.result for o in outcomes if o.result is not None]
+        keys = _returning(ctx, added, new_keys=new_keys)
+        if added:
+            _sync_managed_secondaries(ctx)
+    lines = [_added_text(r) for r in added]
     lines += [k.message for k in keys.values()]
+    lines += _next_step(added, keys)
     failed = [o for o in outcomes if o.result is None]
     ctx.emit(
         {
@@ -86,7 +92,7 @@ def zone_add(ctx: Ctx, args: tuple[str, ...], file: Path | None, new_keys: bool)
     )  # fmt: skip
     if failed:
         for o in failed:
-            click.echo(f"ods-duo: {o.file}: {o.error}", err=True)
+            click.echo(f"ods-duo: {without_prefix(str(o.error), o.file + ': ')}", err=True)
         click.echo(f"ods-duo: {len(failed)} of {len(outcomes)} file(s) not added", err=True)
         raise SystemExit(1)
 
@@ -103,6 +109,21 @@ def _returning(ctx: Ctx, added: list[ZoneAddResult], *, new_keys: bool) -> dict[
         if warning:
             click.echo(f"ods-duo: warning: {warning}", err=True)
     return keys
+
+
+def _next_step(added: list[ZoneAddResult], keys: dict[str, Reuse]) -> list[str]:
+    """A zone added without keys is not signed yet, so no server gives it out: say what comes next."""
+    bare = [r.zone for r in added if r.zone not in keys and r.added_on]
+    if not bare:
+        return []
+    if len(bare) == 1:
+        zone = bare[0]
+        return [f"zone {zone} has no keys yet: not signed nor served; next: ods-duo key create {zone}"]
+    more = " ..." if len(bare) > 3 else ""
+    return [
+        f"{len(bare)} zones have no keys yet: not signed nor served; next: "
+        f"ods-duo key create {' '.join(bare[:3])}{more} (or --all-without-keys)"
+    ]
 
 
 def _added_text(result: ZoneAddResult) -> str:
@@ -181,13 +202,15 @@ def zone_catch_up(ctx: Ctx, node_names: tuple[str, ...], dry_run: bool) -> None:
 @pass_ctx
 def zone_level(ctx: Ctx, zone_names: tuple[str, ...], max_spread: int | None) -> None:
     """Bring a node whose SOA serial lags the other's too far up to it (default: every zone)."""
-    names = list(zone_names) or sorted(
-        {z for zones in node_zones(ctx.duo, ctx.client).values() for z in zones}
-    )
-    results = [level_zone(ctx.duo, ctx.client, normalize_zone_name(z), max_spread) for z in names]
+    known = {z for zones in node_zones(ctx.duo, ctx.client).values() for z in zones}
+    names = [normalize_zone_name(z) for z in zone_names] or sorted(known)
+    unknown = [z for z in names if z not in known]
+    if unknown:
+        raise NodeError(f"zone {', '.join(unknown)}: on no node (zone list shows the zones)")
+    results = [level_zone(ctx.duo, ctx.client, z, max_spread) for z in names]
     lines = []
     for r in results:
-        served = " ".join(f"{n}={s}" for n, s in r["served"].items())
+        served = " ".join(f"{n}={human(s)}" for n, s in r["served"].items())
         did = f"levelled {', '.join(r['levelled'])} to {r['target']}" if r["levelled"] else "within bound"
         failed = "".join(f"; {n} failed: {e}" for n, e in r["failed"].items())
         lines.append(f"{r['zone']}: {served}: {did}{failed}")
@@ -214,5 +237,6 @@ def zone_list(ctx: Ctx) -> None:
                 lines.append(f"    input on {n}: {v['input']['status']}: {v['input']['message']}")
         for n, message in sorted(row.get("refused", {}).items()):
             lines.append(f"    refused on {n}: {message}")
-    lines += [f"node {n}: DOWN or unreachable: {why}" for n, why in sorted(down.items())]
+    for n, why in sorted(down.items()):
+        lines.append(f"node {n}: DOWN or unreachable: {without_prefix(why, f'node {n}: ')}")
     ctx.emit({"zones": rows, "down": down}, "\n".join(lines))

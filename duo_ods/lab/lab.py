@@ -99,6 +99,14 @@ def write_config(lab_dir: Path, options: LabOptions) -> Path:
     return layout.config
 
 
+class _LoggedActions(list[str]):
+    """The actions lab up reports, each logged as it is done: a progress display shows them live."""
+
+    def append(self, action: str) -> None:
+        super().append(action)
+        log.info("lab up: %s", action)
+
+
 def _today_serial() -> int:
     return int(time.strftime("%Y%m%d")) * 100
 
@@ -116,7 +124,7 @@ def up(lab_dir: Path, options: LabOptions | None = None) -> dict[str, Any]:
 
 
 def _up(layout: LabLayout, duo: Duo, client: NodeClient) -> dict[str, Any]:
-    actions: list[str] = []
+    actions: list[str] = _LoggedActions()
     t = duo.config.transfer
     ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
     client.call("backup", P.BACKUP_INIT)

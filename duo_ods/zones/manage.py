@@ -41,6 +41,14 @@ class ZoneAddResult:
     already_on: list[str] = field(default_factory=list)
 
 
+def exists_message(zone: str) -> str:
+    """Adding a zone that every node has already: name the command that changes its data."""
+    return (
+        f"zone {zone} exists on every node already; to change its data: "
+        f"ods-duo zone update {zone} --file FILE (or replace its file in a watched input directory)"
+    )
+
+
 def node_zones(duo: Duo, client: NodeClient) -> dict[str, list[str]]:
     """Zones per node; raises a clear error naming the first node that cannot answer."""
     return {name: client.call(name, P.ZONE_LIST).names for name in duo.nodes}
@@ -53,7 +61,7 @@ def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResu
     result = ZoneAddResult(name, checked.serial, checked.records, checked.stripped)
     result.already_on = [n for n, zones in current.items() if name in zones]
     if len(result.already_on) == len(duo.nodes):
-        raise NodeError(f"zone {name} exists on every node already; to change its data, update its file")
+        raise NodeError(exists_message(name))
     record_input(duo, checked)  # before any node has it: a node that misses it catches up to it
     for node in duo.nodes:
         if node in result.already_on:
@@ -97,9 +105,7 @@ def add_zones(duo: Duo, client: NodeClient, files: list[Path]) -> list[FileAdd]:
             continue
         seen.add(outcome.zone)
         if all(outcome.zone in zones for zones in current.values()):
-            outcome.error = (
-                f"zone {outcome.zone} exists on every node already; to change its data, update its file"
-            )
+            outcome.error = exists_message(outcome.zone)
             continue
         try:
             checked = check_file(duo, outcome.zone, file)

@@ -16,6 +16,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal, cast
 
 import dns.exception
@@ -432,6 +433,28 @@ _SAVED_STATE = (
 )
 
 
+# dnspython's rdata helpers that turn one field's text into a value, and what that value must be.
+_FIELD_KINDS = {"_as_ipv4_address": "an IPv4 address", "_as_ipv6_address": "an IPv6 address"}
+
+
+def unparsed_why(tb: TracebackType | None) -> str:
+    """Why dnspython refused a record it reports only as "Text input is malformed.": the record's
+    type and, for an address field, the value (`'192.0.2.300' is not an IPv4 address`). Read from
+    the frames of the failed parse, as dnspython 2.x does not say it in the exception."""
+    rdtype: object = None
+    field: str | None = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "from_text" and "rdtype" in frame.f_locals and rdtype is None:
+            rdtype = frame.f_locals["rdtype"]
+        kind = _FIELD_KINDS.get(frame.f_code.co_name)
+        if kind is not None and isinstance(frame.f_locals.get("value"), str):
+            field = f"{frame.f_locals['value']!r} is not {kind}"
+        tb = tb.tb_next
+    what = "this record" if rdtype is None else f"this {dns.rdatatype.to_text(rdtype)} record"  # type: ignore[arg-type]
+    return f"cannot parse {what}: {field}" if field else f"cannot parse {what}"
+
+
 class _Reader(dns.zonefile.Reader):
     def __init__(
         self,
@@ -496,7 +519,7 @@ class _Reader(dns.zonefile.Reader):
         except dns.exception.SyntaxError as e:
             if str(e) == dns.exception.SyntaxError.__doc__:
                 # dnspython's bare "Text input is malformed.", mostly from rdata it could not parse
-                raise self.error("cannot parse this record") from None
+                raise self.error(unparsed_why(e.__traceback__)) from None
             if str(e) == "unbalanced parentheses":
                 # Found only at the end of the file; the record that opened it is the place to look.
                 file, line = self.collector.where

@@ -270,7 +270,8 @@ def test_nul_byte(tmp_path: Path) -> None:
     ("line", "message"),
     [
         ("www IN A", "expecting an identifier."),
-        ("www IN A 192.0.2", "cannot parse this record."),
+        ("www IN A 192.0.2", "cannot parse this A record: '192.0.2' is not an IPv4 address."),
+        ("www IN AAAA 2001:db8::g", "cannot parse this AAAA record: '2001:db8::g' is not an IPv6 address."),
         ("www IN A 192.0.2.1 extra", 'unexpected "extra" where the record should end.'),
         ("www IN FOO 1", "unknown rdatatype 'FOO'."),
         ("www CH A 192.0.2.1", "RR class is not zone's class."),
@@ -303,7 +304,9 @@ def test_multiline_soa_passes() -> None:
 
 
 def test_error_after_multiline_soa_names_its_line() -> None:
-    assert refused(*MULTILINE_SOA, "www IN A 192.0.2.300") == f"{SRC}:7: cannot parse this record."
+    assert refused(*MULTILINE_SOA, "www IN A 192.0.2.300") == (
+        f"{SRC}:7: cannot parse this A record: '192.0.2.300' is not an IPv4 address."
+    )
     outside = refused(*MULTILINE_SOA, "www.example.org. IN A 192.0.2.1")
     assert outside == f"{SRC}:7: www.example.org. is outside zone example.com."
 
@@ -621,7 +624,7 @@ def test_main_file_lines_continue_after_include(tmp_path: Path) -> None:
     main = write(tmp_path / "example.com", *HEAD, "$INCLUDE hosts.inc", "d IN A 192.0.2.13", "e IN A 192.0.2")
     with pytest.raises(ZoneFileError) as info:
         check_zone_file(main, "example.com")
-    assert str(info.value) == f"{main}:7: cannot parse this record."
+    assert str(info.value) == f"{main}:7: cannot parse this A record: '192.0.2' is not an IPv4 address."
 
 
 def test_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
