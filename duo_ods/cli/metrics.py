@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -16,7 +15,7 @@ from duo_ods.check.fetch import DEFAULT_TIMEOUT
 from duo_ods.check.model import Thresholds
 from duo_ods.cli.context import Ctx, pass_ctx
 from duo_ods.metrics.exporter import Exporter
-from duo_ods.metrics.gather import gather
+from duo_ods.metrics.gather import check, gather
 from duo_ods.protocol.client import NodeClient
 
 DEFAULT_PORT = 9553
@@ -36,8 +35,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.command("metrics")
 @click.option("--listen", help=f"serve /metrics on ADDR:PORT (default {DEFAULT_LISTEN} unless --textfile)")
 @click.option(
-    "--interval", default=60.0, show_default=True, type=click.FloatRange(min=1.0),
-    help="seconds between refreshes (each runs check on every zone; scrapes reuse the last one)",
+    "--interval", default=15.0, show_default=True, type=click.FloatRange(min=0.5),
+    help="seconds between refreshes of the daemons and watchers (a scrape reuses the last refresh)",
+)  # fmt: skip
+@click.option(
+    "--check-interval", default=300.0, show_default=True, type=click.FloatRange(min=0.5),
+    help="seconds between checks of every zone (and the key states and backup store); longer than a "
+    "check of all zones takes",
 )  # fmt: skip
 @click.option(
     "--textfile", type=click.Path(path_type=Path, dir_okay=False),
@@ -50,22 +54,30 @@ def parse_listen(value: str) -> tuple[str, int]:
 )  # fmt: skip
 @pass_ctx
 def metrics(
-    ctx: Ctx, listen: str | None, interval: float, textfile: Path | None, once: bool, timeout: float
+    ctx: Ctx,
+    listen: str | None,
+    interval: float,
+    check_interval: float,
+    textfile: Path | None,
+    once: bool,
+    timeout: float,
 ) -> None:
     """Prometheus metrics of the duo: check's findings per zone and copy, the daemons, the backup
     store, the watchers and node operation times.
 
-    Refreshes every --interval seconds; a scrape returns the last refresh. Runs until SIGTERM or
-    SIGINT (unless --once).
+    Checks every zone every --check-interval seconds and reads the daemons and watchers every
+    --interval seconds; a scrape returns the last refresh. Runs until SIGTERM or SIGINT (unless --once).
     """
     logging.getLogger("duo_ods.metrics").setLevel(logging.DEBUG if ctx.verbose else logging.INFO)
     address = parse_listen(listen) if listen else None
     duo = ctx.duo
     exporter = Exporter()
     client = NodeClient(ctx.transport, [exporter.op_times.observe])
-    refresh = partial(gather, duo, client, Thresholds(), timeout)
+    refresh = partial(gather, duo, client)
+    checking = partial(check, duo, client, Thresholds(), timeout)
     if once:
-        exporter.refresh(refresh)
+        checked = checking()
+        exporter.refresh(partial(refresh, checked))
         if textfile is not None:
             exporter.write_textfile(textfile)
         else:
@@ -73,14 +85,13 @@ def metrics(
         return
     if address is None and textfile is None:
         address = parse_listen(DEFAULT_LISTEN)
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        exporter.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if address is not None:
         exporter.serve(*address)
         click.echo(f"serving http://{address[0]}:{address[1]}/metrics", err=True)
-    exporter.run(refresh, interval, stop, textfile)
+    exporter.run(refresh, checking, interval, check_interval, textfile)

@@ -10,7 +10,9 @@ from duo_ods import process
 from duo_ods.config.resolve import Duo
 
 PORT = 9553  # fixed: each lab has its own base address
-INTERVAL = 5.0  # seconds between refreshes: short, so the lab's metrics follow what one does to it
+# Seconds between refreshes and checks: short, so the lab's metrics follow what one does to it (a
+# refresh of the lab's one zone takes well under a second).
+INTERVAL = 5.0
 
 
 def _files(lab_dir: Path) -> tuple[Path, Path]:
@@ -34,7 +36,7 @@ def start(lab_dir: Path, duo: Duo) -> str:
         return f"metrics exporter (pid {running.pid}) serving {url(duo)}"
     argv = [
         *process.python_module("duo_ods"), "--config", str(duo.config_path), "metrics",
-        "--listen", address(duo), "--interval", str(INTERVAL),
+        "--listen", address(duo), "--interval", str(INTERVAL), "--check-interval", str(INTERVAL),
     ]  # fmt: skip
     pid = process.spawn("metrics exporter", argv, logfile, record).pid
     return f"metrics exporter (pid {pid}) serving {url(duo)}"

@@ -11,14 +11,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from duo_ods.metrics.families import families
-from duo_ods.metrics.observation import Observation
+from duo_ods.metrics.observation import Checked, Observation
 from duo_ods.metrics.optimes import OpTimes
 from duo_ods.render.engine import write_atomic
 
@@ -26,48 +28,94 @@ log = logging.getLogger(__name__)
 
 
 class LastRefresh(Collector):
-    """Hands out the families of the last refresh (swapped in whole, so a scrape never sees half)."""
+    """Hands out the families of the last refresh."""
 
     def __init__(self) -> None:
-        self._families: list[Metric] = []
-
-    def update(self, obs: Observation) -> None:
-        self._families = families(obs)
+        self.families: list[Metric] = []
 
     def collect(self) -> Iterable[Metric]:
-        return list(self._families)
+        return list(self.families)
 
 
 class Exporter:
+    """The last refresh is rendered once, when it is made (1,000 zones are 24,000 samples: rendering
+    them on every scrape would cost each scrape a few hundred ms); a scrape adds only the node
+    operation times, which change between refreshes."""
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.last = LastRefresh()
-        self.registry.register(self.last)
+        self._last = LastRefresh()
+        self._refresh_registry = CollectorRegistry(auto_describe=False)
+        self._refresh_registry.register(self._last)
+        self._rendered = b""
+        self.registry = CollectorRegistry(auto_describe=False)  # what changes between refreshes
         self.op_times = OpTimes(self.registry)
+        self.checked: Checked | None = None  # the last check, once one finished
+        self._stop = threading.Event()
+        self._wake = threading.Event()
 
     def refresh(self, gather: Callable[[], Observation]) -> Observation:
         obs = gather()
-        self.last.update(obs)
+        self._last.families = families(obs)
+        self._rendered = generate_latest(self._refresh_registry)  # swapped in whole: no half page
         log.info("metrics refreshed in %.1f s (%d zones, %d errors)", obs.duration, len(obs.reports),
                  len(obs.errors))  # fmt: skip
         return obs
 
     def text(self) -> bytes:
-        return generate_latest(self.registry)
+        return self._rendered + generate_latest(self.registry)
 
     def write_textfile(self, path: Path) -> None:
         """For node_exporter's textfile collector: whole files only (it reads *.prom)."""
         write_atomic(path, self.text().decode())
 
-    def serve(self, address: str, port: int) -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, address: str, port: int) -> ThreadingHTTPServer:
+        """GET /metrics (any path) on a thread of its own."""
+        exporter = self
 
-    def run(self, gather: Callable[[], Observation], interval: float, stop: threading.Event,
-            textfile: Path | None = None) -> None:  # fmt: skip
-        """Refresh, then wait out the rest of the interval, until `stop`."""
-        while not stop.is_set():
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = exporter.text()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Scrapes are not logged."""
+
+        server = ThreadingHTTPServer((address, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return server
+
+    def run(
+        self, refresh: Callable[[Checked | None], Observation], check: Callable[[], Checked],
+        interval: float, check_interval: float, textfile: Path | None = None,
+    ) -> None:  # fmt: skip
+        """The check on a thread of its own every `check_interval`; a refresh every `interval` and
+        at once after each check; until stop()."""
+        checker = threading.Thread(target=self._checks, args=(check, check_interval), name="metrics-check",
+                                   daemon=True)  # fmt: skip
+        checker.start()
+        while not self._stop.is_set():
             started = time.monotonic()
-            self.refresh(gather)
+            self._wake.clear()
+            self.refresh(partial(refresh, self.checked))
             if textfile is not None:
                 self.write_textfile(textfile)
-            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+            self._wake.wait(max(0.0, interval - (time.monotonic() - started)))
+        checker.join(timeout=1)
+
+    def _checks(self, check: Callable[[], Checked], interval: float) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.checked = check()
+            log.info("metrics: checked %d zones in %.1f s (%d errors)", len(self.checked.reports),
+                     self.checked.duration, len(self.checked.errors))  # fmt: skip
+            self._wake.set()
+            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()

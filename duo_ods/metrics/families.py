@@ -130,7 +130,18 @@ def exporter_families(obs: Observation) -> list[Metric]:
     took.add_metric([], obs.duration)
     errors = _gauge("exporter_refresh_errors", "Sources the exporter's last refresh could not read", [])
     errors.add_metric([], len(obs.errors))
-    return [at, took, errors]
+    found: list[Metric] = [at, took, errors]
+    if obs.checked_at is not None:
+        checked = _gauge(
+            "exporter_check_timestamp_seconds", "When the check behind the zone metrics started", []
+        )
+        checked.add_metric([], obs.checked_at)
+        found.append(checked)
+    if obs.check_duration is not None:
+        check_took = _gauge("exporter_check_duration_seconds", "How long the exporter's last check took", [])
+        check_took.add_metric([], obs.check_duration)
+        found.append(check_took)
+    return found
 
 
 def families(obs: Observation) -> list[Metric]:

@@ -1,8 +1,11 @@
-"""One refresh of the exporter: `check` on every zone, the nodes' daemons and key states, the
-backup store and the watchers' files, gathered into an Observation (metrics.observation).
+"""The exporter's two refreshes, each from its own sources, each source on its own:
 
-Each source on its own: one that cannot be read is left out of the metrics and counted in
-`ods_duo_exporter_refresh_errors` (its reason logged), the rest still shows. The watchers' files
+- the check (slow, `--check-interval`): `check` on every zone, every node's key states, the backup
+  store's bundles and snapshot;
+- the refresh (cheap, `--interval`): every node's daemons, the watchers' files, plus the last check.
+
+A source that cannot be read is left out of the metrics and counted in
+`ods_duo_exporter_refresh_errors` (its reason logged); the rest still shows. The watchers' files
 are read from this host's node state folders: the exporter runs where the watchers run.
 """
 
@@ -21,7 +24,7 @@ from duo_ods.check.run import check_duo
 from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
-from duo_ods.metrics.observation import KeyViews, Observation, WatcherView
+from duo_ods.metrics.observation import Checked, KeyViews, Observation, WatcherView
 from duo_ods.metrics.watchfile import load_stats, stats_path
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
@@ -51,37 +54,58 @@ def _watcher(duo: Duo, node: str) -> WatcherView:
     return WatcherView(node, load_state(state_path(state)), load_stats(stats_path(state)))
 
 
-def _set_daemons(obs: Observation, node: str, reply: P.StatusReply) -> None:
-    obs.daemons[node] = reply.daemons
-
-
-def gather(duo: Duo, client: NodeClient, limits: Thresholds, timeout: float = DEFAULT_TIMEOUT) -> Observation:
-    started = time.monotonic()
-    obs = Observation(at=time.time(), lifetimes=lifetimes(duo))
-
-    def got(what: str, future: Future[T], use: Callable[[T], None]) -> None:
+def _taker(errors: list[str]) -> Callable[[str, Future[T], Callable[[T], object]], None]:
+    def take(what: str, future: Future[T], use: Callable[[T], object]) -> None:
         try:
             use(future.result())
         except (DuoError, OSError, ValueError) as exc:
-            obs.errors.append(f"{what}: {exc}")
+            errors.append(f"{what}: {exc}")
             log.warning("metrics: %s: %s", what, exc)
 
-    with ThreadPoolExecutor(max_workers=2 * len(duo.nodes) + 2, thread_name_prefix="metrics") as threads:
-        status = {n: threads.submit(client.call, n, P.STATUS, None, NODE_TIMEOUT) for n in duo.nodes}
+    return take
+
+
+def _set_taken(found: Checked, reply: P.SnapshotGetReply) -> None:
+    found.snapshot_taken = reply.snapshot.taken if reply.snapshot else None
+
+
+def check(duo: Duo, client: NodeClient, limits: Thresholds, timeout: float = DEFAULT_TIMEOUT) -> Checked:
+    """The slow part: check's reports, the key states, the backup store."""
+    started = time.monotonic()
+    found = Checked(at=time.time())
+    take = _taker(found.errors)
+    with ThreadPoolExecutor(max_workers=len(duo.nodes) + 3, thread_name_prefix="metrics-check") as threads:
         keys = {n: threads.submit(_key_states, client, n) for n in duo.nodes}
         bundles = threads.submit(client.call, "backup", P.BUNDLE_LIST, None, NODE_TIMEOUT)
         snapshot = threads.submit(client.call, "backup", P.SNAPSHOT_GET, None, NODE_TIMEOUT)
         reports = threads.submit(check_duo, duo, client, [], limits, None, timeout)
         for node in duo.nodes:
-            got(f"node {node} status", status[node], partial(_set_daemons, obs, node))
-            got(f"node {node} key states", keys[node], partial(obs.keys.__setitem__, node))
-        got("backup bundles", bundles, lambda r: setattr(obs, "bundles", len(r.bundles)))
+            take(f"node {node} key states", keys[node], partial(found.keys.__setitem__, node))
+        take("backup bundles", bundles, lambda r: setattr(found, "bundles", len(r.bundles)))
+        take("backup snapshot", snapshot, partial(_set_taken, found))
+        take("check", reports, lambda r: setattr(found, "reports", r))
+    found.duration = time.monotonic() - started
+    return found
 
-        def taken(reply: P.SnapshotGetReply) -> None:
-            obs.snapshot_taken = reply.snapshot.taken if reply.snapshot else None
 
-        got("backup snapshot", snapshot, taken)
-        got("check", reports, lambda r: setattr(obs, "reports", r))
+def _set_daemons(obs: Observation, node: str, reply: P.StatusReply) -> None:
+    obs.daemons[node] = reply.daemons
+
+
+def gather(duo: Duo, client: NodeClient, checked: Checked | None) -> Observation:
+    """The cheap part, with the last check's findings (None: no check finished yet)."""
+    started = time.monotonic()
+    obs = Observation(at=time.time(), lifetimes=lifetimes(duo))
+    if checked is not None:
+        obs.reports, obs.keys = checked.reports, checked.keys
+        obs.bundles, obs.snapshot_taken = checked.bundles, checked.snapshot_taken
+        obs.checked_at, obs.check_duration = checked.at, checked.duration
+        obs.errors += checked.errors
+    take = _taker(obs.errors)
+    with ThreadPoolExecutor(max_workers=len(duo.nodes), thread_name_prefix="metrics") as threads:
+        status = {n: threads.submit(client.call, n, P.STATUS, None, NODE_TIMEOUT) for n in duo.nodes}
+        for node in duo.nodes:
+            take(f"node {node} status", status[node], partial(_set_daemons, obs, node))
     for node in duo.nodes:
         try:
             obs.watchers.append(_watcher(duo, node))

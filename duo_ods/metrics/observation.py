@@ -23,6 +23,19 @@ class WatcherView:
 
 
 @dataclass
+class Checked:
+    """The slow part, on its own interval: `check` on every zone, the key states, the backup store."""
+
+    at: float = 0.0  # epoch seconds when it started (0: not yet)
+    reports: list[ZoneReport] = field(default_factory=list)
+    keys: dict[str, KeyViews] = field(default_factory=dict)  # node -> its enforcer database's key states
+    bundles: int | None = None  # key bundles in the backup store (None: not read)
+    snapshot_taken: float | None = None  # the backup store's snapshot (None: none, or not read)
+    duration: float = 0.0
+    errors: list[str] = field(default_factory=list)  # what could not be read
+
+
+@dataclass
 class Observation:
     at: float  # epoch seconds of the refresh
     reports: list[ZoneReport] = field(default_factory=list)
@@ -34,3 +47,5 @@ class Observation:
     watchers: list[WatcherView] = field(default_factory=list)
     duration: float = 0.0  # seconds the refresh took
     errors: list[str] = field(default_factory=list)  # what could not be read
+    checked_at: float | None = None  # when the check behind `reports` started (None: none yet)
+    check_duration: float | None = None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 from pathlib import Path
+from urllib.request import urlopen
 
 import dns.zone
 import pytest
@@ -13,7 +17,7 @@ from duo_ods.check.run import check_zone
 from duo_ods.check.sources import FileSource
 from duo_ods.metrics.exporter import Exporter
 from duo_ods.metrics.families import families, past_lifetime
-from duo_ods.metrics.observation import Observation, WatcherView
+from duo_ods.metrics.observation import Checked, Observation, WatcherView
 from duo_ods.metrics.watchfile import WatchStats
 from duo_ods.watch.plan import ZoneFileState
 from tests.unit.check.signer import NOW, Key, signed
@@ -195,3 +199,72 @@ def test_textfile(tmp_path: Path) -> None:
     exporter.refresh(lambda: Observation(at=NOW, bundles=7))
     exporter.write_textfile(tmp_path / "ods-duo.prom")
     assert "ods_duo_backup_bundles 7.0" in (tmp_path / "ods-duo.prom").read_text()
+
+
+def fetch(url: str) -> bytes:
+    with urlopen(url, timeout=10) as answer:
+        body: bytes = answer.read()
+        return body
+
+
+def test_run_checks_on_its_own_interval_and_serves_over_http() -> None:
+    checks: list[float] = []
+
+    def check() -> Checked:
+        checks.append(time.monotonic())
+        return Checked(at=NOW, reports=[ZoneReport(ZONE, serials={"a": len(checks)})])
+
+    exporter = Exporter()
+    server = exporter.serve("127.0.10.41", 0)
+    port = server.server_address[1]
+    runner = threading.Thread(
+        target=exporter.run,
+        args=(lambda c: Observation(at=NOW, reports=c.reports if c else []), check, 0.05, 60.0),
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while b"ods_duo_soa_serial{" not in (page := fetch(f"http://127.0.10.41:{port}/metrics")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # several refreshes, still one check (its interval is 60 s)
+        assert len(checks) == 1
+        assert b'ods_duo_soa_serial{copy="a",zone="example.test"} 1.0' in page
+    finally:
+        exporter.stop()
+        runner.join(timeout=5)
+        server.shutdown()
+        server.server_close()
+    assert not runner.is_alive()
+
+
+def test_dashboard_and_rules_use_only_exported_names() -> None:
+    """Every ods_duo_ name in the rules and the dashboard is one the exporter makes."""
+    exporter = Exporter()
+    exporter.op_times.observe("a", "status", 0.1, True)
+    obs = Observation(
+        at=NOW,
+        reports=[
+            ZoneReport(
+                ZONE,
+                serials={"a": 1},
+                expirations={"a": 1},
+                keysets={"a": "k"},
+                cross_failures={"a": 0},
+                key_state_drift=0,
+            )
+        ],
+        daemons={"a": {"signerd": 1}},
+        keys={"a": {ZONE: []}},
+        bundles=1,
+        snapshot_taken=1.0,
+        checked_at=1.0,
+        check_duration=1.0,
+        watchers=[WatcherView("a", {ZONE: ZoneFileState("d", "ok")}, WatchStats(1.0, 0, {ZONE: 1.0}))],
+    )
+    exporter.refresh(lambda: obs)
+    made = {s.name for f in text_string_to_metric_families(exporter.text().decode()) for s in f.samples}
+    contrib = Path(__file__).resolve().parents[3] / "contrib" / "prometheus"
+    for name in ("ods-duo-rules.yml", "grafana-dashboard.json"):
+        used = set(re.findall(r"ods_duo_\w+", (contrib / name).read_text()))
+        assert used and used <= made, (name, used - made)

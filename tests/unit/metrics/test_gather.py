@@ -16,7 +16,7 @@ from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import NodeError
 from duo_ods.metrics.exporter import Exporter
-from duo_ods.metrics.gather import gather
+from duo_ods.metrics.gather import check, gather
 from duo_ods.metrics.watchfile import StatsWriter, load_stats, stats_path
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
@@ -76,8 +76,13 @@ def test_one_refresh(duo: tuple[Duo, list[dict[str, Any]]]) -> None:
     nodes = Nodes(keys)
     exporter = Exporter()
     client = NodeClient(nodes, [exporter.op_times.observe])
-    obs = gather(config, client, Thresholds())
-    assert obs.errors == []
+    checked = check(config, client, Thresholds())
+    assert not any(op in nodes.ops_called() for op in (P.STATUS,))  # the check asks no daemons
+    nodes.calls.clear()
+    obs = gather(config, client, checked)
+    # the cheap refresh asks only the daemons; the rest comes from the check
+    assert set(nodes.ops_called()) == {P.STATUS}
+    assert obs.errors == [] and obs.checked_at == checked.at
     assert [r.zone for r in obs.reports] == [ZONE] and obs.reports[0].key_state_drift == 0
     assert obs.daemons == {"a": {"enforcerd": 10, "signerd": 11}, "b": {"enforcerd": 10, "signerd": None}}
     assert set(obs.keys) == {"a", "b"} and len(obs.keys["a"][ZONE]) == 2
@@ -102,13 +107,24 @@ def test_a_source_that_fails_is_counted_and_left_out(duo: tuple[Duo, list[dict[s
     nodes.fail.add(("backup", P.BUNDLE_LIST))
     nodes.fail.add(("b", P.STATUS))
     exporter = Exporter()
-    obs = gather(config, NodeClient(nodes, [exporter.op_times.observe]), Thresholds())
+    client = NodeClient(nodes, [exporter.op_times.observe])
+    obs = gather(config, client, check(config, client, Thresholds()))
     assert len(obs.errors) == 2 and any("backup bundles" in e for e in obs.errors)
     assert obs.bundles is None and set(obs.daemons) == {"a"} and obs.reports
     exporter.refresh(lambda: obs)
     text = exporter.text().decode()
     assert "ods_duo_exporter_refresh_errors 2.0" in text
     assert 'outcome="error",target="backup"} 1.0' in text
+
+
+def test_before_the_first_check(duo: tuple[Duo, list[dict[str, Any]]]) -> None:
+    """No check finished yet: the daemons show, no zone metrics, no check time."""
+    config, keys = duo
+    exporter = Exporter()
+    exporter.refresh(lambda: gather(config, NodeClient(Nodes(keys)), None))
+    text = exporter.text().decode()
+    assert 'ods_duo_daemon_up{daemon="signerd",node="a"} 1.0' in text
+    assert "ods_duo_soa_serial{" not in text and "ods_duo_exporter_check_timestamp_seconds" not in text
 
 
 def test_observer_sees_failures_too() -> None:
