@@ -186,11 +186,13 @@ def test_a_killed_signer_fires_the_alert_and_a_start_clears_it(lab: Lab, prometh
     os.kill(pid, signal.SIGKILL)
     wait_for("firing OdsDuoSignerDown", lambda: signer_down("firing"), bound + 30)
     took = time.monotonic() - killed
+    print(f"OdsDuoSignerDown fired {took:.1f} s after the kill (bound {bound:.1f} s)")
     assert took <= bound, f"fired {took:.1f} s after the kill, bound {bound:.1f} s"
     lab.duo("node", "start", "b")
     started = time.monotonic()
     wait_for("cleared OdsDuoSignerDown", lambda: not signer_down("firing") and not signer_down("pending"), 60)
     cleared = time.monotonic() - started
+    print(f"OdsDuoSignerDown cleared {cleared:.1f} s after node start")
     assert cleared <= INTERVAL + 2.0 + 2 * (SCRAPE + SCRAPE) + 2.0, f"cleared after {cleared:.1f} s"
     up = api("query", query='ods_duo_daemon_up{node="b",daemon="signerd"}')["result"]
     assert up[0]["value"][1] == "1"
