@@ -1,8 +1,9 @@
-"""The exporter: refreshes on an interval, serves the last refresh on every scrape.
+"""The exporter: checks and refreshes on intervals, serves the last refresh on every scrape.
 
-A scrape never reaches a node: it renders what the refresh thread last gathered (a scrape of
-1,000 zones costs milliseconds; see bench/results/metrics.md). The refresh runs `check` on every
-zone, so its interval should be longer than a check of all zones takes.
+A scrape never reaches a node: it sends the page of the last refresh (a scrape of 1,000 zones costs
+milliseconds; see bench/results/metrics.md). The check of every zone runs on a thread of its own
+every check interval (it should be longer than a check of all zones takes); the cheap refresh (the
+daemons, the watchers) every interval, so a dead signer shows soon whatever the number of zones.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from duo_ods.metrics.families import families
+from duo_ods.metrics.families import checked_families, refresh_families
 from duo_ods.metrics.observation import Checked, Observation
 from duo_ods.metrics.optimes import OpTimes
 from duo_ods.render.engine import write_atomic
@@ -27,25 +28,29 @@ from duo_ods.render.engine import write_atomic
 log = logging.getLogger(__name__)
 
 
-class LastRefresh(Collector):
-    """Hands out the families of the last refresh."""
+class Families(Collector):
+    """Hands out the families it was given."""
 
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
+    def __init__(self, found: list[Metric]) -> None:
+        self.families = found
 
     def collect(self) -> Iterable[Metric]:
         return list(self.families)
 
 
+def render(found: list[Metric]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families(found))
+    return generate_latest(registry)
+
+
 class Exporter:
-    """The last refresh is rendered once, when it is made (1,000 zones are 24,000 samples: rendering
-    them on every scrape would cost each scrape a few hundred ms); a scrape adds only the node
-    operation times, which change between refreshes."""
+    """Each part of the page is rendered once, when it changes (1,000 zones are 24,000 samples,
+    about a second to render on a busy machine): the check's part once per check, the daemons' and
+    watchers' part once per refresh. A scrape sends both plus the node operation times."""
 
     def __init__(self) -> None:
-        self._last = LastRefresh()
-        self._refresh_registry = CollectorRegistry(auto_describe=False)
-        self._refresh_registry.register(self._last)
+        self._checked: tuple[object, bytes] = (None, b"")  # (the check it is from, its page)
         self._rendered = b""
         self.registry = CollectorRegistry(auto_describe=False)  # what changes between refreshes
         self.op_times = OpTimes(self.registry)
@@ -55,8 +60,10 @@ class Exporter:
 
     def refresh(self, gather: Callable[[], Observation]) -> Observation:
         obs = gather()
-        self._last.families = families(obs)
-        self._rendered = generate_latest(self._refresh_registry)  # swapped in whole: no half page
+        check = (obs.checked_at, id(obs.reports))
+        if self._checked[0] != check:
+            self._checked = (check, render(checked_families(obs)))
+        self._rendered = self._checked[1] + render(refresh_families(obs))  # swapped in whole
         log.info("metrics refreshed in %.1f s (%d zones, %d errors)", obs.duration, len(obs.reports),
                  len(obs.errors))  # fmt: skip
         return obs

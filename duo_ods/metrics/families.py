@@ -130,7 +130,11 @@ def exporter_families(obs: Observation) -> list[Metric]:
     took.add_metric([], obs.duration)
     errors = _gauge("exporter_refresh_errors", "Sources the exporter's last refresh could not read", [])
     errors.add_metric([], len(obs.errors))
-    found: list[Metric] = [at, took, errors]
+    return [at, took, errors]
+
+
+def check_families(obs: Observation) -> list[Metric]:
+    found: list[Metric] = []
     if obs.checked_at is not None:
         checked = _gauge(
             "exporter_check_timestamp_seconds", "When the check behind the zone metrics started", []
@@ -144,11 +148,19 @@ def exporter_families(obs: Observation) -> list[Metric]:
     return found
 
 
+def checked_families(obs: Observation) -> list[Metric]:
+    """What comes from the last check (the zones, the key states, the backup store): it changes only
+    with a new check, so the exporter renders it once per check. Times left are as of the check."""
+    _up, lifetime = node_families(obs)
+    now = obs.at if obs.checked_at is None else obs.checked_at
+    return [*zone_families(obs.reports, now), lifetime, *backup_families(obs), *check_families(obs)]
+
+
+def refresh_families(obs: Observation) -> list[Metric]:
+    """What every refresh reads anew: the daemons, the watchers, the exporter itself."""
+    up, _lifetime = node_families(obs)
+    return [up, *watcher_families(obs), *exporter_families(obs)]
+
+
 def families(obs: Observation) -> list[Metric]:
-    return [
-        *zone_families(obs.reports, obs.at),
-        *node_families(obs),
-        *backup_families(obs),
-        *watcher_families(obs),
-        *exporter_families(obs),
-    ]
+    return [*checked_families(obs), *refresh_families(obs)]

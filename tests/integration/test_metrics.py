@@ -196,3 +196,12 @@ def test_a_killed_signer_fires_the_alert_and_a_start_clears_it(lab: Lab, prometh
     assert cleared <= INTERVAL + 2.0 + 2 * (SCRAPE + SCRAPE) + 2.0, f"cleared after {cleared:.1f} s"
     up = api("query", query='ods_duo_daemon_up{node="b",daemon="signerd"}')["result"]
     assert up[0]["value"][1] == "1"
+
+
+def test_once_writes_a_textfile(lab: Lab, tmp_path: Path) -> None:
+    """`metrics --once --textfile`: one check and refresh, the file for node_exporter, exit 0."""
+    target = tmp_path / "ods-duo.prom"
+    lab.duo("metrics", "--once", "--textfile", str(target))
+    text = target.read_text()
+    assert f'ods_duo_zone_ok{{zone="{ZONE}"}} 1.0' in text
+    assert 'ods_duo_daemon_up{daemon="signerd",node="a"} 1.0' in text

@@ -10,8 +10,10 @@ from urllib.request import urlopen
 
 import dns.zone
 import pytest
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+import duo_ods.metrics.exporter
 from duo_ods.check.model import ZoneReport
 from duo_ods.check.run import check_zone
 from duo_ods.check.sources import FileSource
@@ -268,3 +270,27 @@ def test_dashboard_and_rules_use_only_exported_names() -> None:
     for name in ("ods-duo-rules.yml", "grafana-dashboard.json"):
         used = set(re.findall(r"ods_duo_\w+", (contrib / name).read_text()))
         assert used and used <= made, (name, used - made)
+
+
+def test_the_checks_part_is_rendered_once_per_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered: list[int] = []
+    real = duo_ods.metrics.exporter.render
+
+    def counting(found: list[Metric]) -> bytes:
+        rendered.append(len(found))
+        return real(found)
+
+    monkeypatch.setattr(duo_ods.metrics.exporter, "render", counting)
+    report = ZoneReport(ZONE, serials={"a": 1}, expirations={"a": int(NOW + DAY)})
+    checked = Checked(at=NOW, reports=[report])
+    exporter = Exporter()
+    for up in (1, None, 1):
+        exporter.refresh(
+            lambda up=up: Observation(at=NOW + 30, reports=checked.reports, checked_at=checked.at,
+                                      daemons={"a": {"signerd": up}})
+        )  # fmt: skip
+    assert len(rendered) == 4  # the check's part once, the refresh's part three times
+    text = exporter.text().decode()
+    # as of the check, not of the refresh
+    assert 'ods_duo_signature_validity_remaining_seconds{copy="a",zone="example.test"} 86400.0' in text
+    assert 'ods_duo_daemon_up{daemon="signerd",node="a"} 1.0' in text
