@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(opendnssec softhsm2 bind9 bind9-dnsutils ldnsutils sqlite3 libxml2-utils iproute2 util-linux
-          openssl python3-venv swig unbound openssh-server openssh-client)
+          openssl python3-venv swig unbound openssh-server openssh-client
+          prometheus)  # prometheus: the server and promtool, for the metrics tests
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

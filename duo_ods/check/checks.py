@@ -385,6 +385,7 @@ def _compare_keysets(copies: Sequence[SourceFindings], report: ZoneReport) -> No
 def _cross_validate(copies: Sequence[SourceFindings], cross: CrossFailures, report: ZoneReport) -> None:
     """Every signature of each copy under every other copy's keys."""
     for signer in copies:
+        report.cross_failures[signer.name] = 0
         for other in copies:
             if signer.name == other.name or other.keyset is None:
                 continue
@@ -392,6 +393,7 @@ def _cross_validate(copies: Sequence[SourceFindings], cross: CrossFailures, repo
                 failed = signer.own_failures
             else:
                 failed = cross[signer.name, other.keyset]
+            report.cross_failures[signer.name] += failed
             if failed:
                 report.add(
                     "critical",

@@ -22,6 +22,12 @@ class ZoneReport:
     serials: dict[str, int] = field(default_factory=dict)
     signatures: dict[str, int] = field(default_factory=dict)
     min_expiry_days: float | None = None
+    # Per copy, for the metrics exporter (duo_ods.metrics): the soonest RRSIG expiration (epoch
+    # seconds), the DNSKEY set's id, and its signatures failing under some other copy's keys.
+    expirations: dict[str, int] = field(default_factory=dict)
+    keysets: dict[str, str] = field(default_factory=dict)
+    cross_failures: dict[str, int] = field(default_factory=dict)
+    key_state_drift: int | None = None  # keys whose enforcer states differ (None: not compared)
 
     @property
     def ok(self) -> bool:

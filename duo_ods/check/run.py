@@ -211,6 +211,10 @@ class ZoneCheck:
             report.problems += found.problems
             if found.signatures is not None:
                 report.signatures[found.name] = found.signatures
+            if found.soonest_expiration is not None:
+                report.expirations[found.name] = found.soonest_expiration
+            if found.keyset is not None:
+                report.keysets[found.name] = found.keyset
             check_enforcer_ksks(found, expected.ksks, report)
             check_parent_ds(found, [d.rdata for d in expected.parent_ds], report)
             check_expiry(found, self.job.now, self.limits, report)
@@ -376,12 +380,18 @@ def enforcer_problems(duo: Duo, views: Mapping[str, NodeView], zone: str) -> lis
     state drift between the nodes. The signed data is checked on its own; a silent enforcer stops
     key maintenance, not signing, so these warn rather than fail the zone."""
     found = [(node, problem) for node, view in views.items() for problem in view.problems()]
-    states = {node: (v.states or {}).get(zone, []) for node, v in views.items() if v.states is not None}
-    if len(states) == len(duo.nodes):
-        drift = state_drift(states, parse_duration(duo.config.policy.skew_margin))
-        if drift:
-            found.append(("duo", "enforcer key states differ between the nodes: " + "; ".join(drift)))
+    drift = key_drift(duo, views, zone)
+    if drift:
+        found.append(("duo", "enforcer key states differ between the nodes: " + "; ".join(drift)))
     return found
+
+
+def key_drift(duo: Duo, views: Mapping[str, NodeView], zone: str) -> list[str] | None:
+    """How the zone's key states differ between the nodes; None when a node's could not be read."""
+    states = {node: (v.states or {}).get(zone, []) for node, v in views.items() if v.states is not None}
+    if len(states) != len(duo.nodes):
+        return None
+    return state_drift(states, parse_duration(duo.config.policy.skew_margin))
 
 
 def newest_input(duo: Duo, zone: str) -> Newest | None:
@@ -435,6 +445,8 @@ def check_duo(  # noqa: PLR0917
             fetches[index] = []  # let the copies go
             for source, problem in enforcer_problems(duo, views, zone):
                 report.add("warning", source, problem)
+            drift = key_drift(duo, views, zone)
+            report.key_state_drift = None if drift is None else len(drift)
             reports.append(report)
             if on_zone is not None:
                 on_zone(report)

@@ -28,6 +28,7 @@ COMMANDS = {
     "bind-config": "duo_ods.cli.bind:bind_config",
     "watch": "duo_ods.cli.watch:watch",
     "backup": "duo_ods.cli.backup:backup",
+    "metrics": "duo_ods.cli.metrics:metrics",
 }
 
 

@@ -24,7 +24,7 @@ from duo_ods.errors import ConfigError, DuoError, LabError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
-from duo_ods.lab import secondaries
+from duo_ods.lab import exporter, secondaries
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.protocol import ops as P
@@ -165,6 +165,7 @@ def _up(layout: LabLayout, duo: Duo, client: NodeClient) -> dict[str, Any]:
     for name, node in duo.nodes.items():
         pid = _start_watcher(layout, duo, name)
         actions.append(f"watcher for node {name} (pid {pid}) on {node.input_dir}")
+    actions.append(exporter.start(layout.dir, duo))
     result = status(layout.dir)
     result["ds"] = ds_for_zone(duo, client, EXAMPLE_ZONE).ds
     result["already_running"] = already
@@ -214,6 +215,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
     stopped: dict[str, Any] = {}
     problems: list[str] = []
     watchers = {r.stem: process.stop(r) for r in sorted(layout.dir.glob("state/watch-*.json"))}
+    metrics = exporter.stop(layout.dir)
     secondaries_stopped = _stop_secondaries(layout)
     try:
         duo = load_config(layout.config)
@@ -223,7 +225,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         for state in sorted(layout.dir.glob("nodes/*/state")):
             stopped[state.parent.name] = daemons.stop_recorded(state)
         return {"lab_dir": str(layout.dir), "stopped": stopped, "secondaries": secondaries_stopped,
-                "watchers": watchers, "problems": problems}  # fmt: skip
+                "watchers": watchers, "exporter": metrics, "problems": problems}  # fmt: skip
     with NodeClient(transport_for(duo)) as client:
         for name in duo.nodes:
             try:
@@ -241,6 +243,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         "stopped": stopped,
         "secondaries": secondaries_stopped,
         "watchers": watchers,
+        "exporter": metrics,
         "problems": problems,
     }
 
@@ -257,6 +260,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "nodes": [_node_status(duo, name) for name in duo.nodes],
         "secondaries": [secondaries.status(duo, s.name) for s in duo.config.secondaries],
         "watchers": [_watcher_status(layout, duo, name) for name in duo.nodes],
+        "exporter": exporter.status(layout.dir, duo),
     }
 
 

@@ -8,7 +8,8 @@ is an error naming the node and the operation, not a KeyError three calls later.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
@@ -40,9 +41,15 @@ def describe(exc: ValidationError) -> str:
     )
 
 
+# Told of every operation's round trip: (target, op name, seconds, succeeded). The metrics
+# exporter's histogram of node operation times is one (duo_ods.metrics.optimes).
+Observer = Callable[[str, str, float, bool], None]
+
+
 class NodeClient:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, observers: Iterable[Observer] = ()) -> None:
         self.transport = transport
+        self.observers = list(observers)
 
     def close(self) -> None:
         self.transport.close()
@@ -62,7 +69,14 @@ class NodeClient:
             request = op.request()
         if not isinstance(request, op.request):
             raise TypeError(f"{op.name} takes {op.request.__name__}, not {type(request).__name__}")
-        result = self.transport.call(target, op.name, request.model_dump(mode="json"), timeout)
+        started = time.monotonic()
+        ok = False
+        try:
+            result = self.transport.call(target, op.name, request.model_dump(mode="json"), timeout)
+            ok = True
+        finally:
+            for observe in self.observers:
+                observe(target, op.name, time.monotonic() - started, ok)
         try:
             return op.reply.model_validate(result)
         except ValidationError as exc:
@@ -109,4 +123,4 @@ class NodeClient:
         return results
 
 
-__all__ = ["Empty", "NodeClient", "PartlyDone", "StepError"]
+__all__ = ["Empty", "NodeClient", "Observer", "PartlyDone", "StepError"]

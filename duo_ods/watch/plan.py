@@ -141,6 +141,10 @@ class Debouncer:
         self._writing.add(path)
         self._first.pop(path, None)
 
+    def pending(self) -> int:
+        """Paths waiting to be handed out (or still being written): the watcher's queue length."""
+        return len(self._first) + len(self._writing)
+
     def closed(self, path: str, now: float) -> None:
         """The writer closed the file (or it was moved or deleted): complete, due like any event."""
         self._writing.discard(path)

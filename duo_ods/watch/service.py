@@ -35,6 +35,7 @@ from duo_ods.keys.flow import KEY_BATCH, create_keys, resume_pending
 from duo_ods.keys.journal import pending
 from duo_ods.keys.reuse import remember_keys
 from duo_ods.lab import secondaries
+from duo_ods.metrics.watchfile import StatsWriter, stats_path
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
@@ -305,15 +306,19 @@ class Watcher:
         observer = Observer()
         observer.schedule(_Events(debouncer, lock), str(self.node.input_dir), recursive=False)
         observer.start()
+        stats = StatsWriter(stats_path(self.node.paths.state))  # for the metrics exporter
         try:
             log.info("watching %s for node %s", self.node.input_dir, self.node.name)
             self._safely(lambda: self.reconcile(None))  # what changed while nobody watched
             while not stop.wait(tick):
                 with lock:
                     ready = debouncer.ready(time.monotonic())
+                    queue = debouncer.pending()
                 if ready:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
                     self._safely(partial(self.reconcile, zones))
+                    stats.handled(zones, time.time())
+                self._safely(partial(stats.tick, queue, time.time()))
                 self._safely(self.resume_keys_when_due)
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
