@@ -35,6 +35,7 @@ from duo_ods.keys.flow import KEY_BATCH, create_keys, resume_pending
 from duo_ods.keys.journal import pending
 from duo_ods.keys.reuse import remember_keys
 from duo_ods.lab import secondaries
+from duo_ods.relay.control import RelayTicker
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
@@ -98,6 +99,7 @@ class Watcher:
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
         self.last_snapshot: float | None = None
         self.changed = False
+        self.relay = RelayTicker(client, node.name)  # its relay and catalog follow what it signs
 
     # --- looking at the input directory ------------------------------------------------------
 
@@ -294,7 +296,7 @@ class Watcher:
         """Secondaries that ods-duo runs itself (the lab: a secondary with `dir`) learn the new zone.
         Production secondaries are not touched here: they get `ods-duo bind-config`."""
         if self.duo.secondary_dirs:
-            secondaries.sync_signed(self.duo, self.client)
+            secondaries.sync_signed(self.duo, self.client, settle=0)  # the relay ticks finish it
 
     # --- running -----------------------------------------------------------------------------
 
@@ -318,6 +320,7 @@ class Watcher:
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
                 self._safely(self.snapshot_when_due)
+                self._safely(self.relay.tick)
         finally:
             observer.stop()
             observer.join(timeout=10)
