@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from duo_ods.bind.render import named_address, named_key_name, named_path, named_word, named_zone
+from duo_ods.bind.render import (
+    named_address,
+    named_key_name,
+    named_path,
+    named_word,
+    named_zone,
+    primaries_for,
+)
 from duo_ods.config.resolve import Duo, Node, zone_file_name
 from duo_ods.render.engine import render
 
@@ -40,9 +47,11 @@ def relay_files(node: Node) -> dict[str, Path]:
 def render_relay_conf(duo: Duo, node: Node) -> str:
     t = duo.config.transfer
     files = relay_files(node)
+    # Only the secondaries that pull from this node (split: its own set) hear from its relay.
     secondaries = [
         Endpoint(named_address(f"secondary {s.name} address", s.address), int(s.port))
         for s in duo.config.secondaries
+        if node.name in primaries_for(duo, s.name, t.mode)
     ]
     return render(
         "relay-named.conf.j2",
@@ -72,6 +81,8 @@ def render_relay_zones(node: Node, catalog: str, zones: list[str]) -> str:
             "catalog_file": named_path("catalog file", relay_files(node)["catalog"]),
             "signer_address": named_address(f"node {node.name} address", node.address),
             "signer_port": int(node.port),
-            "zones": [RelayZone(z, named_path(f"zone {z} file", f"zones/{zone_file_name(z)}.db")) for z in names],
+            "zones": [
+                RelayZone(z, named_path(f"zone {z} file", f"zones/{zone_file_name(z)}.db")) for z in names
+            ],
         },
     )

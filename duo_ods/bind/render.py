@@ -161,7 +161,7 @@ def render_catalog_options(duo: Duo, secondary: str, mode: str, zone_directory: 
 
 
 def render_named_conf(
-    duo: Duo, secondary: str, directory: Path, key_file: Path, zones_file: Path, options_file: Path
+    duo: Duo, secondary: str, directory: Path, key_file: Path, zones_file: Path, *, options_file: Path
 ) -> str:
     config = duo.secondary(secondary)
     t = duo.config.transfer

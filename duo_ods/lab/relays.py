@@ -35,8 +35,8 @@ def start(duo: Duo, name: str, ledger: Path, timeout: float = 30.0) -> int:
         )
     except OSError as exc:
         raise LabError(f"relay of node {name}: {exc}") from None
-    wait_answering(node.relay_address, node.relay_port, record, files["stderr"], f"relay of node {name}",
-                   timeout)  # fmt: skip
+    what = f"relay of node {name}"
+    wait_answering(node.relay_address, node.relay_port, record, files["stderr"], what, timeout=timeout)
     return record.pid
 
 

@@ -88,7 +88,9 @@ def configure(duo: Duo, name: str) -> tuple[Path, bool]:
     texts = {
         "zones": render_catalog_zones(duo, name, mode),
         "options": render_catalog_options(duo, name, mode, str(directory / "catzones")),
-        "conf": render_named_conf(duo, name, directory, duo.tsig_key_path, files["zones"], files["options"]),
+        "conf": render_named_conf(
+            duo, name, directory, duo.tsig_key_path, files["zones"], options_file=files["options"]
+        ),
     }
     if all(_same(files[k], text) for k, text in texts.items()):
         return files["conf"], False
@@ -146,12 +148,12 @@ def start(duo: Duo, name: str, ledger: Path, timeout: float = 30.0) -> int:
         )
     except OSError as exc:
         raise LabError(f"secondary {name}: {exc}") from None
-    wait_answering(config.address, config.port, record, files["stderr"], f"secondary {name}", timeout)
+    wait_answering(config.address, config.port, record, files["stderr"], f"secondary {name}", timeout=timeout)
     return record.pid
 
 
 def wait_answering(
-    address: str, port: int, record: process.ProcessRecord, stderr: Path, what: str, timeout: float
+    address: str, port: int, record: process.ProcessRecord, stderr: Path, what: str, *, timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
     while not _answers(address, port):

@@ -35,9 +35,9 @@ from duo_ods.keys.flow import KEY_BATCH, create_keys, resume_pending
 from duo_ods.keys.journal import pending
 from duo_ods.keys.reuse import remember_keys
 from duo_ods.lab import secondaries
-from duo_ods.relay.control import RelayTicker
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
+from duo_ods.relay.control import RelayTicker
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
 from duo_ods.zones.catchup import catch_up
