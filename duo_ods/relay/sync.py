@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,8 +109,11 @@ def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
     carried = set(state.zones) & wanted
     for zone in sorted(wanted - carried)[:MAX_NEW_PER_SYNC]:
         # The signer serves only signed zones; its listener answers us with the key.
+        asked = time.monotonic()
         if soa_serial(node.address, node.port, zone, key, timeout=PROBE_TIMEOUT) is not None:
             carried.add(zone)
+        elif time.monotonic() - asked >= PROBE_TIMEOUT:
+            break  # no answer in time: a hung signer; the watcher must not wait on it zone by zone
     members = set(state.members) & carried
     if relay_pid(node) is not None:
         for zone in sorted(carried - members)[:MAX_NEW_PER_SYNC]:
