@@ -20,7 +20,7 @@ from pathlib import Path
 from duo_ods import process
 from duo_ods.bind.relay import relay_files, render_relay_conf, render_relay_zones
 from duo_ods.bind.render import check_named_conf
-from duo_ods.config.resolve import Duo, Node
+from duo_ods.config.resolve import Duo, Node, zone_file_name
 from duo_ods.dns.query import soa_serial
 from duo_ods.dns.tsig import read_tsig_key
 from duo_ods.relay.catalog import catalog_name, catalog_text, next_serial
@@ -108,7 +108,12 @@ def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
     wanted = set(node_zones)
     carried = set(state.zones) & wanted
     for zone in sorted(wanted - carried)[:MAX_NEW_PER_SYNC]:
-        # The signer serves only signed zones; its listener answers us with the key.
+        # Asked only once the signer has written its output (ZONE.axfr in its working directory): a
+        # zone being signed for the first time is not queried, so the probes add nothing to that
+        # moment of the signer's work (an ods-signerd 2.1.12 died once there in test_catalog, cause
+        # not known). Then the signer's listener answers us, with the key.
+        if not (node.paths.signer_dir / f"{zone_file_name(zone)}.axfr").exists():
+            continue
         asked = time.monotonic()
         if soa_serial(node.address, node.port, zone, key, timeout=PROBE_TIMEOUT) is not None:
             carried.add(zone)
