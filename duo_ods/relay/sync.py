@@ -112,7 +112,8 @@ def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
         # zone being signed for the first time is not queried, so the probes add nothing to that
         # moment of the signer's work (an ods-signerd 2.1.12 died once there in test_catalog, cause
         # not known). Then the signer's listener answers us, with the key.
-        if not (node.paths.signer_dir / f"{zone_file_name(zone)}.axfr").exists():
+        outputs = {f"{zone}.axfr", f"{zone_file_name(zone)}.axfr"}  # the root zone: either spelling
+        if not any((node.paths.signer_dir / name).exists() for name in outputs):
             continue
         asked = time.monotonic()
         if soa_serial(node.address, node.port, zone, key, timeout=PROBE_TIMEOUT) is not None:
