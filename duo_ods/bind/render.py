@@ -20,6 +20,7 @@ from duo_ods.config.resolve import Duo, zone_file_name
 from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import RenderError, ZoneFileError
 from duo_ods.process import run
+from duo_ods.relay.catalog import catalog_name
 from duo_ods.render.engine import render
 
 # What could end a quoted string in named.conf, escape in it, or start a new line.
@@ -97,24 +98,71 @@ def primaries_for(duo: Duo, secondary: str, mode: str) -> list[str]:
     return nodes if mode == "failover" else [nodes[index % len(nodes)]]
 
 
-def render_zones(duo: Duo, secondary: str, mode: str, zones: list[str]) -> str:
-    """The zone statements of one secondary; RenderError names the first name that is not safe there."""
-    servers = [
-        ServerView(named_word("node name", n), named_address(f"node {n} address", duo.nodes[n].address),
-                   int(duo.nodes[n].port))
+def relays_for(duo: Duo, secondary: str, mode: str) -> list[ServerView]:
+    """The relays a secondary pulls from, in order: the relay of each of its signer nodes."""
+    return [
+        ServerView(named_word("node name", n),
+                   named_address(f"node {n} relay address", duo.nodes[n].relay_address),
+                   int(duo.nodes[n].relay_port))
         for n in primaries_for(duo, secondary, mode)
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    name: str
+    file: str
+    servers: list[ServerView]
+
+
+def catalogs_for(duo: Duo, secondary: str, mode: str) -> list[CatalogView]:
+    """The catalogs a secondary consumes, each from the relays that serve it (failover: one catalog
+    from every relay in order; split: its own signer's)."""
+    by_name: dict[str, list[ServerView]] = {}
+    nodes = primaries_for(duo, secondary, mode)
+    for node, server in zip(nodes, relays_for(duo, secondary, mode), strict=True):
+        by_name.setdefault(named_zone(catalog_name(duo, node)), []).append(server)
+    return [CatalogView(name, named_path(f"catalog {name} file", f"zones/{name}.db"), servers)
+            for name, servers in sorted(by_name.items())]  # fmt: skip
+
+
+def render_zones(duo: Duo, secondary: str, mode: str, zones: list[str]) -> str:
+    """The zone statements of one secondary, every zone listed (no catalog); RenderError names the
+    first name that is not safe there."""
     names = sorted({named_zone(z) for z in zones})
     views = [ZoneView(z, named_path(f"zone {z} file", f"zones/{zone_file_name(z)}.db")) for z in names]
     return render(
         "named-zones.conf.j2",
-        {"secondary": named_word("secondary name", secondary), "mode": named_mode(mode), "servers": servers,
-         "zones": views, "key_name": named_key_name(duo.config.transfer.key_name),
-         "axfr_tsig": duo.config.transfer.axfr_tsig},
+        {"secondary": named_word("secondary name", secondary), "mode": named_mode(mode),
+         "servers": relays_for(duo, secondary, mode), "zones": views,
+         "key_name": named_key_name(duo.config.transfer.key_name)},
     )  # fmt: skip
 
 
-def render_named_conf(duo: Duo, secondary: str, directory: Path, key_file: Path, zones_file: Path) -> str:
+def render_catalog_zones(duo: Duo, secondary: str, mode: str) -> str:
+    """The server and catalog zone statements of one secondary (top level of named.conf)."""
+    return render(
+        "named-catalog.conf.j2",
+        {"secondary": named_word("secondary name", secondary), "mode": named_mode(mode),
+         "servers": relays_for(duo, secondary, mode), "catalogs": catalogs_for(duo, secondary, mode),
+         "key_name": named_key_name(duo.config.transfer.key_name)},
+    )  # fmt: skip
+
+
+def render_catalog_options(duo: Duo, secondary: str, mode: str, zone_directory: str) -> str:
+    """What goes inside the secondary's options { }: catalog-zones, AXFR only, who may notify."""
+    return render(
+        "named-options.conf.j2",
+        {"secondary": named_word("secondary name", secondary), "mode": named_mode(mode),
+         "servers": relays_for(duo, secondary, mode), "catalogs": catalogs_for(duo, secondary, mode),
+         "zone_directory": named_path("catalog member folder", zone_directory),
+         "key_name": named_key_name(duo.config.transfer.key_name)},
+    )  # fmt: skip
+
+
+def render_named_conf(
+    duo: Duo, secondary: str, directory: Path, key_file: Path, zones_file: Path, *, options_file: Path
+) -> str:
     config = duo.secondary(secondary)
     t = duo.config.transfer
     return render(
@@ -126,6 +174,7 @@ def render_named_conf(duo: Duo, secondary: str, directory: Path, key_file: Path,
             "port": int(config.port), "key_name": named_key_name(t.key_name),
             "key_file": named_path("transfer key file", key_file),
             "zones_file": named_path(f"secondary {secondary} zones file", zones_file),
+            "options_file": named_path(f"secondary {secondary} options file", options_file),
             "min_refresh": int(t.min_refresh), "max_refresh": int(t.max_refresh),
             "min_retry": int(t.min_retry), "max_retry": int(t.max_retry),
         },
@@ -140,12 +189,18 @@ def check_named_conf(path: Path) -> None:
         raise RenderError(f"{path}: named-checkconf: {detail[0] if detail else 'failed'}")
 
 
-def check_zones_snippet(duo: Duo, snippet: str, key_file: Path) -> None:
-    """Check a zone snippet as named would read it: inside a minimal named.conf with the key."""
+def check_zones_snippet(duo: Duo, snippet: str, key_file: Path, options: str = "") -> None:
+    """Check a zone snippet (and an options fragment) as named would read them: inside a minimal
+    named.conf with the key."""
     with tempfile.TemporaryDirectory() as tmp:
         zones = Path(tmp) / "zones.conf"
         zones.write_text(snippet)
+        opts = Path(tmp) / "options.conf"
+        opts.write_text(options)
         conf = Path(tmp) / "named.conf"
         key = named_path("transfer key file", key_file)
-        conf.write_text(f'include "{key}";\ninclude "{named_path("zones file", zones)}";\n')
+        conf.write_text(
+            f'include "{key}";\noptions {{ include "{named_path("options file", opts)}"; }};\n'
+            f'include "{named_path("zones file", zones)}";\n'
+        )
         check_named_conf(conf)

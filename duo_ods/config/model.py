@@ -134,6 +134,10 @@ class NodeConfig(_Model):
     softhsm: bool = True  # manage a SoftHSM2 token (softhsm2.conf, token init) for this node
     worker_threads: int = Field(default=2, ge=1, le=64)
     signer_threads: int = Field(default=2, ge=1, le=64)
+    # The node's transfer relay (a BIND instance next to the signer, docs/operators-guide.md): it pulls
+    # from this signer only and serves the secondaries with TSIG. None: the node's address.
+    relay_address: Address | None = None
+    relay_port: Port = 1053
 
     @model_validator(mode="after")
     def _check_transport(self) -> NodeConfig:
@@ -248,10 +252,9 @@ class TransferConfig(_Model):
     tsig_key_file: str = "secrets/duo-transfer.key"  # a BIND key statement, 0600; made when missing
     key_name: Annotated[str, AfterValidator(_key_name)] = "duo-transfer"
     algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
-    # TSIG on the secondaries' AXFRs. Off by default: ods-signerd 2.1.12 signs a multi-message AXFR
-    # in a way BIND 9.18 rejects ("expected a TSIG or SIG(0)"), so any zone larger than one message
-    # never reaches the secondaries. Off, the signers allow the secondaries by address; NOTIFY and
-    # ods-duo's own transfers keep the key. Turn it on once the signer's TSIG handling is fixed.
+    # Kept so that older configs still load; it changes nothing since the relays: every transfer to the
+    # secondaries is TSIG-signed by the node's relay (a BIND instance), and the signer itself serves
+    # only its relay (ods-signerd 2.1.12 signs a multi-message AXFR in a way BIND 9.18 rejects).
     axfr_tsig: bool = False
     # Besides the secondaries, who may transfer from the signers (with the key): `ods-duo check`.
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8"])

@@ -196,6 +196,20 @@ class Node:
     def port(self) -> int:
         return self.config.port
 
+    @property
+    def relay_address(self) -> str:
+        """Where the node's transfer relay listens (and the address it transfers from)."""
+        return self.config.relay_address or self.config.address
+
+    @property
+    def relay_port(self) -> int:
+        return self.config.relay_port
+
+    @property
+    def relay_dir(self) -> Path:
+        """The relay's named.conf, zone copies, catalog and pid record."""
+        return self.paths.base / "relay"
+
 
 @dataclass(frozen=True)
 class Backup:

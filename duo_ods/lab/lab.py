@@ -24,11 +24,12 @@ from duo_ods.errors import ConfigError, DuoError, LabError
 from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
-from duo_ods.lab import exporter, secondaries
+from duo_ods.lab import exporter, relays, secondaries
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
+from duo_ods.relay.control import relay_sync_all
 from duo_ods.render.engine import render, write_atomic
 from duo_ods.transport import transport_for
 from duo_ods.zones.manage import add_zone, node_zones
@@ -156,9 +157,11 @@ def _up(layout: LabLayout, duo: Duo, client: NodeClient) -> dict[str, Any]:
             )
         snap = take_snapshot(duo, client)
         actions.append(f"backup snapshot of node {snap['node']} ({snap['zones']} zones)")
-    signed = secondaries.signed_zones(duo, client)  # zones without keys are not served
+    for name in duo.nodes:  # the relays first: the secondaries pull from them
+        actions.append(f"relay of node {name} (named pid {relays.start(duo, name, layout.address_ledger)})")
+    relay_sync_all(duo, client, settle=30.0)  # the catalogs list the signed zones
     for name in duo.secondary_dirs:
-        pid = secondaries.start(duo, name, signed, layout.address_ledger)
+        pid = secondaries.start(duo, name, layout.address_ledger)
         config = duo.secondary(name)
         actions.append(f"secondary {name} (named pid {pid}) on {config.address} port {config.port}")
     _wait_for_secondaries(duo, EXAMPLE_ZONE)
@@ -203,6 +206,7 @@ def _start_watcher(layout: LabLayout, duo: Duo, node: str) -> int:
 def _stop_secondaries(layout: LabLayout) -> dict[str, str]:
     """By their pid records: works whether or not the config still loads."""
     stopped = {r.parent.name: process.stop(r) for r in sorted(layout.dir.glob("secondaries/*/named.json"))}
+    stopped.update({f"relay-{n}": state for n, state in relays.stop_all(layout.dir).items()})
     secondaries.remove_addresses(layout.address_ledger)
     return stopped
 
@@ -259,6 +263,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "input_dir": str(layout.input_dir),
         "nodes": [_node_status(duo, name) for name in duo.nodes],
         "secondaries": [secondaries.status(duo, s.name) for s in duo.config.secondaries],
+        "relays": [relays.status(duo, name) for name in duo.nodes],
         "watchers": [_watcher_status(layout, duo, name) for name in duo.nodes],
         "exporter": exporter.status(layout.dir, duo),
     }

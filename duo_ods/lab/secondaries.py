@@ -1,5 +1,6 @@
 """Secondaries that ods-duo runs itself (the lab's): own loopback address, config rendered and checked,
-named run and stopped by pid, reconfigured when zones come."""
+named run and stopped by pid. Their config names only the duo's catalogs (from the relays): zones come
+and go through the catalogs, so named.conf is not touched after it is first written."""
 
 from __future__ import annotations
 
@@ -18,13 +19,20 @@ import dns.rcode
 import dns.rdatatype
 
 from duo_ods import process
-from duo_ods.bind.render import check_named_conf, primaries_for, render_named_conf, render_zones
+from duo_ods.bind.render import (
+    check_named_conf,
+    primaries_for,
+    render_catalog_options,
+    render_catalog_zones,
+    render_named_conf,
+)
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import LabError
 from duo_ods.keys.listing import list_keys
 from duo_ods.lab.net import check_free
 from duo_ods.process import run
 from duo_ods.protocol.client import NodeClient
+from duo_ods.relay.control import relay_sync_all
 from duo_ods.render.engine import write_atomic
 
 log = logging.getLogger(__name__)
@@ -62,24 +70,51 @@ def _files(directory: Path) -> dict[str, Path]:
     return {
         "conf": directory / "named.conf",
         "zones": directory / "zones.conf",
+        "options": directory / "options.conf",
         "record": directory / "named.json",
         "stderr": directory / "named.stderr",
         "log": directory / "named.log",
     }
 
 
-def configure(duo: Duo, name: str, zones: list[str]) -> Path:
-    """Render and check this secondary's named.conf and zone list; returns the named.conf path."""
+def configure(duo: Duo, name: str) -> tuple[Path, bool]:
+    """Render and check this secondary's named.conf, catalogs and options; returns the named.conf path
+    and whether anything changed (unchanged files are not rewritten)."""
     directory = duo.secondary_dirs[name]
     (directory / "zones").mkdir(parents=True, exist_ok=True)
+    (directory / "catzones").mkdir(parents=True, exist_ok=True)
     files = _files(directory)
-    write_atomic(files["zones"], render_zones(duo, name, duo.config.transfer.mode, zones))
-    text = render_named_conf(duo, name, directory, duo.tsig_key_path, files["zones"])
-    candidate = directory / "named.conf.new"
-    write_atomic(candidate, text)
-    check_named_conf(candidate)
-    os.replace(candidate, files["conf"])
-    return files["conf"]
+    mode = duo.config.transfer.mode
+    texts = {
+        "zones": render_catalog_zones(duo, name, mode),
+        "options": render_catalog_options(duo, name, mode, str(directory / "catzones")),
+        "conf": render_named_conf(
+            duo, name, directory, duo.tsig_key_path, files["zones"], options_file=files["options"]
+        ),
+    }
+    if all(_same(files[k], text) for k, text in texts.items()):
+        return files["conf"], False
+    news = {k: files[k].with_name(files[k].name + ".new") for k in texts}
+    for k, text in texts.items():
+        conf_text = text
+        if k == "conf":  # check the candidate set as a whole, as named will read it
+            conf_text = text.replace(f'"{files["zones"]}"', f'"{news["zones"]}"').replace(
+                f'"{files["options"]}"', f'"{news["options"]}"'
+            )
+        write_atomic(news[k], conf_text)
+    check_named_conf(news["conf"])
+    for k in ("zones", "options"):
+        os.replace(news[k], files[k])
+    write_atomic(files["conf"], texts["conf"])
+    news["conf"].unlink()
+    return files["conf"], True
+
+
+def _same(path: Path, text: str) -> bool:
+    try:
+        return path.read_text() == text
+    except FileNotFoundError:
+        return False
 
 
 def _answers(address: str, port: int) -> bool:
@@ -91,7 +126,7 @@ def _answers(address: str, port: int) -> bool:
     return True
 
 
-def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 30.0) -> int:
+def start(duo: Duo, name: str, ledger: Path, timeout: float = 30.0) -> int:
     """Start (or reconfigure) the secondary; returns its pid."""
     config = duo.secondary(name)
     files = _files(duo.secondary_dirs[name])
@@ -100,9 +135,9 @@ def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 
         check_free(config.address, config.port, f"secondary {name}")
     add_address(config.address, ledger)
     if record is not None:
-        reconfigure(duo, name, zones)
+        reconfigure(duo, name)
         return record.pid
-    conf = configure(duo, name, zones)
+    conf, _ = configure(duo, name)
     try:
         record = process.spawn(
             f"named {name}",
@@ -113,37 +148,35 @@ def start(duo: Duo, name: str, zones: list[str], ledger: Path, timeout: float = 
         )
     except OSError as exc:
         raise LabError(f"secondary {name}: {exc}") from None
-    deadline = time.monotonic() + timeout
-    while not _answers(config.address, config.port):
-        if not process.is_alive(record):
-            raise LabError(f"secondary {name}: named died at start: {process.tail(files['stderr'])}")
-        if time.monotonic() > deadline:
-            raise LabError(f"secondary {name}: named did not answer within {timeout:.0f} s")
-        time.sleep(0.1)
+    wait_answering(config.address, config.port, record, files["stderr"], f"secondary {name}", timeout=timeout)
     return record.pid
 
 
-def reconfigure(duo: Duo, name: str, zones: list[str]) -> None:
-    """New zone list for a running secondary: render, check, SIGHUP (named reloads)."""
-    configure(duo, name, zones)
+def wait_answering(
+    address: str, port: int, record: process.ProcessRecord, stderr: Path, what: str, *, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not _answers(address, port):
+        if not process.is_alive(record):
+            raise LabError(f"{what}: named died at start: {process.tail(stderr)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{what}: named did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def reconfigure(duo: Duo, name: str) -> None:
+    """A running secondary whose config changed (the duo config did): render, check, SIGHUP."""
+    _, changed = configure(duo, name)
     record = process.running(_files(duo.secondary_dirs[name])["record"])
-    if record is not None:
+    if changed and record is not None:
         os.kill(record.pid, signal.SIGHUP)
 
 
-def sync(duo: Duo, zones: list[str]) -> None:
-    """Every secondary ods-duo runs itself learns the current zone list (others: `bind-config`)."""
-    for name in duo.secondary_dirs:
-        if process.running(_files(duo.secondary_dirs[name])["record"]) is not None:
-            reconfigure(duo, name, zones)
-
-
-def sync_signed(duo: Duo, client: NodeClient) -> None:
-    """The secondaries ods-duo runs itself get the zones that have keys (so are signed or about to
-    be). A zone without keys is not served by the signers: a secondary would only fail to refresh
-    it, again and again, and that delays its real transfers."""
-    if duo.secondary_dirs:
-        sync(duo, signed_zones(duo, client))
+def sync_signed(duo: Duo, client: NodeClient, settle: float = 5.0) -> None:
+    """After zones or keys changed: every node's relay and catalog follow what its signer serves, so
+    the secondaries (the lab's and any that consume the catalogs) learn it. Two rounds: the relay
+    takes a zone once its signer serves it, the catalog lists it once the relay serves it."""
+    relay_sync_all(duo, client, settle)
 
 
 def signed_zones(duo: Duo, client: NodeClient) -> list[str]:

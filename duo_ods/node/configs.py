@@ -35,12 +35,11 @@ def render_node_configs(
     The PIN and the transfer key are read from their files unless given (a plan renders with the
     ones it is about to write)."""
     p = node.paths
-    secondaries = [(s.address, s.port) for s in duo.config.secondaries]
     key = key or read_tsig_key(duo.tsig_key_path)
     pin = pin or read_secret(node.pin_file)
     tsig = TsigView(key.name, key.algorithm, key.secret)
     t = duo.config.transfer
-    addns = addns_view(node, secondaries, t.allow, tsig, t.axfr_tsig)
+    addns = addns_view(node, t.allow, tsig)
     files = [
         # conf.xml holds the token PIN (ODS reads it from there): owner-only.
         RenderedFile(p.conf_xml, render("conf.xml.j2", conf_view(node, pin)), "conf", 0o600),

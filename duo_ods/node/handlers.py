@@ -25,6 +25,7 @@ NODE_HANDLERS: dict[str, Bound[Any, Any, Node]] = handlers(
     bind(P.STATE_EXPORT, O.op_state_export),
     bind(P.INPUT_STATE, O.op_input_state),
     bind(P.ZONE_LEVELLED, O.op_zone_levelled),
+    bind(P.RELAY_SYNC, O.op_relay_sync),
     *K.kek_handlers(K.node_token, backup=False),
     bind(P.KEY_GENERATE, K.op_key_generate),
     bind(P.KEY_WRAP, K.op_key_wrap),

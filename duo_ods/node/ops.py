@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from duo_ods.config.resolve import Duo, Node, zone_file_name
@@ -20,6 +21,7 @@ from duo_ods.ods import kaspdb
 from duo_ods.ods.client import Enforcer, Signer
 from duo_ods.ods.parse import EnforcerZone, parse_zone_list
 from duo_ods.protocol import ops as P
+from duo_ods.relay.sync import sync_relay
 from duo_ods.render.engine import write_atomic
 from duo_ods.watch.state import load_state, state_path
 from duo_ods.zones.validate import check_zone_text, zone_name_from_filename
@@ -319,6 +321,12 @@ def op_zone_resign(duo: Duo, node: Node, req: P.ZoneResignRequest) -> P.ZoneResi
     sign(node, req.zone, req.serial)
     _mark_pending(node, req.zone, False)
     return P.ZoneResignReply(node=node.name, zone=req.zone, serial=req.serial)
+
+
+def op_relay_sync(duo: Duo, node: Node, req: P.Empty) -> P.RelaySyncReply:
+    """The node's transfer relay and catalog follow the zones its signer serves (duo_ods/relay)."""
+    result = sync_relay(duo, node, _zone_names(node))
+    return P.RelaySyncReply(node=node.name, **asdict(result))
 
 
 def op_zone_remove(duo: Duo, node: Node, req: P.ZoneRequest) -> P.ZoneRemoveReply:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from duo_ods.bind.relay import relay_files, render_relay_conf
 from duo_ods.config.resolve import Duo, Node, SystemNodePaths
 from duo_ods.dns.tsig import TsigKey, read_tsig_key
 from duo_ods.errors import DuoError, NodeError
@@ -123,6 +124,7 @@ def wanted(duo: Duo, node: Node, use_systemd: bool) -> list[Want]:
         restarts = f.path in (p.conf_xml, p.addns_xml)
         wants.append(WantFile(f.path, f.text, owners.get(f.path, ods_file), f.schema, restarts))
     wants.append(WantAbsent(p.prevent_startup, "Debian's flag that keeps the units from starting"))
+    wants += _relay_wants(duo, node)
     if use_systemd:
         wants += [WantUnit(unit) for unit in systemd.UNITS.values()]
     else:
@@ -130,6 +132,20 @@ def wanted(duo: Duo, node: Node, use_systemd: bool) -> list[Want]:
         how = f"`ods-duo node start {node.name}` runs them, `node stop` stops them by pid"
         wants.append(Note("daemons", f"{why}: {how}"))
     return wants
+
+
+def _relay_wants(duo: Duo, node: Node) -> list[Want]:
+    """The node's transfer relay: its folder and named.conf (checked by named-checkconf when relay-sync
+    first writes its zone list); named runs it as a service of its own."""
+    relay = Perms("root", "bind", 0o770)  # named (user bind) writes its zone copies there
+    conf = relay_files(node)["conf"]
+    return [
+        WantDir(node.relay_dir, relay),
+        WantDir(node.relay_dir / "zones", relay),
+        WantFile(conf, render_relay_conf(duo, node), Perms("root", "bind", 0o640)),
+        Note("relay", f"run `named -u bind -c {conf}` as a service (docs/operators-guide.md, \"Relays\"); "
+                      "the watcher keeps its zone list and catalog"),
+    ]  # fmt: skip
 
 
 def _name(lookup: Any, number: int) -> str:

@@ -669,6 +669,18 @@ class LedgerReply(Message):
     ledger: dict[str, float]
 
 
+class RelaySyncReply(Message):
+    """The node's transfer relay after a sync: the zones it carries, its catalog and the members."""
+
+    node: str
+    zones: list[ZoneName]
+    members: list[ZoneName]
+    catalog: str
+    serial: int | None
+    changed: bool
+    reloaded: bool
+
+
 # --- the table ----------------------------------------------------------------------------
 
 INIT = Op("init", InitRequest, InitReply, "node")
@@ -685,6 +697,8 @@ ZONE_REMOVE = Op("zone-remove", ZoneRequest, ZoneRemoveReply, "node")
 STATE_EXPORT = Op("state-export", Empty, StateExportReply, "node", reads_only=True)
 INPUT_STATE = Op("input-state", InputStateRequest, InputStateReply, "node", reads_only=True)
 ZONE_LEVELLED = Op("zone-levelled", ZoneRequest, Empty, "node")  # its pending input needs no new serial
+# The node's relay carries the zones its signer serves, its catalog lists those the relay serves.
+RELAY_SYNC = Op("relay-sync", Empty, RelaySyncReply, "node")
 
 KEK_STATUS = Op("kek-status", KekStatusRequest, KekStatusReply, "holder", reads_only=True)
 KEK_TRANSPORT_KEY = Op("kek-transport-key", Empty, TransportKeyReply, "holder")
@@ -737,7 +751,7 @@ TABLE: dict[str, Op[Any, Any]] = {
     op.name: op
     for op in (
         INIT, START, STOP, STATUS, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH, ZONE_UPDATE,
-        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED,
+        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED, RELAY_SYNC,
         KEK_STATUS, KEK_TRANSPORT_KEY, KEK_UNWRAP, HSM_CUSTODY, KEK_DROP_RETIRED,
         KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,

@@ -208,13 +208,12 @@ def _host_prefix(address: str) -> str:
     return f"{address}/{ipaddress.ip_address(address).max_prefixlen}"
 
 
-def addns_view(
-    node: Node, secondaries: list[tuple[str, int]], allow: list[str], tsig: TsigView, axfr_tsig: bool
-) -> AddnsView:
-    """Transfers only to the secondaries (with the TSIG key when axfr_tsig, else by address) and to the
-    `allow` prefixes with the key (ods-duo check); NOTIFY to every secondary, signed with the key."""
-    secondary_key = tsig.name if axfr_tsig else None
-    peers = [PeerView(prefix=_host_prefix(address), key=secondary_key) for address, _ in secondaries]
+def addns_view(node: Node, allow: list[str], tsig: TsigView) -> AddnsView:
+    """Transfers only to the node's own relay (by address: ods-signerd 2.1.12 signs a multi-message
+    AXFR in a way BIND rejects, so the relay cannot use the key) and to the `allow` prefixes with the
+    key (ods-duo check); NOTIFY only to the relay, signed. The secondaries transfer from the relays,
+    with TSIG (duo_ods/bind/relay.py)."""
+    peers = [PeerView(prefix=_host_prefix(node.relay_address))]
     peers += [PeerView(prefix=prefix, key=tsig.name) for prefix in allow]
-    notify = [RemoteView(address=address, port=port, key=tsig.name) for address, port in secondaries]
+    notify = [RemoteView(address=node.relay_address, port=node.relay_port, key=tsig.name)]
     return AddnsView(node=node.name, tsig_keys=[tsig], transfer_peers=peers, notify=notify)

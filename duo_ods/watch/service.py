@@ -38,6 +38,7 @@ from duo_ods.lab import secondaries
 from duo_ods.metrics.watchfile import StatsWriter, stats_path
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
+from duo_ods.relay.control import RelayTicker
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
 from duo_ods.zones.catchup import catch_up
@@ -99,6 +100,7 @@ class Watcher:
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
         self.last_snapshot: float | None = None
         self.changed = False
+        self.relay = RelayTicker(client, node.name)  # its relay and catalog follow what it signs
 
     # --- looking at the input directory ------------------------------------------------------
 
@@ -295,7 +297,7 @@ class Watcher:
         """Secondaries that ods-duo runs itself (the lab: a secondary with `dir`) learn the new zone.
         Production secondaries are not touched here: they get `ods-duo bind-config`."""
         if self.duo.secondary_dirs:
-            secondaries.sync_signed(self.duo, self.client)
+            secondaries.sync_signed(self.duo, self.client, settle=0)  # the relay ticks finish it
 
     # --- running -----------------------------------------------------------------------------
 
@@ -323,6 +325,7 @@ class Watcher:
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
                 self._safely(self.snapshot_when_due)
+                self._safely(self.relay.tick)
         finally:
             observer.stop()
             observer.join(timeout=10)

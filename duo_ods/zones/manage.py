@@ -278,7 +278,12 @@ def _wait_served(
 
 
 def notify_secondaries(duo: Duo, zone: str) -> dict[str, str]:
+    """NOTIFY (signed) the relays, then the secondaries: a relay that missed its signer's NOTIFY (or got
+    a stale one) transfers now and notifies the secondaries itself; the secondaries ask the relays."""
     key = transfer_key(duo)
+    for name, node in duo.nodes.items():
+        if problem := send_notify(node.relay_address, node.relay_port, zone, key):
+            log.warning("zone %s: NOTIFY to the relay of node %s: %s", zone, name, problem)
     outcome = {}
     for sec in duo.config.secondaries:
         problem = send_notify(sec.address, sec.port, zone, key)

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from duo_ods.bind.render import check_zones_snippet, render_named_conf, render_zones
+from duo_ods.bind.render import (
+    check_zones_snippet,
+    render_catalog_options,
+    render_catalog_zones,
+    render_named_conf,
+    render_zones,
+)
 from duo_ods.config.load import load_config, parse_config
 from duo_ods.config.resolve import Duo
 from duo_ods.dns.tsig import ensure_tsig_key
@@ -65,36 +71,48 @@ def refused(call: object) -> str:
 
 
 def test_zone_statement_exactly(duo: Duo) -> None:
+    """Every zone from the relays (the node's relay port, 1053 by default), with the key, AXFR only."""
     text = render_zones(duo, "s1", "split", ["Example.Test.", "."])
+    assert 'server 127.0.0.11 {\n\trequest-ixfr no;\n\tkeys { "duo-transfer"; };\n};\n' in text
     zones = text[text.index('zone "') :]
     assert zones == (
         'zone "." {\n'
         "\ttype secondary;\n"
         '\tfile "zones/root.db";\n'
         "\tprimaries {\n"
-        "\t\t127.0.0.11 port 5301;  // node a\n"
+        '\t\t127.0.0.11 port 1053 key "duo-transfer";  // relay of node a\n'
         "\t};\n"
         "\trequest-ixfr no;\n"
-        "\t// After the SOA query times out, named would try a TCP transfer from the same (hung) primary\n"
-        "\t// before the next one; without it, failover to the other signer is one timeout sooner.\n"
-        "\ttry-tcp-refresh no;\n"
-        "\t// The signers, and ods-duo itself (it notifies with the transfer key after an update).\n"
+        "\t// The relays, and ods-duo itself (it notifies with the transfer key after an update).\n"
         '\tallow-notify { 127.0.0.11; key "duo-transfer"; };\n'
         "};\n"
         'zone "example.test" {\n'
         "\ttype secondary;\n"
         '\tfile "zones/example.test.db";\n'
         "\tprimaries {\n"
-        "\t\t127.0.0.11 port 5301;  // node a\n"
+        '\t\t127.0.0.11 port 1053 key "duo-transfer";  // relay of node a\n'
         "\t};\n"
         "\trequest-ixfr no;\n"
-        "\t// After the SOA query times out, named would try a TCP transfer from the same (hung) primary\n"
-        "\t// before the next one; without it, failover to the other signer is one timeout sooner.\n"
-        "\ttry-tcp-refresh no;\n"
-        "\t// The signers, and ods-duo itself (it notifies with the transfer key after an update).\n"
+        "\t// The relays, and ods-duo itself (it notifies with the transfer key after an update).\n"
         '\tallow-notify { 127.0.0.11; key "duo-transfer"; };\n'
         "};\n"
     )
+
+
+def test_catalog_statements(duo: Duo) -> None:
+    """Failover: one catalog, from relay a then relay b; its members from the same relays."""
+    text = render_catalog_zones(duo, "s1", "failover")
+    assert 'zone "duo.catalog.invalid" {' in text
+    assert text.index("127.0.0.11 port 1053") < text.index("127.0.0.12 port 1053")
+    options = render_catalog_options(duo, "s1", "failover", "/var/cache/bind/catz")
+    assert 'zone "duo.catalog.invalid"' in options and "request-ixfr no;" in options
+    assert '127.0.0.12 port 1053 key "duo-transfer";' in options
+
+
+@named_checkconf
+def test_catalog_statements_pass_named_checkconf(duo: Duo) -> None:
+    zones = render_catalog_zones(duo, "s1", "failover")
+    check_zones_snippet(duo, zones, duo.tsig_key_path, render_catalog_options(duo, "s1", "failover", "/tmp"))
 
 
 @named_checkconf
@@ -117,7 +135,7 @@ def test_hostile_zone_name_would_have_been_syntax(duo: Duo, tmp_path: Path) -> N
     server = {"node": "a", "address": "127.0.0.11", "port": 5301}
     text = render("named-zones.conf.j2", {
         "secondary": "s1", "mode": "failover", "servers": [server], "key_name": "duo-transfer",
-        "axfr_tsig": False, "zones": [{"name": hostile, "file": "zones/x.db"}],
+        "zones": [{"name": hostile, "file": "zones/x.db"}],
     })  # fmt: skip
     assert 'zone "injected.test"' in text
     check_zones_snippet(duo, text, duo.tsig_key_path)  # the owner's checker cannot tell
@@ -139,30 +157,35 @@ def test_hostile_key_name_refused_at_render_too(duo: Duo, tmp_path: Path) -> Non
     object.__setattr__(duo.config.transfer, "key_name", 'duo"; };')
     expected = "key name 'duo\"; };' cannot go into a named config: not a plain DNS name"
     assert refused(lambda: render_zones(duo, "s1", "failover", ["good.test"])).startswith(expected)
-    conf = lambda: render_named_conf(duo, "s1", tmp_path, tmp_path / "k", tmp_path / "z")  # noqa: E731
+
+    def conf() -> str:
+        return render_named_conf(
+            duo, "s1", tmp_path, tmp_path / "k", tmp_path / "z", options_file=tmp_path / "o"
+        )
+
     assert refused(conf).startswith(expected)
 
 
 @pytest.mark.parametrize("bad", ['sec"; };', "sec\n}", "sec\\x"])
 def test_hostile_paths_refused(duo: Duo, tmp_path: Path, bad: str) -> None:
     good = tmp_path / "ok"
-    message = refused(lambda: render_named_conf(duo, "s1", tmp_path / bad, good, good))
+    message = refused(lambda: render_named_conf(duo, "s1", tmp_path / bad, good, good, options_file=good))
     assert message == (
         f"secondary s1 folder {str(tmp_path / bad)!r} cannot go into a named config: "
         "it holds a quote, a backslash or a control character"
     )
-    assert refused(lambda: render_named_conf(duo, "s1", good, tmp_path / bad, good)).startswith(
-        "transfer key file"
-    )
-    assert refused(lambda: render_named_conf(duo, "s1", good, good, tmp_path / bad)).startswith(
-        "secondary s1 zones file"
-    )
+    assert refused(
+        lambda: render_named_conf(duo, "s1", good, tmp_path / bad, good, options_file=good)
+    ).startswith("transfer key file")
+    assert refused(
+        lambda: render_named_conf(duo, "s1", good, good, tmp_path / bad, options_file=good)
+    ).startswith("secondary s1 zones file")
     assert refused(lambda: check_zones_snippet(duo, "", tmp_path / bad)).startswith("transfer key file")
 
 
 def test_spaces_and_braces_in_a_path_are_fine_inside_quotes(duo: Duo, tmp_path: Path) -> None:
     folder = tmp_path / "my {lab}; dir"
-    text = render_named_conf(duo, "s1", folder, folder / "k", folder / "z")
+    text = render_named_conf(duo, "s1", folder, folder / "k", folder / "z", options_file=folder / "o")
     assert f'directory "{folder}";' in text
 
 

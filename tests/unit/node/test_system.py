@@ -55,6 +55,7 @@ def test_every_path_lives_under_the_root(tmp_path: Path) -> None:
         "etc/opendnssec/kasp.xml",
         "etc/opendnssec/zonelist.xml",
         "etc/softhsm/softhsm2.conf",
+        "var/lib/ods-duo/relay/named.conf",  # the node's transfer relay
     ]
     assert str(files["etc/opendnssec/conf.xml"].perms) == "root:opendnssec 0640"
     assert str(files["etc/opendnssec/zonelist.xml"].perms) == "opendnssec:opendnssec 0640"

@@ -79,22 +79,26 @@ def test_addns_transfer_and_notify() -> None:
         Path("/x/pin"),
     )
     tsig = TsigView("duo-transfer", "hmac-sha256", "c2VjcmV0")
-    secondaries = [("127.0.0.31", 53), ("2001:db8::53", 53)]
-    text = render("addns.xml.j2", addns_view(node, secondaries, ["127.0.0.1/32"], tsig, axfr_tsig=True))
-    assert "<Peer><Prefix>127.0.0.31/32</Prefix><Key>duo-transfer</Key></Peer>" in text
-    assert "<Peer><Prefix>2001:db8::53/128</Prefix><Key>duo-transfer</Key></Peer>" in text
+    text = render("addns.xml.j2", addns_view(node, ["127.0.0.1/32"], tsig))
+    # Its own relay by address (ods-signerd's TSIG on long AXFRs is not BIND's), ods-duo check by key.
+    assert "<Peer><Prefix>127.0.0.11/32</Prefix></Peer>" in text
     assert "<Peer><Prefix>127.0.0.1/32</Prefix><Key>duo-transfer</Key></Peer>" in text
-    assert "<Remote><Address>127.0.0.31</Address><Port>53</Port><Key>duo-transfer</Key></Remote>" in text
+    assert text.count("<Peer>") == 2
+    # NOTIFY only to the relay (default port 1053), signed.
+    assert "<Remote><Address>127.0.0.11</Address><Port>1053</Port><Key>duo-transfer</Key></Remote>" in text
+    assert text.count("<Remote>") == 1
     assert "<Name>duo-transfer</Name>" in text and "<Secret>c2VjcmV0</Secret>" in text
     check_ods_xml(text, "addns", "addns.xml")
-    # By default the secondaries are allowed by address (see TransferConfig.axfr_tsig), the rest by key.
-    text = render("addns.xml.j2", addns_view(node, secondaries[:1], ["127.0.0.0/8"], tsig, axfr_tsig=False))
-    assert "<Peer><Prefix>127.0.0.31/32</Prefix></Peer>" in text
-    assert "<Peer><Prefix>127.0.0.0/8</Prefix><Key>duo-transfer</Key></Peer>" in text
+    relayed = Node(
+        "a",
+        NodeConfig(address="127.0.0.1", port=5300, relay_address="192.0.2.1", relay_port=53, base_dir="/x",
+                   token_label="A"),
+        NodePaths(Path("/x")), Path("/x/input"), Path("/x/pin"),
+    )  # fmt: skip
+    text = render("addns.xml.j2", addns_view(relayed, ["127.0.0.0/8"], tsig))
+    assert "<Peer><Prefix>192.0.2.1/32</Prefix></Peer>" in text
+    assert "<Remote><Address>192.0.2.1</Address><Port>53</Port><Key>duo-transfer</Key></Remote>" in text
     check_ods_xml(text, "addns", "addns.xml")
-    text = render("addns.xml.j2", addns_view(node, [], ["127.0.0.0/8"], tsig, axfr_tsig=False))
-    assert text.count("<Peer>") == 1
-    assert "<Notify>" not in text
 
 
 def test_invalid_xml_is_refused_with_file_name() -> None:

@@ -47,6 +47,9 @@ class FakeNode(FakeNodes):
         self.on(P.ZONE_ADD_BATCH, self.add_batch)
         self.on(P.ZONE_REMOVE, self.remove)
         self.on(P.KEY_STATES, lambda n, r: P.KeyStatesReply(node=n, zones=[]))  # no keys to record
+        self.on(P.RELAY_SYNC, lambda n, r: P.RelaySyncReply(  # the watcher's relay tick: nothing signed
+            node=n, zones=[], members=[], catalog="duo.catalog.invalid", serial=None, changed=False,
+            reloaded=False))  # fmt: skip
 
     def add_batch(self, node: str, request: P.ZoneBatchRequest) -> P.ZoneBatchReply:
         for item in request.zones:
@@ -334,7 +337,7 @@ def test_running_watcher_survives_bad_entries_and_takes_a_good_zone_after(
 def test_production_secondaries_are_left_to_bind_config(duo: Duo, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only secondaries ods-duo runs itself (the lab's: a `dir`) are reconfigured by the watcher."""
     synced: list[Duo] = []
-    monkeypatch.setattr(service.secondaries, "sync_signed", lambda d, client: synced.append(d))
+    monkeypatch.setattr(service.secondaries, "sync_signed", lambda d, client, settle: synced.append(d))
     node = FakeNode()
     assert duo.secondary_dirs == {}
     watcher(duo, node)._after_new_zone()

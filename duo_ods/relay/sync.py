@@ -1,0 +1,142 @@
+"""On a signer node: bring its transfer relay and its catalog up to date with the zones its signer
+serves (the `relay-sync` operation; the watcher runs it every few seconds, lab up once).
+
+Two steps per zone, each on a later call than the one before, so that a secondary is never told of a
+zone that is not there for it: the relay carries a zone once the signer answers for it (it serves only
+signed zones), and the catalog lists it once the relay answers for it. A zone leaves both when it leaves
+the node. The catalog's serial moves forward whenever its members change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from duo_ods import process
+from duo_ods.bind.relay import relay_files, render_relay_conf, render_relay_zones
+from duo_ods.bind.render import check_named_conf
+from duo_ods.config.resolve import Duo, Node, zone_file_name
+from duo_ods.dns.query import soa_serial
+from duo_ods.dns.tsig import read_tsig_key
+from duo_ods.relay.catalog import catalog_name, catalog_text, next_serial
+from duo_ods.render.engine import write_atomic
+
+log = logging.getLogger(__name__)
+
+# New zones asked about per call: a thousand dropped zones must not hold the watcher for minutes.
+MAX_NEW_PER_SYNC = 200
+PROBE_TIMEOUT = 0.5
+
+
+@dataclass
+class RelayState:
+    zones: list[str] = field(default_factory=list)  # the relay carries them
+    members: list[str] = field(default_factory=list)  # the catalog lists them
+    catalog: str = ""
+    serial: int | None = None
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    zones: list[str]
+    members: list[str]
+    catalog: str
+    serial: int | None
+    changed: bool
+    reloaded: bool
+
+
+def load_state(path: Path) -> RelayState:
+    try:
+        return RelayState(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return RelayState()
+
+
+def relay_pid(node: Node) -> int | None:
+    """The running relay: the lab's pid record, else named's own pid file (a relay a service runs)."""
+    files = relay_files(node)
+    record = process.running(files["record"])
+    if record is not None:
+        return record.pid
+    try:
+        pid = int(files["pid"].read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if comm == "named" else None
+
+
+def write_relay_config(duo: Duo, node: Node, catalog: str, zones: list[str]) -> bool:
+    """Render the relay's named.conf and zone list, check them with named-checkconf as named would read
+    them, then put them in place; False when nothing changed."""
+    files = relay_files(node)
+    (node.relay_dir / "zones").mkdir(parents=True, exist_ok=True)
+    conf_text = render_relay_conf(duo, node)
+    zones_text = render_relay_zones(node, catalog, zones)
+    if _same(files["conf"], conf_text) and _same(files["zones"], zones_text):
+        return False
+    if not files["catalog"].exists():  # named refuses to load a primary zone without its file
+        write_atomic(files["catalog"], catalog_text(catalog, next_serial(None), []))
+    new_zones = files["zones"].with_name("zones.conf.new")
+    write_atomic(new_zones, zones_text)
+    candidate = files["conf"].with_name("named.conf.new")
+    write_atomic(candidate, conf_text.replace(f'include "{files["zones"]}";', f'include "{new_zones}";'))
+    check_named_conf(candidate)
+    candidate.unlink()
+    os.replace(new_zones, files["zones"])
+    write_atomic(files["conf"], conf_text)
+    return True
+
+
+def _same(path: Path, text: str) -> bool:
+    try:
+        return path.read_text() == text
+    except FileNotFoundError:
+        return False
+
+
+def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
+    files = relay_files(node)
+    state = load_state(files["state"])
+    key = read_tsig_key(duo.tsig_key_path)
+    wanted = set(node_zones)
+    carried = set(state.zones) & wanted
+    for zone in sorted(wanted - carried)[:MAX_NEW_PER_SYNC]:
+        # Asked only once the signer has written its output (ZONE.axfr in its working directory): a
+        # zone being signed for the first time is not queried, so the probes add nothing to that
+        # moment of the signer's work (an ods-signerd 2.1.12 died once there in test_catalog, cause
+        # not known). Then the signer's listener answers us, with the key.
+        outputs = {f"{zone}.axfr", f"{zone_file_name(zone)}.axfr"}  # the root zone: either spelling
+        if not any((node.paths.signer_dir / name).exists() for name in outputs):
+            continue
+        asked = time.monotonic()
+        if soa_serial(node.address, node.port, zone, key, timeout=PROBE_TIMEOUT) is not None:
+            carried.add(zone)
+        elif time.monotonic() - asked >= PROBE_TIMEOUT:
+            break  # no answer in time: a hung signer; the watcher must not wait on it zone by zone
+    members = set(state.members) & carried
+    if relay_pid(node) is not None:
+        for zone in sorted(carried - members)[:MAX_NEW_PER_SYNC]:
+            if soa_serial(node.relay_address, node.relay_port, zone, timeout=PROBE_TIMEOUT) is not None:
+                members.add(zone)
+    catalog = catalog_name(duo, node.name)
+    changed = write_relay_config(duo, node, catalog, sorted(carried))
+    serial = state.serial
+    if members != set(state.members) or catalog != state.catalog or not files["catalog"].exists():
+        serial = next_serial(state.serial)
+        write_atomic(files["catalog"], catalog_text(catalog, serial, sorted(members)))
+        log.info("node %s: catalog %s serial %d, %d members", node.name, catalog, serial, len(members))
+        changed = True
+    new = RelayState(sorted(carried), sorted(members), catalog, serial)
+    write_atomic(files["state"], json.dumps(asdict(new)))
+    reloaded = False
+    if changed and (pid := relay_pid(node)) is not None:
+        os.kill(pid, signal.SIGHUP)  # named reloads its config and every changed zone file
+        reloaded = True
+    return SyncResult(new.zones, new.members, catalog, serial, changed, reloaded)
