@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +48,7 @@ class Health:
     deaths: int = 0  # deaths seen, ever
     in_a_row: int = 0  # deaths without a STABLE_AFTER run in between
     last_start: float | None = None  # when the supervisor last started it
+    last_pid: int | None = None  # the pid it started then
     next_try: float = 0.0  # not before this (back-off)
     last_seen: str = ""  # what was seen the last time it was found dead
 
@@ -59,12 +61,18 @@ def backoff(in_a_row: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_BASE * float(2 ** (in_a_row - 2)))
 
 
-def seen_dead(h: Health, now: float, seen: str) -> Health:
-    """The daemon was found dead (once per death: the caller starts it or records a failed start)."""
-    stable = h.last_start is None or now - h.last_start >= STABLE_AFTER
+def seen_dead(h: Health, now: float, pid: int, seen: str) -> Health:
+    """Its process `pid` was found dead (once per death: the caller starts it or records a failed
+    start). A first death, unless the supervisor started that very pid less than STABLE_AFTER ago
+    (one that an operator's `node start` started begins a new run)."""
+    stable = h.last_start is None or now - h.last_start >= STABLE_AFTER or pid != h.last_pid
     in_a_row = 1 if stable else h.in_a_row + 1
     return replace(
-        h, deaths=h.deaths + 1, in_a_row=in_a_row, next_try=now + backoff(in_a_row), last_seen=seen
+        h,
+        deaths=h.deaths + 1,
+        in_a_row=in_a_row,
+        next_try=now + backoff(in_a_row),
+        last_seen=f"pid {pid} {seen}",
     )
 
 
@@ -72,15 +80,18 @@ def due(h: Health, now: float) -> bool:
     return now >= h.next_try
 
 
-def started(h: Health, now: float) -> Health:
-    return replace(h, restarts=h.restarts + 1, last_start=now)
+def started(h: Health, now: float, pid: int) -> Health:
+    return replace(h, restarts=h.restarts + 1, last_start=now, last_pid=pid)
 
 
-def start_failed(h: Health, now: float, error: str) -> Health:
-    """A start that failed counts as one more death in a row (the back-off grows). `error` names
-    the pid now recorded, so that the next look waits out the back-off instead of counting again."""
+def start_failed(h: Health, now: float, pid: int, error: str) -> Health:
+    """A start that failed counts as one more death in a row (the back-off grows). `pid` is the
+    one now recorded, so that the next look waits out the back-off instead of counting again."""
     in_a_row = h.in_a_row + 1
-    return replace(h, in_a_row=in_a_row, next_try=now + backoff(in_a_row), last_seen=error, last_start=now)
+    return replace(
+        h, in_a_row=in_a_row, next_try=now + backoff(in_a_row), last_seen=f"pid {pid} {error}",
+        last_start=now, last_pid=pid,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,9 @@ def restart_counts(state_dir: Path) -> dict[str, int]:
     return {daemon: health.get(daemon, Health()).restarts for daemon in daemons.DAEMONS}
 
 
+# "[Sun Nov 29 12:36:59 2026] ods-signerd[5] msg    : " before each line of an ODS daemon's log
+_LOG_PREFIX = re.compile(r"^\[[^]]*\] ods-\w+\[\d+\] (\w+)\s*:")
+
 # --- looking and acting --------------------------------------------------------------------
 
 Clock = Callable[[], float]
@@ -134,7 +148,7 @@ def _what_was_seen(node: Node, record: process.ProcessRecord) -> str:
     code = process.exit_status(record.pid)
     if code is not None:
         parts.append(f"exit status {code}" if code >= 0 else f"killed by signal {-code}")
-    last = process.tail(node.paths.log / f"{record.name}.log", lines=1).strip()
+    last = _LOG_PREFIX.sub(r"\1:", process.tail(node.paths.log / f"{record.name}.log", lines=1).strip())
     if last:
         parts.append(f"last log line: {last[:SEEN_MAX]}")
     return "; ".join(parts) or "no exit status or log line"
@@ -167,7 +181,7 @@ def _look(node: Node, daemon: str, health: dict[str, Health], clock: Clock) -> E
         seen = h.last_seen.removeprefix(f"pid {record.pid} ")
     else:
         seen = _what_was_seen(node, record)
-        h = seen_dead(h, now, f"pid {record.pid} {seen}")
+        h = seen_dead(h, now, record.pid, seen)
         if not due(h, now):
             health[daemon] = h
             return Event(daemon, record.pid, seen, "waiting", None, h.restarts, h.next_try - now)
@@ -176,10 +190,10 @@ def _look(node: Node, daemon: str, health: dict[str, Health], clock: Clock) -> E
     except DuoError as exc:
         current = process.read_record(node.paths.state / f"{daemon}.json")
         pid = current.pid if current is not None else record.pid
-        h = start_failed(h, now, f"pid {pid} start failed: {exc}")
+        h = start_failed(h, now, pid, f"start failed: {exc}")
         health[daemon] = h
         return Event(daemon, record.pid, seen, "start failed", None, h.restarts, h.next_try - now, str(exc))
-    h = started(h, now)
+    h = started(h, now, pids[daemon])
     health[daemon] = h
     return Event(daemon, record.pid, seen, "started", pids[daemon], h.restarts, 0.0)
 

@@ -96,9 +96,10 @@ def test_backoff_at_once_then_doubling_up_to_the_cap() -> None:
 
 
 def test_a_run_of_stable_after_counts_as_healthy_again() -> None:
-    h = started(seen_dead(Health(), 0.0, "x"), 0.0)
-    assert seen_dead(h, STABLE_AFTER - 1, "x").in_a_row == 2
-    assert seen_dead(h, STABLE_AFTER + 1, "x").in_a_row == 1
+    h = started(seen_dead(Health(), 0.0, 7, "x"), 0.0, 8)
+    assert seen_dead(h, STABLE_AFTER - 1, 8, "x").in_a_row == 2
+    assert seen_dead(h, STABLE_AFTER + 1, 8, "x").in_a_row == 1
+    assert seen_dead(h, 1.0, 9, "x").in_a_row == 1  # pid 9: not the supervisor's (a node start)
 
 
 def test_nothing_happens_while_the_daemons_run(world: World) -> None:
@@ -109,13 +110,16 @@ def test_nothing_happens_while_the_daemons_run(world: World) -> None:
 
 def test_a_dead_signer_is_started_at_once_logged_and_counted(world: World) -> None:
     (world.node.paths.log).mkdir(parents=True)
-    (world.node.paths.log / "signerd.log").write_text("x\n[netio] fatal error pselect: Bad file descriptor\n")
+    line = (
+        "[Sun Nov 29 12:36:59 2026] ods-signerd[3] error  : [netio] fatal error pselect: Bad file descriptor"
+    )
+    (world.node.paths.log / "signerd.log").write_text(f"x\n{line}\n")
     old = world.pid("signerd")
     world.kill("signerd")
     (event,) = world.tick()
     assert (event.daemon, event.pid, event.action, event.restarts) == ("signerd", old, "started", 1)
     assert event.new_pid == world.pid("signerd") != old
-    assert "pselect: Bad file descriptor" in event.seen
+    assert event.seen == "last log line: error: [netio] fatal error pselect: Bad file descriptor"
     assert world.starts == ["signerd"]  # the enforcer ran on
     assert supervise.restart_counts(world.node.paths.state) == {"signerd": 1, "enforcerd": 0}
     assert world.tick() == []
@@ -205,3 +209,13 @@ def test_systemd_nodes_are_left_to_systemd(world: World, monkeypatch: pytest.Mon
     monkeypatch.setattr(systemd, "uses_systemd", lambda node: True)
     world.kill("signerd")
     assert world.tick() == [] and world.starts == []
+
+
+def test_a_daemon_an_operator_started_again_begins_a_new_run(world: World) -> None:
+    world.kill("signerd")
+    assert world.tick()[0].action == "started"
+    world.now += 5
+    world.run("signerd")  # `node start` after a stop: a pid the supervisor did not start
+    world.now += 5
+    world.kill("signerd")
+    assert world.tick()[0].action == "started"  # at once, no back-off
