@@ -331,8 +331,8 @@ def op_zone_remove(duo: Duo, node: Node, req: P.ZoneRequest) -> P.ZoneRemoveRepl
     handler (zone_cleanup -> notify_cleanup) without netio_remove_handler: the xfrhandler thread's
     netio_dispatch (signer/src/wire/netio.c) then reads the freed handler, and once the memory is
     reused the signer dies with "[netio] fatal error pselect: Bad file descriptor" or a segfault in
-    netio_dispatch (seen in test_batch after its `zone remove`; on a lab a signer died within 4 to 7
-    removals in each of 3 runs, none in 11 removals with this workaround). Fixed upstream after 2.1 (opendnssec commit 491c3866f, SUPPORT-226), never released in
+    netio_dispatch (seen in test_batch after its `zone remove`; on a lab every signer that had 4 to 6
+    removals died within minutes, 3 of 3; none in 11 removals with this workaround). Fixed upstream after 2.1 (opendnssec commit 491c3866f, SUPPORT-226), never released in
     2.1.x. A signer started after the enforcer's delete reads the zone list without the zone and
     never sets the handler up. The other node keeps serving meanwhile (the nodes are removed from
     one at a time)."""
