@@ -332,10 +332,11 @@ def op_zone_remove(duo: Duo, node: Node, req: P.ZoneRequest) -> P.ZoneRemoveRepl
     netio_dispatch (signer/src/wire/netio.c) then reads the freed handler, and once the memory is
     reused the signer dies with "[netio] fatal error pselect: Bad file descriptor" or a segfault in
     netio_dispatch (seen in test_batch after its `zone remove`; on a lab every signer that had 4 to 6
-    removals died within minutes, 3 of 3; none in 11 removals with this workaround). Fixed upstream after 2.1 (opendnssec commit 491c3866f, SUPPORT-226), never released in
-    2.1.x. A signer started after the enforcer's delete reads the zone list without the zone and
-    never sets the handler up. The other node keeps serving meanwhile (the nodes are removed from
-    one at a time)."""
+    removals died within minutes, 3 of 3; none in 11 removals with this workaround). Fixed upstream
+    after 2.1 (opendnssec commit 491c3866f, SUPPORT-226), never released in 2.1.x. A signer started
+    after the enforcer's delete reads the zone list without the zone and never sets the handler up.
+    `zone remove` asks the nodes one at a time, so the other node serves meanwhile (two watchers
+    removing a deleted file's zone may restart both at once; the secondaries serve on)."""
     zone = req.zone
     known = [z.name for z in _zones(node)]
     if zone not in known:
