@@ -53,31 +53,34 @@ def stopped_on_purpose(node: Node) -> dict[str, object] | None:
         return None
 
 
-_held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth): re-entrant within a process
-_held_guard = threading.RLock()
+# (lock file, thread) -> (fd, depth): re-entrant within a thread; another thread opens the file
+# again, and its flock waits like another process's
+_held: dict[tuple[str, int], tuple[int, int]] = {}
+_held_guard = threading.Lock()
 
 
 @contextmanager
 def held(node: Node, wait: bool = True) -> Iterator[bool]:
-    """The node's daemon lock (flock on state/daemons.lock), re-entrant within this process.
-    Yields False (and holds nothing) when wait is False and another process holds it."""
+    """The node's daemon lock (flock on state/daemons.lock), re-entrant within a thread.
+    Yields False (and holds nothing) when wait is False and someone else holds it."""
     path = node.paths.state / "daemons.lock"
-    key = str(path)
+    key = (str(path), threading.get_ident())
     with _held_guard:
-        if key in _held:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth + 1)
-            acquired = True
+        mine = _held.get(key)
+        if mine is not None:
+            _held[key] = (mine[0], mine[1] + 1)
+    acquired = mine is not None
+    if not acquired:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                acquired = True
+            acquired = True
+            with _held_guard:
                 _held[key] = (fd, 1)
-            except BlockingIOError:
-                os.close(fd)
-                acquired = False
     try:
         yield acquired
     finally:

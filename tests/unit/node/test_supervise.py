@@ -7,6 +7,7 @@ import fcntl
 import itertools
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,9 +199,19 @@ def test_not_while_another_process_holds_the_node_lock(world: World) -> None:
     assert world.tick()[0].action == "started"
 
 
-def test_the_lock_is_reentrant_within_a_process(world: World) -> None:
+def test_the_lock_is_reentrant_within_a_thread_and_excludes_other_threads(world: World) -> None:
+    other: list[bool] = []
+
+    def try_it() -> None:
+        with daemons.held(world.node, wait=False) as got:
+            other.append(got)
+
     with daemons.held(world.node) as outer, daemons.held(world.node) as inner:
         assert outer and inner
+        thread = threading.Thread(target=try_it)
+        thread.start()
+        thread.join()
+    assert other == [False]
     with daemons.held(world.node, wait=False) as again:
         assert again
 
