@@ -114,11 +114,12 @@ def state_file(state_dir: Path) -> Path:
 
 
 def load(state_dir: Path) -> dict[str, Health]:
+    """The records; none (a fresh start of the counts) when the file is missing or unreadable."""
     try:
         raw = json.loads(state_file(state_dir).read_text())
-    except (OSError, ValueError):
+        return {daemon: Health(**entry) for daemon, entry in raw.get("daemons", {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
         return {}
-    return {daemon: Health(**entry) for daemon, entry in raw.get("daemons", {}).items()}
 
 
 def save(state_dir: Path, health: dict[str, Health]) -> None:
