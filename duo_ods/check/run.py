@@ -288,11 +288,12 @@ class NodeView:
 
     def problems(self) -> list[str]:
         """What to mark the node with, on every zone."""
+        # A stopped enforcer is named by the enforcer's own line below ("enforcer is not running").
         found = [
             f"ods-{daemon} is not running on node {self.name} (`ods-duo node start {self.name}`; its "
             "watcher starts a daemon that died again by itself)"
             for daemon, pid in (self.daemons or {}).items()
-            if pid is None
+            if pid is None and not (daemon == "enforcerd" and self.zones is None)
         ]
         if self.zones is None:
             found.append(

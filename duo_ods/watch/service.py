@@ -272,7 +272,7 @@ class Watcher:
         """Every SUPERVISE_INTERVAL: the node starts again a daemon of its own that died (not one
         stopped on purpose; with back-off; systemd's job where systemd runs them). One line each:
         node, daemon, what was seen (duo_ods.node.supervise)."""
-        if time.monotonic() < self.next_supervise:
+        if not self.config.supervise or time.monotonic() < self.next_supervise:
             return
         self.next_supervise = time.monotonic() + SUPERVISE_INTERVAL
         for e in self.client.call(self.node.name, P.SUPERVISE).events:
