@@ -327,12 +327,12 @@ class Watcher:
             log.info("watching %s for node %s", self.node.input_dir, self.node.name)
             self._safely(lambda: self.reconcile(None))  # what changed while nobody watched
             while not stop.wait(tick):
-                self._safely(self.supervise_when_due)
                 with lock:
                     ready = debouncer.ready(time.monotonic())
                 if ready:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
                     self._safely(partial(self.reconcile, zones))
+                self._safely(self.supervise_when_due)  # after the file events: they wait for nothing
                 self._safely(self.resume_keys_when_due)
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
