@@ -161,6 +161,16 @@ def stop(record_path: Path, timeout: float = 20.0) -> str:
     return outcome
 
 
+def exit_status(pid: int) -> int | None:
+    """The exit status of a process this process spawned, once it has ended (reaping it); None if
+    it runs, or another process started it (its exit status went to its own parent)."""
+    child = _children.get(pid)
+    if child is None or child.poll() is None:
+        return None
+    del _children[pid]
+    return child.returncode
+
+
 def tail(path: Path, lines: int = 5) -> str:
     try:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])

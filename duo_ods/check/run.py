@@ -13,6 +13,7 @@ and only verify what differs.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -64,7 +65,7 @@ from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.drift import state_drift
 from duo_ods.ods.kaspdb import is_dead
 from duo_ods.protocol.client import NodeClient
-from duo_ods.protocol.ops import KEY_STATES, ZONE_LIST, KeyStatesRequest
+from duo_ods.protocol.ops import KEY_STATES, STATUS, ZONE_LIST, KeyStatesRequest
 from duo_ods.zones.inputs import InputRecordError, latest_input
 
 log = logging.getLogger(__name__)
@@ -287,10 +288,17 @@ class NodeView:
     enforcer_error: str = ""
     states: KeyViews | None = None  # None: the database could not be read
     database_error: str = ""
+    daemons: dict[str, int | None] | None = None  # daemon -> pid (None: not running); None: not asked
 
     def problems(self) -> list[str]:
         """What to mark the node with, on every zone."""
-        found = []
+        # A stopped enforcer is named by the enforcer's own line below ("enforcer is not running").
+        found = [
+            f"ods-{daemon} is not running on node {self.name} (`ods-duo node start {self.name}`; its "
+            "watcher starts a daemon that died again by itself)"
+            for daemon, pid in (self.daemons or {}).items()
+            if pid is None and not (daemon == "enforcerd" and self.zones is None)
+        ]
         if self.zones is None:
             found.append(
                 f"its enforcer does not answer ({self.enforcer_error}); key maintenance on this node is "
@@ -307,6 +315,11 @@ def _zone_names(client: NodeClient, node: str, timeout: float) -> set[str]:
     return {normalize_zone_name(z) for z in client.call(node, ZONE_LIST, timeout=timeout).names}
 
 
+def _daemons(client: NodeClient, node: str, timeout: float) -> dict[str, int | None]:
+    """The node's daemons and their pids (None: not running), to name a stopped one."""
+    return client.call(node, STATUS, timeout=timeout).daemons
+
+
 def _key_states(client: NodeClient, node: str, timeout: float) -> KeyViews:
     """Every zone's key states from the node's enforcer database."""
     zones = client.call(node, KEY_STATES, KeyStatesRequest(), timeout=timeout).zones
@@ -321,7 +334,11 @@ class NodeViews:
         self._threads = ThreadPoolExecutor(max_workers=2 * len(duo.nodes), thread_name_prefix="check-nodes")
         ask = self._threads.submit
         self._asked = {
-            node: (ask(_zone_names, client, node, timeout), ask(_key_states, client, node, timeout))
+            node: (
+                ask(_zone_names, client, node, timeout),
+                ask(_key_states, client, node, timeout),
+                ask(_daemons, client, node, timeout),
+            )
             for node in duo.nodes
         }
         self._views: dict[str, NodeView] | None = None
@@ -336,8 +353,12 @@ class NodeViews:
         return self._views
 
     @staticmethod
-    def _view(node: str, zones: Future[set[str]], states: Future[KeyViews]) -> NodeView:
+    def _view(
+        node: str, zones: Future[set[str]], states: Future[KeyViews], pids: Future[dict[str, int | None]]
+    ) -> NodeView:
         view = NodeView(node)
+        with contextlib.suppress(DuoError):  # a node that does not answer: its other errors say so
+            view.daemons = pids.result()
         try:
             view.zones = zones.result()
         except DuoError as exc:

@@ -283,6 +283,10 @@ class WatchConfig(_Model):
     create_keys: bool = False
     # A deleted file removes its zone; off, the zone stays and the removal is reported.
     remove_zones: bool = False
+    # The watcher starts its node's ods-signerd / ods-enforcerd again when one died (where ods-duo runs
+    # them, not systemd: duo_ods.node.supervise); off, for a supervisor of your own (or a test that
+    # keeps a daemon dead on purpose).
+    supervise: bool = True
 
 
 class InputConfig(_Model):

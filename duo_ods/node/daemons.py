@@ -7,11 +7,23 @@ Each daemon runs in the foreground (-d) with its log in the node's log folder,
 and is stopped by pid (duo_ods.process). Never `ods-signer stop`/`ods-enforcer
 stop`: they find the daemon by name and, with two nodes on one host, wait on
 the wrong one.
+
+Starting and stopping take the node's daemon lock (state/daemons.lock, across processes): the
+watcher's supervisor (duo_ods.node.supervise) starts a daemon that died, and must neither race a
+`node start`/`node stop` nor slip into a planned stop-then-start (zone removal, key state adopt).
+A whole-node stop (`ods-duo node stop`, a restore) is recorded as on purpose (state/stopped.json):
+the supervisor leaves such a node alone until a start clears it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from duo_ods import process
@@ -26,6 +38,60 @@ DAEMONS = ("signerd", "enforcerd")  # start order: the enforcer calls the signer
 
 def _record_path(node: Node, daemon: str) -> Path:
     return node.paths.state / f"{daemon}.json"
+
+
+def stopped_path(state_dir: Path) -> Path:
+    """Written by a whole-node stop (on purpose), removed by a start."""
+    return state_dir / "stopped.json"
+
+
+def stopped_on_purpose(node: Node) -> dict[str, object] | None:
+    """What `node stop` recorded ({"at": epoch}), or None when the node was not stopped on purpose."""
+    try:
+        return dict(json.loads(stopped_path(node.paths.state).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+# (lock file, thread) -> (fd, depth): re-entrant within a thread; another thread opens the file
+# again, and its flock waits like another process's
+_held: dict[tuple[str, int], tuple[int, int]] = {}
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def held(node: Node, wait: bool = True) -> Iterator[bool]:
+    """The node's daemon lock (flock on state/daemons.lock), re-entrant within a thread.
+    Yields False (and holds nothing) when wait is False and someone else holds it."""
+    path = node.paths.state / "daemons.lock"
+    key = (str(path), threading.get_ident())
+    with _held_guard:
+        mine = _held.get(key)
+        if mine is not None:
+            _held[key] = (mine[0], mine[1] + 1)
+    acquired = mine is not None
+    if not acquired:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+        else:
+            acquired = True
+            with _held_guard:
+                _held[key] = (fd, 1)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with _held_guard:
+                fd, depth = _held[key]
+                if depth > 1:
+                    _held[key] = (fd, depth - 1)
+                else:
+                    del _held[key]
+                    os.close(fd)  # releases the flock
 
 
 def running(node: Node, daemon: str) -> ProcessRecord | None:
@@ -60,11 +126,19 @@ def _ready(node: Node, daemon: str) -> bool:
 
 
 def start(node: Node, timeout: float = 30.0, only: tuple[str, ...] = DAEMONS) -> dict[str, int]:
-    """Start whatever of the node's daemons (or of `only`) is not running; wait until each answers."""
+    """Start whatever of the node's daemons (or of `only`) is not running; wait until each answers.
+    A start of the whole node ends a stop on purpose (the supervisor looks after it again)."""
     if not node.paths.conf_xml.exists():
         raise NodeError(f"node {node.name}: not initialised ({node.paths.conf_xml} missing); run node init")
-    if systemd.uses_systemd(node):
-        return _start_units(node, timeout, only)
+    with held(node):
+        if set(only) == set(DAEMONS):
+            stopped_path(node.paths.state).unlink(missing_ok=True)
+        if systemd.uses_systemd(node):
+            return _start_units(node, timeout, only)
+        return _start_own(node, timeout, only)
+
+
+def _start_own(node: Node, timeout: float, only: tuple[str, ...]) -> dict[str, int]:
     pids: dict[str, int] = {}
     for daemon in (d for d in DAEMONS if d in only):
         logfile = node.paths.log / f"{daemon}.log"
@@ -122,15 +196,46 @@ def stop_recorded(state_dir: Path, timeout: float = 20.0) -> dict[str, str]:
 
 
 def stop(node: Node, timeout: float = 20.0) -> dict[str, str]:
-    """Stop the node's daemons by pid (or their systemd units) and remove their sockets."""
-    if systemd.uses_systemd(node):
-        for daemon in reversed(DAEMONS):
-            systemd.systemctl("stop", systemd.UNITS[daemon])
-        return {daemon: "stopped by systemd" for daemon in reversed(DAEMONS)}
-    result = stop_recorded(node.paths.state, timeout)
-    for sock in (node.paths.signer_sock, node.paths.enforcer_sock):
-        sock.unlink(missing_ok=True)
-    return result
+    """Stop the node's daemons by pid (or their systemd units) and remove their sockets. Recorded as
+    a stop on purpose: the watcher's supervisor does not start them again (duo_ods.node.supervise)."""
+    with held(node):
+        node.paths.state.mkdir(parents=True, exist_ok=True)
+        stopped_path(node.paths.state).write_text(json.dumps({"at": time.time()}) + "\n")
+        if systemd.uses_systemd(node):
+            for daemon in reversed(DAEMONS):
+                systemd.systemctl("stop", systemd.UNITS[daemon])
+            return {daemon: "stopped by systemd" for daemon in reversed(DAEMONS)}
+        result = stop_recorded(node.paths.state, timeout)
+        for sock in (node.paths.signer_sock, node.paths.enforcer_sock):
+            sock.unlink(missing_ok=True)
+        return result
+
+
+def stop_signer(node: Node, timeout: float = 20.0) -> str:
+    """Stop only the node's signer (by pid, or its unit); the caller starts it again, holding the
+    node's daemon lock meanwhile so the supervisor does not step in."""
+    with held(node):
+        if systemd.uses_systemd(node):
+            systemd.systemctl("stop", systemd.UNITS["signerd"])
+            return "stopped by systemd"
+        result = process.stop(_record_path(node, "signerd"), timeout)
+        node.paths.signer_sock.unlink(missing_ok=True)
+        return result
+
+
+@contextmanager
+def signer_stopped(node: Node) -> Iterator[None]:
+    """Run the body with the node's signer stopped (if it ran), then start it again, all under the
+    node's daemon lock. The signer is started again even when the body fails."""
+    with held(node):
+        if running(node, "signerd") is None:
+            yield
+            return
+        stop_signer(node)
+        try:
+            yield
+        finally:
+            start(node, only=("signerd",))
 
 
 def stop_enforcer(node: Node, timeout: float = 5.0) -> str:
@@ -139,12 +244,13 @@ def stop_enforcer(node: Node, timeout: float = 5.0) -> str:
     A short timeout: ods-enforcerd 2.1.12 was seen to crash on SIGTERM (a segfault in its janitor)
     and then hang until killed; its database is SQLite, written in transactions, so nothing is lost.
     """
-    if systemd.uses_systemd(node):
-        systemd.systemctl("stop", systemd.UNITS["enforcerd"])
-        return "stopped by systemd"
-    result = process.stop(_record_path(node, "enforcerd"), timeout)
-    node.paths.enforcer_sock.unlink(missing_ok=True)
-    return result
+    with held(node):
+        if systemd.uses_systemd(node):
+            systemd.systemctl("stop", systemd.UNITS["enforcerd"])
+            return "stopped by systemd"
+        result = process.stop(_record_path(node, "enforcerd"), timeout)
+        node.paths.enforcer_sock.unlink(missing_ok=True)
+        return result
 
 
 def status(node: Node) -> dict[str, int | None]:

@@ -7,6 +7,7 @@ from typing import Any
 from duo_ods.config.resolve import Node
 from duo_ods.node import keyops as K
 from duo_ods.node import ops as O
+from duo_ods.node import supervise as S
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.serve import Bound, bind, handlers
 
@@ -15,6 +16,7 @@ NODE_HANDLERS: dict[str, Bound[Any, Any, Node]] = handlers(
     bind(P.START, O.op_start),
     bind(P.STOP, O.op_stop),
     bind(P.STATUS, O.op_status),
+    bind(P.SUPERVISE, S.op_supervise),
     bind(P.POLICY_IMPORT, O.op_policy_import),
     bind(P.ZONE_LIST, O.op_zone_list),
     bind(P.ZONE_ADD, O.op_zone_add),

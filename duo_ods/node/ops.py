@@ -330,11 +330,27 @@ def op_relay_sync(duo: Duo, node: Node, req: P.Empty) -> P.RelaySyncReply:
 
 
 def op_zone_remove(duo: Duo, node: Node, req: P.ZoneRequest) -> P.ZoneRemoveReply:
+    """Delete the zone from the enforcer, with the node's signer stopped meanwhile.
+
+    Workaround for an ODS 2.1.12 signer bug (use after free): when a running ods-signerd drops a
+    removed zone from its zone list (at its next `update --all`; the enforcer's `ods-signer update
+    NEWZONE` for a zone the signer does not know yet falls back to it), engine_update_zones
+    (signer/src/daemon/engine.c, the ZONE_ZL_REMOVED branch) frees the zone's DNS-output notify
+    handler (zone_cleanup -> notify_cleanup) without netio_remove_handler: the xfrhandler thread's
+    netio_dispatch (signer/src/wire/netio.c) then reads the freed handler, and once the memory is
+    reused the signer dies with "[netio] fatal error pselect: Bad file descriptor" or a segfault in
+    netio_dispatch (seen in test_batch after its `zone remove`; on a lab every signer that had 4 to 6
+    removals died within minutes, 3 of 3; none in 11 removals with this workaround). Fixed upstream
+    after 2.1 (opendnssec commit 491c3866f, SUPPORT-226), never released in 2.1.x. A signer started
+    after the enforcer's delete reads the zone list without the zone and never sets the handler up.
+    `zone remove` asks the nodes one at a time, so the other node serves meanwhile (two watchers
+    removing a deleted file's zone may restart both at once; the secondaries serve on)."""
     zone = req.zone
     known = [z.name for z in _zones(node)]
     if zone not in known:
         return P.ZoneRemoveReply(node=node.name, zone=zone, removed=False)
-    enforcer(node)("zone", "delete", "--zone", zone)
+    with daemons.signer_stopped(node):
+        enforcer(node)("zone", "delete", "--zone", zone)
     node.paths.unsigned_zone(zone).unlink(missing_ok=True)
     _mark_pending(node, zone, False)
     write_zonelist(duo, node, [z for z in known if z != zone])

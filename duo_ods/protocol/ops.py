@@ -182,6 +182,24 @@ class StatusReply(Message):
     zones: list[str]
 
 
+class SuperviseEvent(Message):
+    """A daemon the node found dead, and what it did (duo_ods.node.supervise.Event)."""
+
+    daemon: str
+    pid: int
+    seen: str
+    action: Literal["started", "waiting", "start failed"]
+    new_pid: int | None
+    restarts: int
+    retry_in: float
+    error: str = ""
+
+
+class SuperviseReply(Message):
+    node: str
+    events: list[SuperviseEvent]
+
+
 class OutputReply(Message):
     node: str
     output: str
@@ -687,6 +705,8 @@ INIT = Op("init", InitRequest, InitReply, "node")
 START = Op("start", Empty, StartReply, "node")
 STOP = Op("stop", Empty, StopReply, "node")
 STATUS = Op("status", Empty, StatusReply, "node", reads_only=True)
+# Start a daemon of the node that died (not one stopped on purpose): the node's watcher asks.
+SUPERVISE = Op("supervise", Empty, SuperviseReply, "node")
 POLICY_IMPORT = Op("policy-import", Empty, OutputReply, "node")
 ZONE_LIST = Op("zone-list", Empty, ZoneListReply, "node", reads_only=True)
 ZONE_ADD = Op("zone-add", ZoneInput, ZoneAddReply, "node")
@@ -750,8 +770,8 @@ DEAD_SINCE = Op("dead-since", DeadSinceRequest, LedgerReply, "backup")
 TABLE: dict[str, Op[Any, Any]] = {
     op.name: op
     for op in (
-        INIT, START, STOP, STATUS, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH, ZONE_UPDATE,
-        ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED, RELAY_SYNC,
+        INIT, START, STOP, STATUS, SUPERVISE, POLICY_IMPORT, ZONE_LIST, ZONE_ADD, ZONE_ADD_BATCH,
+        ZONE_UPDATE, ZONE_RESIGN, ZONE_REMOVE, STATE_EXPORT, INPUT_STATE, ZONE_LEVELLED, RELAY_SYNC,
         KEK_STATUS, KEK_TRANSPORT_KEY, KEK_UNWRAP, HSM_CUSTODY, KEK_DROP_RETIRED,
         KEK_GENERATE, KEK_PIN, KEK_UNPIN, KEK_WRAP_FOR,
         KEY_GENERATE, KEY_WRAP, KEY_UNWRAP, KEY_SEAL, KEY_PUBLIC, KEY_DELETE, HSM_LIST, KEY_IMPORT, ENFORCE,

@@ -50,6 +50,7 @@ from duo_ods.zones.validate import CheckedZone, InputVanished, zone_name_from_fi
 log = logging.getLogger(__name__)
 
 RESUME_INTERVAL = 30.0  # seconds between looks for a key command a kill or a silent node left unfinished
+SUPERVISE_INTERVAL = 2.0  # seconds between looks at the node's daemons (one that died is started again)
 
 
 class _Events(FileSystemEventHandler):
@@ -96,6 +97,7 @@ class Watcher:
         self.level_interval = duo.config.serials.level_interval if origin else 0.0
         self.next_level = time.monotonic() + self.level_interval
         self.next_resume = time.monotonic()
+        self.next_supervise = time.monotonic()
         # ...and snapshots for the backup store after changes (zones, keys), at most this often.
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
         self.last_snapshot: float | None = None
@@ -269,6 +271,22 @@ class Watcher:
                 log.warning("%s", finished.message)
                 self.changed = True
 
+    def supervise_when_due(self) -> None:
+        """Every SUPERVISE_INTERVAL: the node starts again a daemon of its own that died (not one
+        stopped on purpose; with back-off; systemd's job where systemd runs them). One line each:
+        node, daemon, what was seen (duo_ods.node.supervise)."""
+        if not self.config.supervise or time.monotonic() < self.next_supervise:
+            return
+        self.next_supervise = time.monotonic() + SUPERVISE_INTERVAL
+        for e in self.client.call(self.node.name, P.SUPERVISE).events:
+            died = f"node {self.node.name}: ods-{e.daemon} (pid {e.pid}) died ({e.seen})"
+            if e.action == "started":
+                log.warning("%s; started again, pid %s (restart %d)", died, e.new_pid, e.restarts)
+            elif e.action == "waiting":
+                log.error("%s; it keeps dying: started again in %.0f s", died, e.retry_in)
+            else:
+                log.error("%s; could not start it: %s (next try in %.0f s)", died, e.error, e.retry_in)
+
     def level_serials_when_due(self) -> None:
         """Every [serials] level_interval (key origin): a node that missed an update (stopped, or
         restarted outside ods-duo) gets the newest input above every stale copy (zones.catchup),
@@ -321,6 +339,7 @@ class Watcher:
                     self._safely(partial(self.reconcile, zones))
                     stats.handled(zones, time.time())
                 self._safely(partial(stats.tick, queue, time.time()))
+                self._safely(self.supervise_when_due)  # after the file events: they wait for nothing
                 self._safely(self.resume_keys_when_due)
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)

@@ -84,6 +84,13 @@ def lab_processes(lab_dir: Path) -> list[tuple[int, str]]:
     return found
 
 
+def without_supervisor(toml: str) -> str:
+    """A lab duo.toml whose watchers do not start a dead daemon again (`[watch] supervise = false`),
+    for tests that keep one dead on purpose (killed, not `node stop`)."""
+    assert "[watch]\n" in toml, "the lab's duo.toml has no [watch] table"
+    return toml.replace("[watch]\n", "[watch]\nsupervise = false\n")
+
+
 @pytest.fixture(scope="module")
 def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Factory: bring a lab up on a base address; every lab it made goes down at module end."""

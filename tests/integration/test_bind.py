@@ -14,7 +14,7 @@ import dns.zone
 import pytest
 
 from duo_ods.dns.query import soa_serial
-from tests.integration.conftest import Lab
+from tests.integration.conftest import Lab, without_supervisor
 from tests.support.dns_tools import DelvLoop, delv, ksk_of, write_trust_anchor
 from tests.support.dnssec import axfr, dnskey_rrset, signatures
 
@@ -32,7 +32,8 @@ RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "failover.
 
 @pytest.fixture(scope="module")
 def lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
-    return make_lab("127.0.0.140")
+    # Its tests keep a daemon dead on purpose (killed, not `node stop`): no supervisor restarts it.
+    return make_lab("127.0.0.140", edit=without_supervisor)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import Lab, without_supervisor
 from tests.support.dnssec import wait_signed, write_zone
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,8 @@ ZONE = "example.test"
 
 @pytest.fixture(scope="module")
 def lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
-    return make_lab("127.0.0.80")
+    # Its tests keep a daemon dead on purpose (killed, not `node stop`): no supervisor restarts it.
+    return make_lab("127.0.0.80", edit=without_supervisor)
 
 
 @pytest.fixture(scope="module")

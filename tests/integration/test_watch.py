@@ -120,6 +120,8 @@ def test_restart_resigns_nothing_and_sigterm_is_clean(lab: Lab, dropped: tuple[P
     """The serial alone cannot tell (the enforcer re-signs when key states move on): the watchers must
     do nothing on restart, and the nodes' input files must not be rewritten."""
     inputs = [Path(lab.node(n)["base_dir"]) / "var" / "unsigned" / ZONE for n in ("a", "b")]
+    # The test above waits for one node to serve its fix; the other's watcher may still be writing it.
+    wait_for("the same input on both nodes", lambda: len({p.read_bytes() for p in inputs}) == 1)
     before = [p.stat().st_mtime_ns for p in inputs]
     records = sorted(lab.dir.glob("state/watch-*.json"))
     logs = sorted(lab.dir.glob("log/watch-*.log"))

@@ -50,14 +50,25 @@ class FakeNodes(SharedFake):
 
     def __init__(
         self, keys: list[dict[str, Any]], enforcer_down: frozenset[str] = frozenset(),
-        db_down: frozenset[str] = frozenset(),
+        db_down: frozenset[str] = frozenset(), signer_down: frozenset[str] = frozenset(),
     ) -> None:  # fmt: skip
         super().__init__()
         self.keys = [P.KeyStateMsg.model_validate(k) for k in keys]
         self.enforcer_down = enforcer_down
         self.db_down = db_down
+        self.signer_down = signer_down
         self.on(P.ZONE_LIST, self.zone_list)
         self.on(P.KEY_STATES, self.key_states)
+        self.on(P.STATUS, self.status)
+
+    def status(self, node: str, request: P.Empty) -> P.StatusReply:
+        if node in self.db_down:
+            raise TransportError(f"node {node}: status failed: no route to host")
+        pids = {"signerd": None if node in self.signer_down else 10, "enforcerd": 11}
+        return P.StatusReply(
+            node=node, address="127.0.0.1", port=53, initialised=True, has_database=True, daemons=pids,
+            input_dir="in", zones=[],
+        )  # fmt: skip
 
     def zone_list(self, node: str, request: P.Empty) -> P.ZoneListReply:
         if node in self.enforcer_down:
@@ -99,8 +110,18 @@ def test_healthy(duo: Duo, keys: tuple[Key, Key]) -> None:
     assert [r.zone for r in reports] == [ZONE] and shown(reports) == []
     # One read per node for every zone, not one per zone: the whole database at once.
     assert sorted((n, op.name) for n, op in nodes.calls) == [
-        ("a", "key-states"), ("a", "zone-list"), ("b", "key-states"), ("b", "zone-list"),
+        ("a", "key-states"), ("a", "status"), ("a", "zone-list"),
+        ("b", "key-states"), ("b", "status"), ("b", "zone-list"),
     ]  # fmt: skip
+
+
+def test_a_stopped_signer_is_named_with_its_node(duo: Duo, keys: tuple[Key, Key]) -> None:
+    nodes = FakeNodes([key_states(keys[0], "KSK", "c1" * 16)], signer_down=frozenset("b"))
+    reports = check_duo(duo, nodes.client, [], Thresholds(), workers=1)
+    assert shown(reports)[0] == (
+        "warning [b] ods-signerd is not running on node b (`ods-duo node start b`; its watcher starts "
+        "a daemon that died again by itself)"
+    )
 
 
 def test_a_node_whose_enforcer_is_down_is_marked_and_the_rest_runs(duo: Duo, keys: tuple[Key, Key]) -> None:

@@ -50,6 +50,12 @@ class FakeNode(FakeNodes):
         self.on(P.RELAY_SYNC, lambda n, r: P.RelaySyncReply(  # the watcher's relay tick: nothing signed
             node=n, zones=[], members=[], catalog="duo.catalog.invalid", serial=None, changed=False,
             reloaded=False))  # fmt: skip
+        self.supervised: list[P.SuperviseEvent] = []  # what the node's supervisor answers next
+        self.on(P.SUPERVISE, self.supervise)
+
+    def supervise(self, node: str, request: P.Empty) -> P.SuperviseReply:
+        events, self.supervised = self.supervised, []
+        return P.SuperviseReply(node=node, events=events)
 
     def add_batch(self, node: str, request: P.ZoneBatchRequest) -> P.ZoneBatchReply:
         for item in request.zones:
@@ -345,3 +351,26 @@ def test_production_secondaries_are_left_to_bind_config(duo: Duo, monkeypatch: p
     lab_duo = dataclasses.replace(duo, secondary_dirs={"ns1": duo.config_path.parent / "ns1"})
     watcher(lab_duo, node)._after_new_zone()
     assert synced == [lab_duo]
+
+
+def test_the_watcher_asks_its_node_to_supervise_and_logs_each_restart_in_one_line(
+    duo: Duo, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = FakeNode()
+    node.supervised = [
+        P.SuperviseEvent(daemon="signerd", pid=41, seen="last log line: Segmentation fault:",
+                         action="started", new_pid=42, restarts=1, retry_in=0.0),
+        P.SuperviseEvent(daemon="enforcerd", pid=43, seen="exit status 1", action="waiting", new_pid=None,
+                         restarts=3, retry_in=20.0),
+    ]  # fmt: skip
+    w = watcher(duo, node)
+    with caplog.at_level(logging.INFO):
+        w.supervise_when_due()
+        w.supervise_when_due()  # not due again yet: one call
+    assert [(n, op.name) for n, op in node.calls] == [("a", "supervise")]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "node a: ods-signerd (pid 41) died (last log line: Segmentation fault:); started again, pid 42 "
+        "(restart 1)",
+        "node a: ods-enforcerd (pid 43) died (exit status 1); it keeps dying: started again in 20 s",
+    ]
