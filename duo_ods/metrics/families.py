@@ -7,7 +7,7 @@ as `check` names them), `node`, `daemon`.
 
 from __future__ import annotations
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from duo_ods.check.model import ZoneReport
 from duo_ods.metrics.observation import KeyViews, Observation
@@ -111,7 +111,14 @@ def watcher_families(obs: Observation) -> list[Metric]:
         "watcher_zone_file_error", "1 when the watcher's last attempt on the zone's file failed",
         ["node", "zone"],
     )  # fmt: skip
+    restarts = CounterMetricFamily(
+        PREFIX + "daemon_restarts",
+        "Times the node's watcher started a daemon that had died",
+        labels=["node", "daemon"],
+    )
     for w in obs.watchers:
+        for daemon, count in sorted(w.restarts.items()):
+            restarts.add_metric([w.node, daemon], count)
         for zone, state in sorted(w.files.items()):
             error.add_metric([w.node, zone], 1 if state.status == "error" else 0)
         if w.stats is None:
@@ -120,7 +127,7 @@ def watcher_families(obs: Observation) -> list[Metric]:
         seen.add_metric([w.node], w.stats.at)
         for zone, at in sorted(w.stats.events.items()):
             event.add_metric([w.node, zone], at)
-    return [queue, seen, event, error]
+    return [queue, seen, event, error, restarts]
 
 
 def exporter_families(obs: Observation) -> list[Metric]:

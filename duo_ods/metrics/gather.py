@@ -26,6 +26,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
 from duo_ods.metrics.observation import Checked, KeyViews, Observation, WatcherView
 from duo_ods.metrics.watchfile import load_stats, stats_path
+from duo_ods.node.supervise import restart_counts
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.watch.state import load_state, state_path
@@ -51,7 +52,9 @@ def _key_states(client: NodeClient, node: str) -> KeyViews:
 
 def _watcher(duo: Duo, node: str) -> WatcherView:
     state = duo.nodes[node].paths.state
-    return WatcherView(node, load_state(state_path(state)), load_stats(stats_path(state)))
+    return WatcherView(
+        node, load_state(state_path(state)), load_stats(stats_path(state)), restart_counts(state)
+    )
 
 
 def _taker(errors: list[str]) -> Callable[[str, Future[T], Callable[[T], object]], None]:

@@ -20,6 +20,7 @@ class WatcherView:
     node: str
     files: dict[str, ZoneFileState] = field(default_factory=dict)
     stats: WatchStats | None = None
+    restarts: dict[str, int] = field(default_factory=dict)  # daemon -> times its supervisor started it
 
 
 @dataclass

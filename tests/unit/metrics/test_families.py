@@ -144,6 +144,7 @@ def test_nodes_backup_watchers() -> None:
                 "a",
                 {ZONE: ZoneFileState("d", "error", "bad"), "ok.test": ZoneFileState("e", "ok")},
                 WatchStats(at=NOW - 5, queue=3, events={ZONE: NOW - 60}),
+                {"signerd": 2, "enforcerd": 0},
             ),
             WatcherView("b", {}, None),
         ],
@@ -158,6 +159,8 @@ def test_nodes_backup_watchers() -> None:
     assert value(found, "backup_bundles") == 4
     assert value(found, "backup_snapshot_timestamp_seconds") == NOW - 3600
     assert value(found, "watcher_queue_length", node="a") == 3
+    assert value(found, "daemon_restarts_total", node="a", daemon="signerd") == 2
+    assert value(found, "daemon_restarts_total", node="a", daemon="enforcerd") == 0
     assert value(found, "watcher_last_event_timestamp_seconds", node="a", zone=ZONE) == NOW - 60
     assert value(found, "watcher_zone_file_error", node="a", zone=ZONE) == 1
     assert value(found, "watcher_zone_file_error", node="a", zone="ok.test") == 0
