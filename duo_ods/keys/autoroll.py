@@ -1,0 +1,216 @@
+"""The rollover scheduler's I/O: read every node's key states, decide (duo_ods.keys.schedule), act.
+
+One pass runs under the duo's key lock, so the watcher's scheduler, a `key schedule --once` timer and
+a person's `key rollover` never both start a rollover: each decides from what it read under the lock.
+A pass never waits long: a DS the parent does not serve yet is looked at again on the next pass
+(the enforcer waits the DS TTL and propagation delay itself after ds-seen: nothing waits twice).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dns.rdtypes.ANY.DS import DS
+
+from duo_ods.config.durations import parse_duration
+from duo_ods.config.resolve import Duo
+from duo_ods.errors import DuoError
+from duo_ods.keys.dnssec import make_dnskey, make_ds
+from duo_ods.keys.flow import finish_pending
+from duo_ods.keys.journal import KeyLockError, key_lock, state_dir
+from duo_ods.keys.rollover import mark_ds_locked, resume_locked, rollover_locked
+from duo_ods.keys.schedule import Action, NodeStates, decide
+from duo_ods.parent.agents import all_serve, ask_all, ds_key, none_serve
+from duo_ods.parent.config import Parent, parent_for
+from duo_ods.parent.ledger import Ledger, Submission, due
+from duo_ods.parent.submit import SubmitAction, submit
+from duo_ods.protocol import ops as P
+from duo_ods.protocol.client import NodeClient
+
+log = logging.getLogger(__name__)
+
+PASS_LOCK_WAIT = 10.0  # seconds a pass waits for another key command; busy longer: the next pass
+
+
+@dataclass
+class Outcome:
+    action: Action
+    done: bool  # the action happened (a rollover started, a DS marked); False: it waits
+    message: str
+    changed: bool = False  # keys changed (a backup snapshot is due)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "action": self.action.to_json()}
+
+
+def lifetimes(duo: Duo) -> dict[str, int]:
+    policy = duo.config.policy
+    return {
+        "KSK": parse_duration(policy.ksk_lifetime),
+        "ZSK": parse_duration(policy.zsk_lifetime),
+        "CSK": parse_duration(policy.csk_lifetime),
+    }
+
+
+def read_states(duo: Duo, client: NodeClient) -> tuple[dict[str, NodeStates | str], dict[str, int]]:
+    """node -> zone -> keys (or why the node did not answer); zone -> the enforcer's next change."""
+    states: dict[str, NodeStates | str] = {}
+    next_change: dict[str, int] = {}
+    for node in duo.nodes:
+        try:
+            zones = client.call(node, P.KEY_STATES).zones
+        except DuoError as exc:
+            states[node] = str(exc).splitlines()[0][:300]
+            continue
+        states[node] = {z.zone: z.keys for z in zones}
+        for z in zones:
+            change = z.fields.get("nextChange", 0)
+            if change > 0:
+                next_change[z.zone] = min(next_change.get(z.zone, change), change)
+    return states, next_change
+
+
+def run_pass(duo: Duo, client: NodeClient, now: float | None = None) -> list[Outcome]:
+    """One look at every zone, under the key lock; what was done and what waits (and why)."""
+    try:
+        with key_lock(duo, "key schedule", wait=PASS_LOCK_WAIT):
+            return _run_pass_locked(duo, client, time.time() if now is None else now)
+    except KeyLockError as exc:
+        return [
+            Outcome(Action("wait", "*", reason=str(exc)), False, f"busy: {exc}; the next pass tries again")
+        ]
+
+
+def _run_pass_locked(duo: Duo, client: NodeClient, now: float) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    try:
+        finished = finish_pending(duo, client)
+    except DuoError as exc:
+        why = f"an unfinished key command waits: {exc}"
+        return [Outcome(Action("wait", "*", reason=why), False, why)]
+    if finished is not None:
+        outcomes.append(Outcome(Action("resume", "*"), True, finished.message, changed=True))
+    states, _next = read_states(duo, client)
+    auto = duo.config.rollover.auto
+    actions = decide(states, lifetimes(duo), now, lambda z: parent_for(duo, z) is not None, auto=auto)
+    ledger = Ledger(state_dir(duo) / "parent.json")
+    for action in actions:
+        try:
+            outcomes.append(_act(duo, client, action, ledger, now))
+        except DuoError as exc:
+            outcomes.append(Outcome(action, False, f"zone {action.zone}: {action.kind} failed: {exc}"))
+    return outcomes
+
+
+def _act(duo: Duo, client: NodeClient, action: Action, ledger: Ledger, now: float) -> Outcome:
+    if action.kind == "wait":
+        return Outcome(action, False, f"zone {action.zone}: waits: {action.reason}")
+    if action.kind == "roll":
+        done = rollover_locked(duo, client, action.zone, action.role.lower())
+        return Outcome(
+            action, True,
+            f"zone {action.zone}: {action.reason}: {done.role} rollover to key {done.keytag} started on "
+            f"{', '.join(done.started)}, {done.spread:.2f} s apart", changed=True,
+        )  # fmt: skip
+    if action.kind == "resume":
+        done = resume_locked(duo, client, action.zone, action.role)
+        where = ", ".join(done.started)
+        return Outcome(action, True, f"zone {action.zone}: {action.reason}: resumed on {where}", changed=True)
+    parent = parent_for(duo, action.zone)
+    assert parent is not None  # decide() asks for DS work only where a parent is configured
+    return _ds_step(duo, client, action, parent, ledger=ledger, now=now)
+
+
+def ds_of(duo: Duo, client: NodeClient, zone: str, locator: str) -> DS:
+    """The SHA-256 DS of a KSK, from the first node whose HSM has it."""
+    problems = []
+    for node in duo.nodes:
+        try:
+            keys = client.call(node, P.KEY_LIST, P.KeyListRequest(zone=zone)).keys
+            key = next(k for k in keys if k.locator == locator)
+            public = client.call(node, P.KEY_PUBLIC, P.LocatorRequest(locator=locator)).public
+        except (DuoError, StopIteration) as exc:
+            problems.append(f"node {node}: {exc or 'no such key'}")
+            continue
+        if public is not None:
+            return make_ds(zone, make_dnskey(key.role, key.algorithm, base64.b64decode(public)))
+    raise DuoError(f"zone {zone}: no node has the public key {locator}: {'; '.join(problems)}")
+
+
+def _ds_step(
+    duo: Duo, client: NodeClient, action: Action, parent: Parent, *, ledger: Ledger, now: float
+) -> Outcome:
+    """Submit (once, retried after a failure), then look at every agent; mark only what all serve."""
+    zone, tag = action.zone, action.keytag
+    ds = ds_of(duo, client, zone, action.locator)
+    change: SubmitAction = "add" if action.kind == "ds-seen" else "remove"
+    entry = ledger.get(zone, tag, change)
+    if parent.can_submit and due(entry, now, duo.config.rollover.submit_retry):
+        entry = entry or Submission(zone, tag, change)
+        entry.attempts += 1
+        entry.last_try = now
+        try:
+            told = submit(parent, change, tag, ds)
+        except DuoError as exc:
+            entry.error = str(exc)
+            ledger.put(entry)
+            log.error("zone %s: DS %d %s: attempt %d failed: %s (retried in %.0f s)", zone, tag, change,
+                      entry.attempts, exc, duo.config.rollover.submit_retry)  # fmt: skip
+        else:
+            entry.done, entry.error = True, ""
+            ledger.put(entry)
+            log.info("zone %s: DS %d: %s", zone, tag, "; ".join(told))
+    if entry is not None and not entry.done:
+        return Outcome(
+            action, False,
+            f"zone {zone}: the DS {change} of KSK {tag} failed {entry.attempts} time(s), "
+            f"retried: {entry.error}",
+        )  # fmt: skip
+    views = ask_all(parent.agents, zone)
+    wanted = ds_key(ds)
+    verdict = all_serve(views, wanted) if action.kind == "ds-seen" else none_serve(views, wanted)
+    if not verdict.ok:
+        return Outcome(
+            action, False, f"zone {zone}: KSK {tag} waits on the parent: {'; '.join(verdict.problems)}"
+        )
+    marked = mark_ds_locked(duo, client, zone, tag, "seen" if action.kind == "ds-seen" else "gone")
+    ledger.drop(zone, tag, change)
+    agents = ", ".join(sorted(views))
+    where = "served by" if change == "add" else "gone from"
+    return Outcome(
+        action, True,
+        f"zone {zone}: DS of KSK {tag} {where} every parental agent ({agents}); marked {marked['action']} "
+        f"on {', '.join(marked['nodes'])}, {marked['spread']:.2f} s apart",
+        changed=True,
+    )  # fmt: skip
+
+
+class Scheduler:
+    """The key origin's watcher runs one pass every [rollover] interval; waits are logged when they change."""
+
+    def __init__(self, duo: Duo, client: NodeClient, enabled: bool) -> None:
+        self.duo = duo
+        self.client = client
+        self.enabled = enabled
+        self.interval = duo.config.rollover.interval
+        self.next = time.monotonic()
+        self.told: set[str] = set()
+
+    def tick(self) -> bool:
+        """True when keys changed (the watcher then snapshots for the backup)."""
+        if not self.enabled or time.monotonic() < self.next:
+            return False
+        self.next = time.monotonic() + self.interval
+        outcomes = run_pass(self.duo, self.client)
+        waits = {o.message for o in outcomes if not o.done}
+        for message in sorted(waits - self.told):
+            log.warning("rollover scheduler: %s", message)
+        self.told = waits
+        for o in outcomes:
+            if o.done:
+                log.info("rollover scheduler: %s", o.message)
+        return any(o.changed for o in outcomes)
