@@ -18,12 +18,13 @@ from dns.rdtypes.ANY.DS import DS
 
 from duo_ods.config.durations import parse_duration
 from duo_ods.config.resolve import Duo
+from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import DuoError
 from duo_ods.keys.dnssec import make_dnskey, make_ds
 from duo_ods.keys.flow import finish_pending
 from duo_ods.keys.journal import KeyLockError, key_lock, state_dir
 from duo_ods.keys.rollover import mark_ds_locked, resume_locked, rollover_locked
-from duo_ods.keys.schedule import Action, NodeStates, decide
+from duo_ods.keys.schedule import Action, NodeStates, Step, decide, timeline
 from duo_ods.parent.agents import all_serve, ask_all, ds_key, none_serve
 from duo_ods.parent.config import Parent, parent_for
 from duo_ods.parent.ledger import Ledger, Submission, due
@@ -42,6 +43,7 @@ class Outcome:
     done: bool  # the action happened (a rollover started, a DS marked); False: it waits
     message: str
     changed: bool = False  # keys changed (a backup snapshot is due)
+    failed: bool = False  # an error (a node refused, a submit failed), not just a wait
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "action": self.action.to_json()}
@@ -102,7 +104,9 @@ def _run_pass_locked(duo: Duo, client: NodeClient, now: float) -> list[Outcome]:
         try:
             outcomes.append(_act(duo, client, action, ledger, now))
         except DuoError as exc:
-            outcomes.append(Outcome(action, False, f"zone {action.zone}: {action.kind} failed: {exc}"))
+            outcomes.append(
+                Outcome(action, False, f"zone {action.zone}: {action.kind} failed: {exc}", failed=True)
+            )
     return outcomes
 
 
@@ -169,6 +173,7 @@ def _ds_step(
             action, False,
             f"zone {zone}: the DS {change} of KSK {tag} failed {entry.attempts} time(s), "
             f"retried: {entry.error}",
+            failed=True,
         )  # fmt: skip
     views = ask_all(parent.agents, zone)
     wanted = ds_key(ds)
@@ -214,3 +219,17 @@ class Scheduler:
             if o.done:
                 log.info("rollover scheduler: %s", o.message)
         return any(o.changed for o in outcomes)
+
+
+def timeline_of(duo: Duo, client: NodeClient, zone: str | None = None) -> list[Step]:
+    """`key timeline`: from the key origin's enforcer (the nodes agree within the skew margin)."""
+    origin = duo.config.key_origin or next(iter(duo.nodes))
+    request = P.KeyStatesRequest(zone=normalize_zone_name(zone) if zone else None)
+    steps: list[Step] = []
+    for z in client.call(origin, P.KEY_STATES, request).zones:
+        change = z.fields.get("nextChange", 0)
+        steps += timeline(
+            z.zone, z.keys, change, lifetimes(duo), parent=parent_for(duo, z.zone) is not None,
+            auto=duo.config.rollover.auto,
+        )  # fmt: skip
+    return steps
