@@ -25,7 +25,8 @@ def key(
     states: dict[str, str] | None = None, introducing: int = 1,
 ) -> P.KeyStateMsg:  # fmt: skip
     records = [
-        P.RecordStateMsg(type=t, state=s, last_change=0, minimize=0, ttl=300) for t, s in (states or ALL_IN).items()
+        P.RecordStateMsg(type=t, state=s, last_change=0, minimize=0, ttl=300)
+        for t, s in (states or ALL_IN).items()
     ]
     return P.KeyStateMsg(
         zone=ZONE, locator=locator, role=role, algorithm=13, inception=inception, keytag=tag,
