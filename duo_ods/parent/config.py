@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from duo_ods.config.durations import parse_duration
 from duo_ods.config.model import ParentConfig, split_agent
 from duo_ods.config.resolve import Duo
 from duo_ods.dns.names import normalize_zone_name
@@ -18,6 +19,7 @@ class Parent:
     submit_command: list[str]
     update_server: tuple[str, int] | None
     tsig_key_file: Path | None
+    ds_ttl: int  # the TTL an UPDATE gives the DS: the policy's, which the enforcer waits out
 
     @property
     def can_submit(self) -> bool:
@@ -45,4 +47,5 @@ def parent_for(duo: Duo, zone: str) -> Parent | None:
         submit_command=list(config.submit_command),
         update_server=split_agent(config.update_server) if config.update_server else None,
         tsig_key_file=(key if key.is_absolute() else (here / key).resolve()) if key else None,
+        ds_ttl=parse_duration(duo.config.policy.ds_ttl),
     )

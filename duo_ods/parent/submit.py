@@ -22,7 +22,6 @@ from duo_ods.parent.config import Parent
 SubmitAction = Literal["add", "remove"]
 COMMAND_TIMEOUT = 120.0  # seconds a submit command may take
 UPDATE_TIMEOUT = 10.0
-DS_TTL = 3600  # the TTL an UPDATE gives a new DS (the parent's policy may override it)
 
 
 class SubmitError(DuoError):
@@ -69,7 +68,7 @@ def send_update(parent: Parent, action: SubmitAction, ds: DS) -> None:
     )  # fmt: skip
     owner = dns.name.from_text(parent.zone)
     if action == "add":
-        update.add(owner, DS_TTL, ds)
+        update.add(owner, parent.ds_ttl, ds)
     else:
         update.delete(owner, ds)
     host, port = parent.update_server
