@@ -148,50 +148,49 @@ def ds_of(duo: Duo, client: NodeClient, zone: str, locator: str) -> DS:
 def _ds_step(
     duo: Duo, client: NodeClient, action: Action, parent: Parent, *, ledger: Ledger, now: float
 ) -> Outcome:
-    """Submit (once, retried after a failure), then look at every agent; mark only what all serve."""
+    """Look at every agent first: what all of them serve already is marked (nothing is submitted
+    twice); otherwise submit (once, a failure retried after [rollover] submit_retry) and look again
+    on the next pass. Nothing is marked that one agent does not serve."""
     zone, tag = action.zone, action.keytag
     ds = ds_of(duo, client, zone, action.locator)
     change: SubmitAction = "add" if action.kind == "ds-seen" else "remove"
+    wanted = ds_key(ds)
+    views = ask_all(parent.agents, zone)
+    verdict = all_serve(views, wanted) if change == "add" else none_serve(views, wanted)
+    if verdict.ok:
+        marked = mark_ds_locked(duo, client, zone, tag, "seen" if change == "add" else "gone")
+        ledger.drop(zone, tag, change)
+        where = "served by" if change == "add" else "gone from"
+        return Outcome(
+            action, True,
+            f"zone {zone}: DS of KSK {tag} {where} every parental agent ({', '.join(sorted(views))}); "
+            f"marked {marked['action']} on {', '.join(marked['nodes'])}, {marked['spread']:.2f} s apart",
+            changed=True,
+        )  # fmt: skip
+    waiting = f"zone {zone}: KSK {tag} waits on the parent: {'; '.join(verdict.problems)}"
     entry = ledger.get(zone, tag, change)
-    if parent.can_submit and due(entry, now, duo.config.rollover.submit_retry):
-        entry = entry or Submission(zone, tag, change)
-        entry.attempts += 1
-        entry.last_try = now
-        try:
-            told = submit(parent, change, tag, ds)
-        except DuoError as exc:
-            entry.error = str(exc)
-            ledger.put(entry)
-            log.error("zone %s: DS %d %s: attempt %d failed: %s (retried in %.0f s)", zone, tag, change,
-                      entry.attempts, exc, duo.config.rollover.submit_retry)  # fmt: skip
-        else:
-            entry.done, entry.error = True, ""
-            ledger.put(entry)
-            log.info("zone %s: DS %d: %s", zone, tag, "; ".join(told))
-    if entry is not None and not entry.done:
+    if not parent.can_submit or not due(entry, now, duo.config.rollover.submit_retry):
+        failed = entry is not None and not entry.done
+        if entry is not None and failed:
+            waiting += f" (the DS {change} failed {entry.attempts} time(s), retried: {entry.error})"
+        return Outcome(action, False, waiting, failed=failed)
+    entry = entry or Submission(zone, tag, change)
+    entry.attempts += 1
+    entry.last_try = now
+    try:
+        told = submit(parent, change, tag, ds)
+    except DuoError as exc:
+        entry.error = str(exc)
+        ledger.put(entry)
+        retry = duo.config.rollover.submit_retry
         return Outcome(
             action, False,
-            f"zone {zone}: the DS {change} of KSK {tag} failed {entry.attempts} time(s), "
-            f"retried: {entry.error}",
+            f"{waiting} (the DS {change} failed, attempt {entry.attempts}, retried in {retry:.0f} s: {exc})",
             failed=True,
         )  # fmt: skip
-    views = ask_all(parent.agents, zone)
-    wanted = ds_key(ds)
-    verdict = all_serve(views, wanted) if action.kind == "ds-seen" else none_serve(views, wanted)
-    if not verdict.ok:
-        return Outcome(
-            action, False, f"zone {zone}: KSK {tag} waits on the parent: {'; '.join(verdict.problems)}"
-        )
-    marked = mark_ds_locked(duo, client, zone, tag, "seen" if action.kind == "ds-seen" else "gone")
-    ledger.drop(zone, tag, change)
-    agents = ", ".join(sorted(views))
-    where = "served by" if change == "add" else "gone from"
-    return Outcome(
-        action, True,
-        f"zone {zone}: DS of KSK {tag} {where} every parental agent ({agents}); marked {marked['action']} "
-        f"on {', '.join(marked['nodes'])}, {marked['spread']:.2f} s apart",
-        changed=True,
-    )  # fmt: skip
+    entry.done, entry.error = True, ""
+    ledger.put(entry)
+    return Outcome(action, False, f"{waiting} (DS {change} submitted: {'; '.join(told)})")
 
 
 class Scheduler:
