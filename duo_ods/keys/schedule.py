@@ -142,7 +142,9 @@ def _ds_actions(zone: str, per_node: Mapping[str, Sequence[KeyStateMsg]], parent
         sample = next(k for ks in per_node.values() for k in ks if k.locator == locator)
         if all(f in DS_TO_SEE | {DS_SEEN} for f in flags) and any(f in DS_TO_SEE for f in flags):
             kind: ActionKind = "ds-seen"
-        elif all(f in DS_TO_GO | {0} for f in flags) and any(f == 4 for f in flags):
+        elif all(f in DS_TO_GO | {0} for f in flags) and any(f in DS_TO_GO for f in flags):
+            # The enforcer moves retract (4) on to retracted (5) by itself; either waits for ds-gone,
+            # and 0 is a node told already (ds-gone ends at unsubmitted).
             kind = "ds-gone"
         else:
             continue

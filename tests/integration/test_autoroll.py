@@ -98,6 +98,7 @@ class Watch:
     checks: int = 0
     drift: list[str] = field(default_factory=list)
     parent_warnings: list[str] = field(default_factory=list)
+    shown: dict[int, float] = field(default_factory=dict)  # key tag -> when `key timeline` said it rolls
     stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self) -> None:
@@ -115,10 +116,17 @@ class Watch:
                 )
         self.samples += 1
 
+    def look_at_timeline(self) -> None:
+        """The first time `key timeline` names a key's rollover, and when it says it will be."""
+        for step in timeline(self.lab):
+            if step["next"].endswith(" rollover") and step["keytag"] not in self.shown:
+                self.shown[step["keytag"]] = float(step["at"])
+
     def run(self) -> None:
         last_check = 0.0
         while not self.stop.wait(SAMPLE):
             self.sample()
+            self.look_at_timeline()
             if time.monotonic() - last_check > 20:
                 last_check = time.monotonic()
                 report = check(self.lab)
@@ -137,13 +145,24 @@ def check(lab: Lab) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the submit command lives, logs what it got and looks for the hold flag."""
-    return tmp_path_factory.mktemp("registry")
+    """Where the submit command lives, logs what it got and looks for the hold flag. The flag is
+    there from the start: the first KSK's DS is at the lab's parent already (nothing to submit), and
+    the new KSK's submission must fail until the test has seen the rollover held."""
+    folder = tmp_path_factory.mktemp("registry")
+    (folder / "hold").write_text("the registry is down\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
 def lab(make_lab: Callable[..., Lab], registry: Path) -> Lab:
     return make_lab(BASE, "--parent", edit=autoroll_policy(registry))
+
+
+@pytest.fixture(scope="module")
+def first(lab: Lab) -> dict[str, dict[str, Any]]:
+    """The keys `lab up` made: role -> key (read before anything rolls)."""
+    keys = key_states(lab)["a"]
+    return {role: live(keys, role)[0] for role in ("KSK", "ZSK")}
 
 
 @pytest.fixture(scope="module")
@@ -277,36 +296,28 @@ def margin() -> float:
     return INTERVAL + SECONDS["skew_margin"]
 
 
-def rolled_when_shown(lab: Lab, role: str, first: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-    """Wait until `key timeline` shows the role's rollover, then for its successor; returns (when the
-    timeline said, the successor)."""
-    deadline = time.monotonic() + STEP_TIMEOUT
-    shown: float | None = None
-    while shown is None:
-        steps = [
-            s for s in timeline(lab) if s["keytag"] == first["keytag"] and s["next"] == f"{role} rollover"
-        ]
-        if steps:
-            shown = float(steps[0]["at"])
-        else:
-            assert time.monotonic() < deadline, f"timeline never showed the {role} rollover: {timeline(lab)}"
-            time.sleep(2)
+def rolled_when_shown(
+    lab: Lab, watch: Watch, role: str, first: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """Wait for the role's successor; returns (when `key timeline` said it would roll, the successor)."""
     wait_for(lab, f"{role} successor", lambda s: all(len(live(keys, role)) == 2 for keys in s.values()))
     [successor] = [k for k in live(key_states(lab)["a"], role) if k["locator"] != first["locator"]]
-    return shown, successor
+    assert first["keytag"] in watch.shown, f"key timeline never showed the {role} {first['keytag']} rollover"
+    return watch.shown[first["keytag"]], successor
 
 
-def test_lab_status_names_the_parent_and_its_anchor(lab: Lab) -> None:
+def test_lab_status_names_the_parent_and_its_anchor(lab: Lab, first: dict[str, dict[str, Any]]) -> None:
     parent = lab.status["parent"]
     assert parent["address"] == "127.0.12.15" and parent["pid"] is not None
     assert "IN DNSKEY 257 3 13 " in Path(parent["trust_anchor"]).read_text()
     assert oct(Path(parent["tsig_key_file"]).stat().st_mode & 0o777) == "0o600"
-    ksk = live(key_states(lab)["a"], "KSK")[0]
-    assert parent_ds(lab) == {ksk["keytag"]}, "the parent starts with the lab's DS"
+    assert parent_ds(lab) == {first["KSK"]["keytag"]}, "the parent starts with the lab's DS"
 
 
-def test_the_first_ksk_is_marked_seen_with_no_command(lab: Lab, watch: Watch) -> None:
-    [ksk] = live(key_states(lab)["a"], "KSK")
+def test_the_first_ksk_is_marked_seen_with_no_command(
+    lab: Lab, watch: Watch, first: dict[str, dict[str, Any]]
+) -> None:
+    ksk = first["KSK"]
     wait_for(
         lab,
         "first KSK's DS seen",
@@ -315,9 +326,11 @@ def test_the_first_ksk_is_marked_seen_with_no_command(lab: Lab, watch: Watch) ->
     assert "served by every parental agent" in watcher_log(lab)
 
 
-def test_the_zsk_rolls_when_the_timeline_said(lab: Lab, watch: Watch) -> None:
-    [zsk] = live(key_states(lab)["a"], "ZSK")
-    shown, new = rolled_when_shown(lab, "ZSK", zsk)
+def test_the_zsk_rolls_when_the_timeline_said(
+    lab: Lab, watch: Watch, first: dict[str, dict[str, Any]]
+) -> None:
+    zsk = first["ZSK"]
+    shown, new = rolled_when_shown(lab, watch, "ZSK", zsk)
     states = key_states(lab)
     taken = [next(k for k in keys if k["locator"] == new["locator"]) for keys in states.values()]
     assert abs(taken[0]["inception"] - taken[1]["inception"]) <= 1, (
@@ -332,11 +345,12 @@ def test_the_zsk_rolls_when_the_timeline_said(lab: Lab, watch: Watch) -> None:
     wait_for(lab, "old ZSK gone", on_every_node(zsk["locator"], lambda k: record(k, "dnskey") == "hidden"))
 
 
-def test_the_ksk_rolls_and_a_wrong_parent_holds_it(lab: Lab, watch: Watch, registry: Path) -> None:
-    [old] = live(key_states(lab)["a"], "KSK")
+def test_the_ksk_rolls_and_a_wrong_parent_holds_it(
+    lab: Lab, watch: Watch, registry: Path, first: dict[str, dict[str, Any]]
+) -> None:
+    old = first["KSK"]
     hold = registry / "hold"
-    hold.write_text("the registry is down\n")  # the submit command fails from here
-    shown, new = rolled_when_shown(lab, "KSK", old)
+    shown, new = rolled_when_shown(lab, watch, "KSK", old)
     late = new["inception"] - shown
     print(f"KSK rollover: timeline said {shown:.0f}, successor taken {new['inception']} ({late:+.0f} s)")
     assert -1 <= late <= margin() + 10

@@ -120,10 +120,16 @@ def test_a_node_told_already_does_not_stop_ds_seen_for_the_other() -> None:
     assert [a.kind for a in decide(states, LIFETIMES, 1, lambda z: True)] == ["ds-seen"]
 
 
-def test_old_ds_to_retract_is_withdrawn() -> None:
-    old = key("a0" * 16, "KSK", ds=4, tag=10, introducing=0)
+@pytest.mark.parametrize("flag", [4, 5])
+def test_old_ds_to_retract_or_retracted_is_withdrawn(flag: int) -> None:
+    old = key("a0" * 16, "KSK", ds=flag, tag=10, introducing=0)
     [action] = decide(both(KSK, ZSK, old), LIFETIMES, 1, lambda z: True)
     assert (action.kind, action.keytag) == ("ds-gone", 10)
+
+
+def test_a_ksk_never_submitted_is_not_withdrawn() -> None:
+    unsubmitted = key("a2" * 16, "KSK", ds=0, tag=12)
+    assert decide(both(KSK, ZSK, unsubmitted), LIFETIMES, 1, lambda z: True) == []
 
 
 def test_auto_off_keeps_the_parent_work_but_starts_no_rollover() -> None:
