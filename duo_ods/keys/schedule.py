@@ -96,7 +96,7 @@ def _decide_zone(
     per_node = {n: list(s[zone]) for n, s in views.items()}
     actions: list[Action] = []
     for role in ROLES:
-        locators = {n: {k.locator for k in live(keys, role)} for n, keys in per_node.items()}
+        locators = {n: {k.locator for k in keys if k.role == role} for n, keys in per_node.items()}
         everywhere = set.intersection(*locators.values())
         somewhere = set.union(*locators.values())
         if somewhere != everywhere:
@@ -108,6 +108,13 @@ def _decide_zone(
                     "resume", zone, role, locator=locator,
                     reason=f"{role} {locator} is on some nodes only (not on {', '.join(lacking)})",
                 ))  # fmt: skip
+            continue
+        if len({frozenset(k.locator for k in live(keys, role)) for keys in per_node.values()}) > 1:
+            # One enforcer lags (it was down, or runs a few seconds behind): no new rollover until
+            # they agree on which keys are live.
+            actions.append(
+                Action("wait", zone, role, reason=f"the nodes' enforcers differ on the live {role}s")
+            )
             continue
         first = next(iter(per_node.values()))
         keys = live(first, role)

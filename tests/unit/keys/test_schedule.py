@@ -179,3 +179,13 @@ def test_a_pass_with_a_node_down_changes_nothing_and_says_so(duo: Duo) -> None:
     [outcome] = run_pass(duo, fake.client, now=61)
     assert not outcome.done and "node b does not answer" in outcome.message
     assert P.KEY_POOL_ADD not in fake.ops_called() and P.KEY_ROLLOVER not in fake.ops_called()
+
+
+def test_an_enforcer_lagging_on_a_dead_key_holds_new_rollovers_without_a_resume() -> None:
+    dead = key("b0" * 16, "ZSK", introducing=0, states={"dnskey": "hidden", "rrsig": "hidden"})
+    going = key("b0" * 16, "ZSK", introducing=0, states={"dnskey": "unretentive", "rrsig": "hidden"})
+    states: dict[str, dict[str, list[P.KeyStateMsg]] | str] = {
+        "a": {ZONE: [KSK, ZSK, dead]}, "b": {ZONE: [KSK, ZSK, going]},
+    }  # fmt: skip
+    [action] = decide(states, LIFETIMES, 200 * DAY, no_parent)
+    assert action.kind == "wait" and "differ" in action.reason
