@@ -142,6 +142,7 @@ def _ds_actions(zone: str, per_node: Mapping[str, Sequence[KeyStateMsg]], parent
     """A KSK whose DS every enforcer waits for at the parent (or for the parent to drop)."""
     actions: list[Action] = []
     locators = {k.locator for ks in per_node.values() for k in ks if k.role == "KSK"}
+    pending: list[tuple[ActionKind, KeyStateMsg]] = []
     for locator in sorted(locators):
         flags = [k.flags["dsAtParent"] for ks in per_node.values() for k in ks if k.locator == locator]
         if len(flags) != len(per_node):
@@ -155,7 +156,20 @@ def _ds_actions(zone: str, per_node: Mapping[str, Sequence[KeyStateMsg]], parent
             kind = "ds-gone"
         else:
             continue
-        if parent:
+        pending.append((kind, sample))
+    # ds-seen first: ODS asks for the old DS to go as soon as the new one is submitted, but a parent
+    # without either would make the zone insecure. The old DS leaves once the new one is seen.
+    incoming = [k.keytag for kind, k in pending if kind == "ds-seen"]
+    for kind, sample in sorted(pending, key=lambda p: p[0] != "ds-seen"):
+        locator = sample.locator
+        if parent and kind == "ds-gone" and incoming:
+            tags = ", ".join(str(t) for t in incoming)
+            actions.append(Action(
+                "wait", zone, "KSK", sample.keytag, locator,
+                reason=f"the DS of KSK {sample.keytag} stays at the parent until that of KSK {tags} "
+                "is seen there",
+            ))  # fmt: skip
+        elif parent:
             actions.append(Action(kind, zone, "KSK", sample.keytag, locator))
         else:
             what = "published at" if kind == "ds-seen" else "withdrawn from"

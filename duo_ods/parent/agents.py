@@ -66,9 +66,12 @@ def all_serve(views: Mapping[str, AgentView], wanted: str) -> Verdict:
         if isinstance(view, str):
             problems.append(f"parental agent {agent}: {view}")
         elif wanted not in view:
+            tag = wanted.split(maxsplit=1)[0]
+            served = sorted(
+                f"{v.split()[0]}{' with another digest' if v.split()[0] == tag else ''}" for v in view
+            )
             problems.append(
-                f"parental agent {agent} does not serve DS {wanted.split(maxsplit=1)[0]} "
-                f"(serves {', '.join(sorted(v.split()[0] for v in view)) or 'no DS'})"
+                f"parental agent {agent} does not serve DS {tag} (serves {', '.join(served) or 'no DS'})"
             )
     return Verdict(not problems and bool(views), problems)
 

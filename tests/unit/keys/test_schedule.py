@@ -127,6 +127,18 @@ def test_old_ds_to_retract_or_retracted_is_withdrawn(flag: int) -> None:
     assert (action.kind, action.keytag) == ("ds-gone", 10)
 
 
+def test_the_old_ds_stays_until_the_new_one_is_seen() -> None:
+    new = key("a2" * 16, "KSK", ds=2, tag=12)
+    old = key("a1" * 16, "KSK", ds=5, tag=11, introducing=0)
+    actions = decide(both(old, ZSK, new), LIFETIMES, 1, lambda z: True)
+    assert [(a.kind, a.keytag) for a in actions] == [("ds-seen", 12), ("wait", 11)]
+    assert "until that of KSK 12 is seen" in actions[1].reason
+    seen = key("a2" * 16, "KSK", ds=3, tag=12)
+    assert [(a.kind, a.keytag) for a in decide(both(old, ZSK, seen), LIFETIMES, 1, lambda z: True)] == [
+        ("ds-gone", 11)
+    ]
+
+
 def test_a_ksk_never_submitted_is_not_withdrawn() -> None:
     unsubmitted = key("a2" * 16, "KSK", ds=0, tag=12)
     assert decide(both(KSK, ZSK, unsubmitted), LIFETIMES, 1, lambda z: True) == []

@@ -43,6 +43,8 @@ def test_views_allow_seen_only_when_every_agent_serves_it() -> None:
     held = all_serve({"p1": frozenset({OLD, NEW}), "p2": frozenset({OLD})}, NEW)
     assert not held.ok and "p2 does not serve DS 12 (serves 11)" in held.problems[0]
     assert not all_serve({"p1": frozenset({NEW}), "p2": "no answer (Timeout)"}, NEW).ok
+    wrong = all_serve({"p1": frozenset({"12 13 2 " + "00" * 32})}, NEW)
+    assert not wrong.ok and "serves 12 with another digest" in wrong.problems[0]
     assert not all_serve({}, NEW).ok  # no agent: nothing can be confirmed
 
 
