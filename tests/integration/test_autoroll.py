@@ -51,7 +51,7 @@ ZSK_LIFETIME = 100
 KSK_LIFETIME = 130
 SAMPLE = 2.0
 STEP_TIMEOUT = 300.0
-HOLD = 25.0  # seconds the test keeps the parent wrong and the submit command failing
+HOLD = 20.0  # seconds the test keeps the parent wrong and the submit command failing
 DS = {"unsubmitted": 0, "submit": 1, "submitted": 2, "seen": 3, "retract": 4, "retracted": 5}
 QUERIES = [(ZONE, "SOA"), (ZONE, "DNSKEY"), (f"www.{ZONE}", "A"), (f"nothere.{ZONE}", "A")]
 
@@ -123,9 +123,13 @@ class Watch:
                 self.shown[step["keytag"]] = float(step["at"])
 
     def run(self) -> None:
-        last_check = 0.0
         while not self.stop.wait(SAMPLE):
             self.sample()
+
+    def run_checks(self) -> None:
+        """`key timeline` and `check` take seconds each: in a thread of their own."""
+        last_check = 0.0
+        while not self.stop.wait(SAMPLE):
             self.look_at_timeline()
             if time.monotonic() - last_check > 20:
                 last_check = time.monotonic()
@@ -210,11 +214,16 @@ def resolver(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 @pytest.fixture(scope="module")
 def watch(lab: Lab, resolver: str) -> Iterator[Watch]:
     watching = Watch(lab)
-    thread = threading.Thread(target=watching.run, daemon=True)
-    thread.start()
+    threads = [
+        threading.Thread(target=watching.run, daemon=True),
+        threading.Thread(target=watching.run_checks, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     yield watching
     watching.stop.set()
-    thread.join(timeout=60)
+    for thread in threads:
+        thread.join(timeout=60)
 
 
 def key_states(lab: Lab) -> dict[str, list[dict[str, Any]]]:
@@ -388,16 +397,24 @@ def test_the_ksk_rolls_and_a_wrong_parent_holds_it(
 
 
 def test_both_rollovers_complete(lab: Lab, first: dict[str, dict[str, Any]]) -> None:
-    for role in ("ZSK", "KSK"):
-        wait_for(lab, f"first {role} withdrawn", on_every_node(
-            first[role]["locator"], lambda k: record(k, "dnskey") == "hidden"))  # fmt: skip
-    states = key_states(lab)
-    assert all(len(live(keys, "KSK")) == 1 for keys in states.values()), "one KSK left, the new one"
+    """The first ZSK's DNSKEY is withdrawn and the first KSK's DS is hidden on both nodes (its DNSKEY
+    follows a DNSKEY TTL later; by then the next rollovers have begun: the lifetimes are minutes)."""
+    wait_for(
+        lab,
+        "first ZSK withdrawn",
+        on_every_node(first["ZSK"]["locator"], lambda k: record(k, "dnskey") == "hidden"),
+    )
+    wait_for(
+        lab,
+        "first KSK's DS hidden",
+        on_every_node(first["KSK"]["locator"], lambda k: record(k, "ds") == "hidden"),
+    )
 
 
 def test_the_resolver_validated_every_sample_and_the_enforcers_stayed_in_step(watch: Watch) -> None:
     print(f"resolver samples: {watch.samples} ({len(QUERIES)} queries each), "
           f"failures: {len(watch.failures)}, checks: {watch.checks}, drift: {len(watch.drift)}")  # fmt: skip
-    assert watch.samples > 30
+    print("\n".join(["failures:", *watch.failures[:20], "drift:", *watch.drift[:10]]))
+    assert watch.samples > 60
     assert not watch.failures, "\n".join(watch.failures[:20])
     assert not watch.drift, "\n".join(watch.drift[:10])
