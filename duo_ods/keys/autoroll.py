@@ -34,6 +34,7 @@ from duo_ods.protocol.client import NodeClient
 
 log = logging.getLogger(__name__)
 
+WAIT_REPEAT = 60.0  # seconds between two log lines about the same wait
 PASS_LOCK_WAIT = 10.0  # seconds a pass waits for another key command; busy longer: the next pass
 
 
@@ -202,7 +203,7 @@ class Scheduler:
         self.enabled = enabled
         self.interval = duo.config.rollover.interval
         self.next = time.monotonic()
-        self.told: set[str] = set()
+        self.told: dict[tuple[str, str, str, int], tuple[str, float]] = {}  # wait -> (message, when told)
 
     def tick(self) -> bool:
         """True when keys changed (the watcher then snapshots for the backup)."""
@@ -210,10 +211,22 @@ class Scheduler:
             return False
         self.next = time.monotonic() + self.interval
         outcomes = run_pass(self.duo, self.client)
-        waits = {o.message for o in outcomes if not o.done}
-        for message in sorted(waits - self.told):
-            log.warning("rollover scheduler: %s", message)
-        self.told = waits
+        now = time.monotonic()
+        told: dict[tuple[str, str, str, int], tuple[str, float]] = {}
+        for o in outcomes:
+            if o.done:
+                continue
+            a = o.action
+            key = (a.kind, a.zone, a.role, a.keytag)
+            before = self.told.get(key)
+            # A new wait is told at once; one that goes on, again when it says something new, at
+            # most every WAIT_REPEAT seconds (a retried submit changes its attempt count each time).
+            if before is None or (before[0] != o.message and now - before[1] >= WAIT_REPEAT):
+                log.warning("rollover scheduler: %s", o.message)
+                told[key] = (o.message, now)
+            else:
+                told[key] = before
+        self.told = told
         for o in outcomes:
             if o.done:
                 log.info("rollover scheduler: %s", o.message)

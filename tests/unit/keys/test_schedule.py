@@ -201,3 +201,26 @@ def test_an_enforcer_lagging_on_a_dead_key_holds_new_rollovers_without_a_resume(
     }  # fmt: skip
     [action] = decide(states, LIFETIMES, 200 * DAY, no_parent)
     assert action.kind == "wait" and "differ" in action.reason
+
+
+def test_the_watcher_tells_a_wait_once_and_again_only_when_it_changes_after_a_while(
+    duo: Duo, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from duo_ods.keys import autoroll  # noqa: PLC0415
+
+    wait = Action("ds-seen", ZONE, "KSK", 12)
+    messages = iter(["waits: attempt 1", "waits: attempt 2", "waits: attempt 2", "waits: attempt 3"])
+    monkeypatch.setattr(autoroll, "run_pass", lambda d, c: [autoroll.Outcome(wait, False, next(messages))])
+    now = [0.0]
+    monkeypatch.setattr(autoroll.time, "monotonic", lambda: now[0])
+    scheduler = autoroll.Scheduler(duo, Fake().client, enabled=True)
+    scheduler.interval = 0
+    with caplog.at_level("WARNING"):
+        for at in (0.0, 10.0, 100.0):
+            now[0] = at
+            scheduler.tick()
+    # attempt 2 at 10 s is not told (the same wait, told 10 s ago); at 100 s it is
+    assert [r.getMessage() for r in caplog.records] == [
+        "rollover scheduler: waits: attempt 1",
+        "rollover scheduler: waits: attempt 2",
+    ]
