@@ -242,6 +242,6 @@ def timeline_of(duo: Duo, client: NodeClient, zone: str | None = None) -> list[S
         change = z.fields.get("nextChange", 0)
         steps += timeline(
             z.zone, z.keys, change, lifetimes(duo), parent=parent_for(duo, z.zone) is not None,
-            auto=duo.config.rollover.auto,
+            now=time.time(), auto=duo.config.rollover.auto,
         )  # fmt: skip
     return steps

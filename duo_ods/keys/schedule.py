@@ -206,6 +206,7 @@ def timeline(
     lifetimes: Mapping[str, int],
     *,
     parent: bool,
+    now: float,
     auto: bool = True,
 ) -> list[Step]:
     """For every live key of one node's zone: its next step, when, and what it waits on."""
@@ -223,9 +224,10 @@ def timeline(
                 continue
             due = due_at(key, lifetimes)
             if auto and len(role_keys) == 1 and due is not None and in_use(key):
-                # The scheduler looks every [rollover] interval: the rollover starts by then.
+                # The scheduler looks every [rollover] interval: the rollover starts by then (an
+                # overdue one, a key that came into use after its lifetime: now).
                 steps.append(Step(zone, role, key.keytag, key.locator, state, f"{role} rollover",
-                                  float(due), "time"))  # fmt: skip
+                                  float(max(due, now)), "time"))  # fmt: skip
                 continue
             if next_change and next_change > 0:
                 what = "the enforcer moves its records on"

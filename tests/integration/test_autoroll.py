@@ -47,11 +47,11 @@ RESOLVER = "127.0.12.17"
 ZONE = "example.test"
 INTERVAL = 5  # [rollover] interval: the scheduler's looks (s)
 RETRY = 10  # [rollover] submit_retry (s)
-ZSK_LIFETIME = 100
-KSK_LIFETIME = 130
+ZSK_LIFETIME = 90
+KSK_LIFETIME = 115
 SAMPLE = 2.0
 STEP_TIMEOUT = 300.0
-HOLD = 20.0  # seconds the test keeps the parent wrong and the submit command failing
+HOLD = 15.0  # seconds the test keeps the parent wrong and the submit command failing
 DS = {"unsubmitted": 0, "submit": 1, "submitted": 2, "seen": 3, "retract": 4, "retracted": 5}
 QUERIES = [(ZONE, "SOA"), (ZONE, "DNSKEY"), (f"www.{ZONE}", "A"), (f"nothere.{ZONE}", "A")]
 

@@ -152,11 +152,15 @@ def test_auto_off_keeps_the_parent_work_but_starts_no_rollover() -> None:
 
 def test_timeline_names_the_next_rollover_and_the_parent() -> None:
     new = key("a2" * 16, "KSK", ds=1, tag=12, inception=5)
-    steps = {s.keytag: s for s in timeline(ZONE, [KSK, ZSK, new], 1000, LIFETIMES, parent=True)}
+    steps = {s.keytag: s for s in timeline(ZONE, [KSK, ZSK, new], 1000, LIFETIMES, parent=True, now=5)}
     assert (steps[22].next, steps[22].at, steps[22].waits_on) == ("ZSK rollover", 90.0 * DAY, "time")
     assert (steps[12].waits_on, steps[12].at) == ("parent", None)
     assert steps[11].waits_on == "ttl" and steps[11].at == 1000.0  # two KSKs: a rollover under way
-    assert {s.keytag: s.waits_on for s in timeline(ZONE, [new], 0, LIFETIMES, parent=False)} == {12: "person"}
+    assert {s.keytag: s.waits_on for s in timeline(ZONE, [new], 0, LIFETIMES, parent=False, now=5)} == {
+        12: "person"
+    }
+    overdue = timeline(ZONE, [KSK, ZSK], 0, LIFETIMES, parent=True, now=100 * DAY)
+    assert {s.keytag: s.at for s in overdue} == {11: 365.0 * DAY, 22: 100.0 * DAY}, "an overdue rollover: now"
 
 
 # --- one pass over fake nodes ------------------------------------------------------------------
