@@ -70,7 +70,8 @@ def ssh_lab(make_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     def extra(node: str, forced: str) -> list[str]:
         return [
             f'command="{sys.executable} {sleeper}",restrict {hang_pub}',
-            f'environment="ODS_DUO_FAULT=op:key-unwrap-batch:before",command="{forced}",restrict {dying_pub}',
+            'environment="ODS_DUO_FAULT=op:key-unwrap-batch:before",'
+            f'command="{forced}",restrict {dying_pub}',
         ]
 
     try:
