@@ -42,6 +42,7 @@ from duo_ods.check.checks import (
 )
 from duo_ods.check.ds import ParentDs, refuse_other_zones
 from duo_ods.check.fetch import DEFAULT_TIMEOUT, Fetched, Fetcher
+from duo_ods.check.keyplan import key_plan_warnings
 from duo_ods.check.model import Thresholds, ZoneReport
 from duo_ods.check.newest import Newest, check_newest, input_records
 from duo_ods.check.sources import (
@@ -468,6 +469,9 @@ def check_duo(  # noqa: PLR0917
                 report.add("warning", source, problem)
             drift = key_drift(duo, views, zone)
             report.key_state_drift = None if drift is None else len(drift)
+            states = {n: (v.states or {}).get(zone, []) for n, v in views.items() if v.states is not None}
+            for source, problem in key_plan_warnings(duo, client, zone, states, report.min_expiry_days):
+                report.add("warning", source, problem)
             reports.append(report)
             if on_zone is not None:
                 on_zone(report)

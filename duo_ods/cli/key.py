@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
@@ -283,3 +284,48 @@ def kek_offer(ctx: Ctx, node_name: str) -> None:
     with NodeClient(LocalTransport(ctx.find_config(), verbose=ctx.verbose)) as local:
         offer = local.call(node_name, P.KEK_TRANSPORT_KEY)
     ctx.emit({"node": node_name, "fingerprint": offer.fingerprint}, f"node {node_name}: {offer.fingerprint}")
+
+
+# --- issue 15: the rollover scheduler and the timeline (self-contained: duo_ods.keys.autoroll) -------
+
+
+@key.command("schedule")
+@click.option(
+    "--once", is_flag=True, help="one pass, then exit (for a systemd timer); default: every interval"
+)
+@pass_ctx
+def key_schedule(ctx: Ctx, once: bool) -> None:
+    """Roll keys whose policy lifetime passed and confirm DS changes at the parent, in step on every node.
+
+    The key origin's watcher does this by itself ([rollover] auto, interval); this is for a duo run
+    without watchers, or to see what it would do now. Exits 1 when something failed (not when it waits).
+    """
+    from duo_ods.keys.autoroll import run_pass  # noqa: PLC0415 (only this command needs it)
+
+    while True:
+        outcomes = run_pass(ctx.duo, ctx.client)
+        if any(o.changed for o in outcomes):
+            _warn(snapshot_after(ctx.duo, ctx.client, "key schedule"))
+        lines = [("done: " if o.done else "") + o.message for o in outcomes] or ["nothing is due"]
+        ctx.emit({"outcomes": [o.to_json() for o in outcomes]}, "\n".join(lines))
+        if once:
+            if any(o.failed for o in outcomes):
+                raise SystemExit(1)
+            return
+        time.sleep(ctx.duo.config.rollover.interval)
+
+
+@key.command("timeline")
+@click.argument("zone_name", metavar="[ZONE]", required=False)
+@pass_ctx
+def key_timeline(ctx: Ctx, zone_name: str | None) -> None:
+    """For every key: its state, its next step and when, and what that waits on (time, a TTL, the
+    parent, a person, the nodes). Read from the key origin's enforcer."""
+    from duo_ods.keys.autoroll import timeline_of  # noqa: PLC0415
+
+    steps = timeline_of(ctx.duo, ctx.client, zone_name)
+    lines = [f"{'ZONE':24} {'ROLE':4} {'TAG':>5} {'NEXT':36} {'AT (UTC)':20} WAITS ON"]
+    for s in steps:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.at)) if s.at is not None else "-"
+        lines.append(f"{s.zone:24} {s.role:4} {s.keytag:>5} {s.next:36} {at:20} {s.waits_on}")
+    ctx.emit({"steps": [s.to_json() for s in steps]}, "\n".join(lines))

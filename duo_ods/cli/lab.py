@@ -73,15 +73,25 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--split", is_flag=True, help="two secondaries, one per signer (default: one, failover a then b)"
 )
+@click.option("--parent", is_flag=True, help="also a parent zone test. for the lab's zones (DS pushed there)")
 @click.option(
     "--config-only", is_flag=True, help="only write DIR/duo.toml (to edit it, e.g. the policy, before lab up)"
 )
 @pass_ctx
 def lab_up(
-    ctx: Ctx, lab_dir: Path, base_address: str, port: int, algorithm: str, split: bool, config_only: bool
+    ctx: Ctx,
+    lab_dir: Path,
+    base_address: str,
+    port: int,
+    algorithm: str,
+    split: bool,
+    parent: bool,
+    config_only: bool,
 ) -> None:
     """Build and start the lab duo (again: reports what already runs)."""
-    opts = lab_impl.LabOptions(base_address=base_address, port=port, algorithm=int(algorithm), split=split)
+    opts = lab_impl.LabOptions(
+        base_address=base_address, port=port, algorithm=int(algorithm), split=split, parent=parent
+    )
     if config_only:
         path = lab_impl.write_config(lab_dir, opts)
         ctx.emit({"config": str(path)}, f"lab config in {path}: edit it, then run lab up --dir {lab_dir}")

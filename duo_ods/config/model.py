@@ -308,6 +308,62 @@ class SerialConfig(_Model):
     level_interval: float = Field(default=300.0, ge=0)
 
 
+def split_agent(value: str) -> tuple[str, int]:
+    """ADDRESS, ADDRESS:PORT or [IPV6]:PORT -> (address, port); port 53 when none is given."""
+    if value.startswith("["):
+        host, _sep, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else (rest or "53")
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, "53"
+    ipaddress.ip_address(host)
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{value!r}: port {port!r} is not 1-65535")
+    return host, int(port)
+
+
+def _agent(value: str) -> str:
+    split_agent(value)
+    return value
+
+
+Agent = Annotated[str, AfterValidator(_agent)]
+
+
+class ParentConfig(_Model):
+    """Where a zone's DS goes and where it is checked (issue 15); `[parents."*"]` is every zone's.
+
+    With none for a zone, the DS stays a person's job: `key ds` to the parent, then `key ds-seen`.
+    """
+
+    # The parent's name servers (or a validating resolver): every one must serve the new DS before
+    # it is marked seen, and none the old one before it is marked gone.
+    agents: list[Agent] = Field(min_length=1)
+    # Run with the DS records on stdin (like ODS's DelegationSignerSubmitCommand), and
+    # ODS_DUO_ZONE, ODS_DUO_ACTION ("add" or "remove") and ODS_DUO_KEYTAG in its environment.
+    submit_command: list[str] = Field(default_factory=list)
+    # An RFC 2136 UPDATE to the parent's primary, signed with the TSIG key in tsig_key_file (a BIND
+    # key statement, 0600, relative to this file).
+    update_server: Agent | None = None
+    tsig_key_file: str | None = None
+    parent_zone: str | None = None  # default: the zone without its first label
+
+    @model_validator(mode="after")
+    def _check_submit(self) -> ParentConfig:
+        if self.update_server is not None and self.tsig_key_file is None:
+            raise ValueError("update_server needs tsig_key_file (UPDATEs are always signed)")
+        return self
+
+
+class RolloverConfig(_Model):
+    """The scheduler: the key origin's watcher (or `key schedule`) rolls keys whose lifetime passed."""
+
+    auto: bool = True  # off: keys roll only by `key rollover`, as before issue 15
+    interval: float = Field(default=30.0, gt=0, le=3600)  # seconds between the scheduler's looks
+    submit_retry: float = Field(default=60.0, gt=0, le=86400)  # seconds before a failed submit is retried
+
+
 class DuoConfig(_Model):
     """The whole duo: its nodes, one policy, the backup store and the secondaries."""
 
@@ -321,6 +377,8 @@ class DuoConfig(_Model):
     watch: WatchConfig = WatchConfig()
     input: InputConfig = InputConfig()
     serials: SerialConfig = SerialConfig()
+    rollover: RolloverConfig = RolloverConfig()
+    parents: dict[str, ParentConfig] = Field(default_factory=dict)  # zone (or "*") -> its parent
 
     @field_validator("nodes")
     @classmethod

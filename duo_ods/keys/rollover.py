@@ -101,47 +101,54 @@ def rollover(duo: Duo, client: NodeClient, zone: str, role: str, origin: str | N
     zone = normalize_zone_name(zone)
     if role not in ROLLOVER_ROLES:
         raise KeyFlowError(f"--role {role}: choose one of {', '.join(ROLLOVER_ROLES)}")
+    with key_lock(duo, f"key rollover {zone}"):
+        return rollover_locked(duo, client, zone, role, origin)
+
+
+def rollover_locked(
+    duo: Duo, client: NodeClient, zone: str, role: str, origin: str | None = None
+) -> Rollover:
+    """The rollover, for a caller that holds the key lock already (the scheduler decides under it)."""
     enforcer_role = role.upper()
     origin = pick_origin(duo, origin)
-    with key_lock(duo, f"key rollover {zone}"):
-        finish_pending(duo, client)
-        _check_pool_is_ours(duo, client, zone, enforcer_role)
-        inception = int(time.time())
-        journal = Recorder(journal_path(duo), Journal("key rollover", zone, time.time()))
-        try:
-            [bundle] = share_keys(
-                duo, client, zone=zone, enforcer_roles=[enforcer_role], origin=origin,
-                inception=inception, journal=journal,
-            )  # fmt: skip
-            pooled = P.KeyPoolAddRequest(
-                locator=bundle.locator, role=enforcer_role, algorithm=bundle.algorithm, bits=bundle.bits,
-                inception=inception,
-            )  # fmt: skip
-            for node in duo.nodes:
-                journal.will_make("pool", node, bundle.locator)
-                step("pool", node, client, P.KEY_POOL_ADD, pooled)
-        except DuoError as exc:
-            _undo_or_keep(client, journal, exc)
-            raise
-        result = Rollover(zone, enforcer_role, bundle.locator, bundle.keytag, origin)
-        # The commit point: from here a killed run is finished forward (every node rolls to the
-        # successor that waits in its pool), never undone under an enforcer that took it.
-        journal.commit(role=enforcer_role, locator=bundle.locator)
-        try:
-            started = client.on_each(
-                duo.nodes, "rollover", P.KEY_ROLLOVER, P.KeyRolloverRequest(zone=zone, role=enforcer_role)
-            )
-        except PartlyDone as exc:
-            # Never undone from here: a node whose reply was lost may have started it. The journal
-            # stays, and `key resume` (or the next key command) rolls in the successor wherever a
-            # pool still holds it.
-            raise KeyFlowError(
-                f"{exc}. The successor {bundle.locator} waits in the pool of {', '.join(exc.failed)}: "
-                "`ods-duo key resume` (or the next key command) rolls it in there once they answer"
-            ) from exc
-        result.started = {node: reply.at for node, reply in started.items()}
-        journal.close()
-        confirm_rolled(client, zone, bundle.locator, list(duo.nodes))
+    finish_pending(duo, client)
+    _check_pool_is_ours(duo, client, zone, enforcer_role)
+    inception = int(time.time())
+    journal = Recorder(journal_path(duo), Journal("key rollover", zone, time.time()))
+    try:
+        [bundle] = share_keys(
+            duo, client, zone=zone, enforcer_roles=[enforcer_role], origin=origin,
+            inception=inception, journal=journal,
+        )  # fmt: skip
+        pooled = P.KeyPoolAddRequest(
+            locator=bundle.locator, role=enforcer_role, algorithm=bundle.algorithm, bits=bundle.bits,
+            inception=inception,
+        )  # fmt: skip
+        for node in duo.nodes:
+            journal.will_make("pool", node, bundle.locator)
+            step("pool", node, client, P.KEY_POOL_ADD, pooled)
+    except DuoError as exc:
+        _undo_or_keep(client, journal, exc)
+        raise
+    result = Rollover(zone, enforcer_role, bundle.locator, bundle.keytag, origin)
+    # The commit point: from here a killed run is finished forward (every node rolls to the
+    # successor that waits in its pool), never undone under an enforcer that took it.
+    journal.commit(role=enforcer_role, locator=bundle.locator)
+    try:
+        started = client.on_each(
+            duo.nodes, "rollover", P.KEY_ROLLOVER, P.KeyRolloverRequest(zone=zone, role=enforcer_role)
+        )
+    except PartlyDone as exc:
+        # Never undone from here: a node whose reply was lost may have started it. The journal
+        # stays, and `key resume` (or the next key command) rolls in the successor wherever a
+        # pool still holds it.
+        raise KeyFlowError(
+            f"{exc}. The successor {bundle.locator} waits in the pool of {', '.join(exc.failed)}: "
+            "`ods-duo key resume` (or the next key command) rolls it in there once they answer"
+        ) from exc
+    result.started = {node: reply.at for node, reply in started.items()}
+    journal.close()
+    confirm_rolled(client, zone, bundle.locator, list(duo.nodes))
     log.info(
         "zone %s: %s rollover to key %s (tag %d) started on %s, %.2f s apart",
         zone, enforcer_role, bundle.locator, bundle.keytag, ", ".join(result.started), result.spread,
@@ -162,28 +169,33 @@ def resume(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
     and another node's pool still holds is rolled in there. (The journal finishes one that this
     version started; this also finds one that a run without a journal left.)"""
     zone = normalize_zone_name(zone)
-    enforcer_role = role.upper()
     with key_lock(duo, f"key rollover {zone} --resume"):
-        finished = finish_pending(duo, client)
-        if finished and finished.journal.command == "key rollover" and finished.journal.zone == zone:
-            locator = finished.journal.details["locator"]
-            keys = _zone_keys(duo, client, zone)
-            tag = next((k.keytag for ks in keys.values() for k in ks if k.locator == locator), 0)
-            result = Rollover(zone, enforcer_role, locator, tag, origin="")
-            result.started = dict.fromkeys(finished.nodes, time.time())
-            confirm_rolled(client, zone, locator, list(duo.nodes))
-            return result
-        pools = {n: set(step("preflight", n, client, P.DB_SCHEMA).pool) for n in duo.nodes}
+        return resume_locked(duo, client, zone, role)
+
+
+def resume_locked(duo: Duo, client: NodeClient, zone: str, role: str) -> Rollover:
+    """`resume`, for a caller that holds the key lock already."""
+    enforcer_role = role.upper()
+    finished = finish_pending(duo, client)
+    if finished and finished.journal.command == "key rollover" and finished.journal.zone == zone:
+        locator = finished.journal.details["locator"]
         keys = _zone_keys(duo, client, zone)
-        taken = {k.locator: k for ks in keys.values() for k in ks if k.role == enforcer_role}
-        waiting = {loc for pool in pools.values() for loc in pool if loc in taken}
-        if len(waiting) != 1:
-            raise KeyFlowError(f"zone {zone}: no unfinished {enforcer_role} rollover to resume")
-        [locator] = waiting
-        result = Rollover(zone, enforcer_role, locator, taken[locator].keytag, origin="")
-        nodes = roll_forward(duo, client, zone, enforcer_role, locator)
-        result.started = dict.fromkeys(nodes, time.time())
-        confirm_rolled(client, zone, locator, nodes)
+        tag = next((k.keytag for ks in keys.values() for k in ks if k.locator == locator), 0)
+        result = Rollover(zone, enforcer_role, locator, tag, origin="")
+        result.started = dict.fromkeys(finished.nodes, time.time())
+        confirm_rolled(client, zone, locator, list(duo.nodes))
+        return result
+    pools = {n: set(step("preflight", n, client, P.DB_SCHEMA).pool) for n in duo.nodes}
+    keys = _zone_keys(duo, client, zone)
+    taken = {k.locator: k for ks in keys.values() for k in ks if k.role == enforcer_role}
+    waiting = {loc for pool in pools.values() for loc in pool if loc in taken}
+    if len(waiting) != 1:
+        raise KeyFlowError(f"zone {zone}: no unfinished {enforcer_role} rollover to resume")
+    [locator] = waiting
+    result = Rollover(zone, enforcer_role, locator, taken[locator].keytag, origin="")
+    nodes = roll_forward(duo, client, zone, enforcer_role, locator)
+    result.started = dict.fromkeys(nodes, time.time())
+    confirm_rolled(client, zone, locator, nodes)
     log.info("zone %s: %s rollover to %s resumed on %s", zone, enforcer_role, locator, ", ".join(nodes))
     return result
 
@@ -196,10 +208,10 @@ def mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -
     """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to both nodes at once."""
     zone = normalize_zone_name(zone)
     with key_lock(duo, f"key ds-{action} {zone}"):
-        return _mark_ds(duo, client, zone, keytag, action)
+        return mark_ds_locked(duo, client, zone, keytag, action)
 
 
-def _mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
+def mark_ds_locked(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
     states: dict[str, int] = {}
     if action not in DS_PATH:
         raise KeyFlowError(f"DS action {action!r}: choose one of {', '.join(DS_PATH)}")

@@ -25,6 +25,7 @@ from duo_ods.keys.flow import create_key
 from duo_ods.keys.kek import kek_init, kek_status
 from duo_ods.keys.listing import ds_for_zone, list_keys
 from duo_ods.lab import exporter, relays, secondaries
+from duo_ods.lab import parent as lab_parent
 from duo_ods.lab.net import check_free
 from duo_ods.node import daemons
 from duo_ods.protocol import ops as P
@@ -67,6 +68,7 @@ class LabOptions:
     port: int = 53
     algorithm: int = 13
     split: bool = False  # two secondaries, one per signer, instead of one in failover mode
+    parent: bool = False  # a parent zone test. for the lab's zones (lab/parent.py)
 
 
 def _write_config(layout: LabLayout, options: LabOptions) -> None:
@@ -87,6 +89,8 @@ def _write_config(layout: LabLayout, options: LabOptions) -> None:
             "secondaries": secondaries,
         },
     )
+    if options.parent:
+        text += lab_parent.plan(layout.dir, options.base_address, options.port)
     write_atomic(layout.config, text)
 
 
@@ -165,6 +169,7 @@ def _up(layout: LabLayout, duo: Duo, client: NodeClient) -> dict[str, Any]:
         config = duo.secondary(name)
         actions.append(f"secondary {name} (named pid {pid}) on {config.address} port {config.port}")
     _wait_for_secondaries(duo, EXAMPLE_ZONE)
+    actions += lab_parent.start_for(duo, client, layout.dir, layout.address_ledger)
     for name, node in duo.nodes.items():
         pid = _start_watcher(layout, duo, name)
         actions.append(f"watcher for node {name} (pid {pid}) on {node.input_dir}")
@@ -207,6 +212,8 @@ def _stop_secondaries(layout: LabLayout) -> dict[str, str]:
     """By their pid records: works whether or not the config still loads."""
     stopped = {r.parent.name: process.stop(r) for r in sorted(layout.dir.glob("secondaries/*/named.json"))}
     stopped.update({f"relay-{n}": state for n, state in relays.stop_all(layout.dir).items()})
+    if (parent := lab_parent.stop(layout.dir)) is not None:
+        stopped["parent"] = parent
     secondaries.remove_addresses(layout.address_ledger)
     return stopped
 
@@ -266,6 +273,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "relays": [relays.status(duo, name) for name in duo.nodes],
         "watchers": [_watcher_status(layout, duo, name) for name in duo.nodes],
         "exporter": exporter.status(layout.dir, duo),
+        "parent": lab_parent.status(layout.dir),
     }
 
 

@@ -31,6 +31,7 @@ from watchdog.observers import Observer
 from duo_ods.backup.snapshot import take_snapshot
 from duo_ods.config.resolve import Duo, Node
 from duo_ods.errors import DuoError, ZoneFileError
+from duo_ods.keys.autoroll import Scheduler
 from duo_ods.keys.flow import KEY_BATCH, create_keys, resume_pending
 from duo_ods.keys.journal import pending
 from duo_ods.keys.reuse import remember_keys
@@ -103,6 +104,8 @@ class Watcher:
         self.last_snapshot: float | None = None
         self.changed = False
         self.relay = RelayTicker(client, node.name)  # its relay and catalog follow what it signs
+        # The key origin's watcher rolls keys on the policy's lifetimes and confirms DS at the parent.
+        self.scheduler = Scheduler(duo, client, enabled=origin)
 
     # --- looking at the input directory ------------------------------------------------------
 
@@ -300,6 +303,10 @@ class Watcher:
         for zone in sorted(self.state):
             level_zone(self.duo, self.client, zone)
 
+    def roll_keys_when_due(self) -> None:
+        """Key origin only (duo_ods.keys.autoroll): rollovers on lifetimes, the DS at the parent."""
+        self.changed |= self.scheduler.tick()
+
     def snapshot_when_due(self) -> None:
         """A backup snapshot once something changed, at most every [backup] snapshot_interval."""
         now = time.monotonic()
@@ -343,6 +350,7 @@ class Watcher:
                 self._safely(self.resume_keys_when_due)
                 self._safely(self.make_pending_keys)
                 self._safely(self.level_serials_when_due)
+                self._safely(self.roll_keys_when_due)
                 self._safely(self.snapshot_when_due)
                 self._safely(self.relay.tick)
         finally:

@@ -38,7 +38,7 @@ def key_states(key: Key, role: str, locator: str, introducing: int = 1) -> dict[
         locator,
         role,
         13,
-        1_700_000_000,
+        int(time.time()) - 3600,  # a key in its lifetime (else check warns it is past it: issue 15)
         key.tag,
         {"introducing": introducing, "dsAtParent": 3},
         records,

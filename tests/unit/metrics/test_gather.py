@@ -62,7 +62,10 @@ def duo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Duo, list[dict
         zone.to_file(str(tmp_path / "copies" / name), relativize=False, want_origin=True)
         copies.append(FileSource(name, tmp_path / "copies" / name))
     monkeypatch.setattr(duo_ods.check.run, "live_sources", lambda _duo, zone: copies)
-    return duo, [key_states(ksk, "KSK", "c1" * 16), key_states(zsk, "ZSK", "d1" * 16)]
+    keys = [key_states(ksk, "KSK", "c1" * 16), key_states(zsk, "ZSK", "d1" * 16)]
+    for key in keys:
+        key["inception"] = 1_700_000_000  # made in 2023: past the policy's lifetimes by now
+    return duo, keys
 
 
 def test_one_refresh(duo: tuple[Duo, list[dict[str, Any]]]) -> None:
@@ -94,7 +97,7 @@ def test_one_refresh(duo: tuple[Duo, list[dict[str, Any]]]) -> None:
     assert b.files == {} and b.stats is None
     exporter.refresh(lambda: obs)
     text = exporter.text().decode()
-    # the keys were made in 2023 (key_states): past the policy's lifetimes by now
+    # the keys were made in 2023 (the fixture): past the policy's lifetimes by now
     assert 'ods_duo_keys_past_lifetime{node="a",zone="example.test"} 2.0' in text
     assert (
         # one status in the check, one in the refresh
