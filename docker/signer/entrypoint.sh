@@ -60,9 +60,10 @@ watcher=$!
 
 # The relay's named.conf includes its zone list, which the watcher's first relay sync writes (and
 # checks with named-checkconf): start named once it is there. named runs as root, not `-u bind`:
-# its named.conf includes the duo's transfer key (root 0600, as node init keeps it) and named reads
-# it again at every reload, which relay-sync asks for with SIGHUP (by named's pid file), after
-# named as user bind could no longer open it.
+# its named.conf includes the duo's transfer key (root 0600 in a root 0700 folder, as node init keeps
+# it), which user bind cannot open: without CAP_DAC_READ_SEARCH (not in a container's set) named
+# -u bind stops at its first load ("file not found"), and with it, at the first reload relay-sync
+# asks for (SIGHUP, by named's pid file), when named has dropped to user bind.
 until [ -s "$relay_dir/zones.conf" ]; do
     kill -0 "$watcher" 2>/dev/null || { echo "node $NODE: the watcher ended before the relay's zone list" >&2; stop_all; exit 1; }
     sleep 1 & wait $! || true
