@@ -389,6 +389,16 @@ fi
 say "restored b serves the DNSKEY set $dnskeys_after ($(echo "$dnskey_lines_after" | wc -l) keys), as before"
 on a ods-duo check --timeout 30 "$ZONE"
 
+step "restart the restored b: watcher and relay"
+# The restore started b's daemons but the container still waits (AWAIT_RESTORE): no watcher, no
+# relay. A restart runs the normal entrypoint now that b has its database: node init (nothing to
+# redo), the daemons, the watcher, then the relay, which must serve the zone again with the key.
+eng restart -t 60 "$(cid b)" >/dev/null
+wait_in b "node b's daemons after the restart" "$signer_up"
+wait_in a "relay b ($B port 1053) serves $ZONE signed, with the key" \
+    "dig -k $tsig +norec +time=3 +tries=1 @$B -p 1053 $ZONE AXFR | grep -q 'RRSIG[[:space:]]*DNSKEY'"
+on a ods-duo check --timeout 30 "$ZONE"
+
 current=""
-step_log+=("b signs with the same DNSKEY set: $(($(date +%s) - step_started)) s")
+step_log+=("restart the restored b: watcher and relay: $(($(date +%s) - step_started)) s")
 outcome=PASS
