@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The docker/ smoke test: build both images, bring the compose duo up, sign a zone on both signers,
-# serve it from both secondaries, prove it with `ods-duo check`, then wipe signer b and rebuild it
-# with `ods-duo backup restore` inside the compose setup: same DNSKEY set. Everything this script
+# The docker/ smoke test: build both images, bring the compose duo up (each signer with its relay),
+# render the secondaries' config once (the catalog), sign a zone on both signers, serve it from both
+# secondaries (learnt from the catalog, pulled from the relays with TSIG), prove it with `ods-duo
+# check`, then wipe signer b and rebuild it with `ods-duo backup restore` inside the compose setup:
+# same DNSKEY set. Everything this script
 # creates (containers, volumes, network of its compose project) is removed when it ends, passed or
 # not; the images it built stay.
 #
@@ -228,6 +230,12 @@ compose up -d >"$workdir/up.log" 2>&1 || { cat "$workdir/up.log" >&2; exit 1; }
 signer_up='test -S /run/opendnssec/engine.sock && test -S /run/opendnssec/enforcer.sock'
 wait_in a "node a's daemons" "$signer_up"
 wait_in b "node b's daemons" "$signer_up"
+# Each signer's relay: named on the node's address, port 1053 (the entrypoint starts it once the
+# watcher's first relay sync wrote its zone list), serving the duo's catalog.
+catalog=duo.catalog.invalid
+relay_up() { echo "dig +norec +time=2 +tries=1 @$1 -p 1053 $catalog SOA | grep -q 'status: NOERROR'"; }
+wait_in a "relay a ($A port 1053) serves $catalog" "$(relay_up $A)"
+wait_in b "relay b ($B port 1053) serves $catalog" "$(relay_up $B)"
 
 # The ssh transport from the controller (a) to b, set up as docs/ssh-transport.md says. Both keys
 # travel through the engine's exec (the operator's console), never through the duo's network: b's
@@ -259,13 +267,30 @@ fingerprint=$(offer_b)
 say "node b's transport key (kek offer on b): $fingerprint"
 on a ods-duo kek init --confirm "b=$fingerprint"
 
+step "secondaries from the catalog"
+# Rendered once, before there is any zone: statements (FILE) and the options fragment (FILE.options).
+# From here on the secondaries learn every zone from the relays' catalog; nothing is rendered again.
+for ns in ns1 ns2; do
+    on a ods-duo bind-config --secondary "$ns" --output "/etc/bind/duo/$ns.conf"
+done
+ns_conf() {  # every file of a secondary's named config, with its change time, hashed
+    # shellcheck disable=SC2016 # expanded by the container's shell
+    on "$1" sh -c 'f="/etc/bind/named.conf /etc/bind/duo/$1.conf /etc/bind/duo/$1.conf.options /etc/bind/duo-transfer.key"
+        { sha256sum $f; stat -L -c "%n %Z %Y" $f; } | sha256sum | cut -c1-16' sh "$1"
+}
+declare -A ns_conf_at_start
+for ns in ns1 ns2; do
+    ip=$NS1; [[ $ns == ns2 ]] && ip=$NS2
+    wait_in a "$ns ($ip) has $catalog from the relays" \
+        "dig +norec +time=2 +tries=1 @$ip $catalog SOA | grep -q 'status: NOERROR'"
+    ns_conf_at_start[$ns]=$(ns_conf $ns)
+    say "$ns's named config at start: ${ns_conf_at_start[$ns]}"
+done
+
 step "zone and keys"
 on a sh -c "cat > /var/lib/ods-duo/a/$ZONE" <"$here/$ZONE"
 on a ods-duo zone add "$ZONE" --file "/var/lib/ods-duo/a/$ZONE"
 on a ods-duo key create "$ZONE"
-for ns in ns1 ns2; do
-    on a ods-duo bind-config --secondary "$ns" --output "/etc/bind/duo/$ns.conf"
-done
 
 step "signed on both signers and both secondaries"
 # The signers' DNS listener answers SOA and transfers only (ODS): their copy is read by AXFR with the
@@ -290,6 +315,37 @@ if [[ "$(dnskeys $B)" != "$dnskey_lines_before" ]]; then
     exit 1
 fi
 say "DNSKEY set ($(echo "$dnskey_lines_before" | wc -l) keys) $dnskeys_before on a and b"
+
+step "learnt from the catalog, transferred with TSIG"
+# Both relays serve the signed zone, with the key only.
+for ip in $A $B; do
+    on a sh -c "dig -k $tsig +norec +time=5 +tries=2 @$ip -p 1053 $ZONE AXFR" | grep -q 'RRSIG[[:space:]]*DNSKEY' \
+        || { say "relay $ip:1053 does not serve $ZONE signed with the key"; exit 1; }
+    if on a sh -c "dig +norec +time=5 +tries=1 @$ip -p 1053 $ZONE AXFR" | grep -q '[[:space:]]SOA[[:space:]]'; then
+        say "relay $ip:1053 transferred $ZONE without the key"
+        exit 1
+    fi
+done
+say "relays a and b: $ZONE by AXFR with the key only"
+for ns in ns1 ns2; do
+    ip=$NS1; [[ $ns == ns2 ]] && ip=$NS2
+    # named -g logs to the container's stderr.
+    eng logs "$(cid $ns)" >"$workdir/$ns.log" 2>&1 || true
+    # Its config is the one it started with, and names no zone: the zone came from the catalog.
+    now=$(ns_conf $ns)
+    [[ "$now" == "${ns_conf_at_start[$ns]}" ]] \
+        || { say "$ns's named config changed after start (${ns_conf_at_start[$ns]} -> $now)"; exit 1; }
+    if on $ns grep -rqF "$ZONE" /etc/bind/named.conf /etc/bind/duo/; then
+        say "$ns's named config names $ZONE: not learnt from the catalog"
+        exit 1
+    fi
+    grep -F "catz: adding zone '$ZONE' from catalog '$catalog' - success" "$workdir/$ns.log" >&2 \
+        || { say "$ns did not add $ZONE from $catalog"; grep -F catz "$workdir/$ns.log" >&2; exit 1; }
+    # BIND logs the key a zone transfer was signed with (zone.c: "transferred serial N: TSIG 'KEY'").
+    grep -E "zone $ZONE/IN: transferred serial [0-9]+: TSIG 'duo-transfer'" "$workdir/$ns.log" >&2 \
+        || { say "$ns: no TSIG-signed transfer of $ZONE"; grep -F "$ZONE" "$workdir/$ns.log" >&2; exit 1; }
+done
+say "ns1, ns2: $ZONE learnt from $catalog (named config as at start) and transferred with TSIG"
 
 step "ods-duo check (a, b, ns1, ns2)"
 # --timeout 30: a copy's server and a node's answer (over ssh for b) may be slow on a loaded
@@ -333,6 +389,16 @@ fi
 say "restored b serves the DNSKEY set $dnskeys_after ($(echo "$dnskey_lines_after" | wc -l) keys), as before"
 on a ods-duo check --timeout 30 "$ZONE"
 
+step "restart the restored b: watcher and relay"
+# The restore started b's daemons but the container still waits (AWAIT_RESTORE): no watcher, no
+# relay. A restart runs the normal entrypoint now that b has its database: node init (nothing to
+# redo), the daemons, the watcher, then the relay, which must serve the zone again with the key.
+eng restart -t 60 "$(cid b)" >/dev/null
+wait_in b "node b's daemons after the restart" "$signer_up"
+wait_in a "relay b ($B port 1053) serves $ZONE signed, with the key" \
+    "dig -k $tsig +norec +time=3 +tries=1 @$B -p 1053 $ZONE AXFR | grep -q 'RRSIG[[:space:]]*DNSKEY'"
+on a ods-duo check --timeout 30 "$ZONE"
+
 current=""
-step_log+=("b signs with the same DNSKEY set: $(($(date +%s) - step_started)) s")
+step_log+=("restart the restored b: watcher and relay: $(($(date +%s) - step_started)) s")
 outcome=PASS

@@ -1,7 +1,9 @@
 #!/bin/sh
 # A signer container: the tested `ods-duo node init` steps (plan, then act; nothing to do on a
-# restart), the daemons started by ods-duo (no systemd in a container) and stopped by pid on
-# SIGTERM, and the watcher of the node's input directory in the foreground.
+# restart), the daemons started by ods-duo (no systemd in a container), the watcher of the node's
+# input directory, and the node's transfer relay (named with the named.conf node init wrote; the
+# watcher keeps its zone list and catalog). The daemons, the watcher and the relay are stopped by
+# pid on SIGTERM; if the watcher or the relay ends on its own, everything is stopped (exit 1).
 #   SSHD=yes            run sshd for the controller's ssh transport (host key and authorized_keys
 #                       in /etc/ssh/duo, the node's own volume; the operator installs both ends)
 #   WAIT_FOR=FILE       wait until FILE exists before node init (node b: the transfer TSIG key
@@ -21,9 +23,16 @@ if [ "${SSHD:-no}" = yes ]; then
     /usr/sbin/sshd -E /var/log/sshd.log
 fi
 
-stop() {
+relay_dir="/var/lib/ods-duo/$NODE/relay"   # the node's base_dir in the duo config, then relay/
+
+# The watcher first (it writes to the relay), then the daemons; the relay last: it serves what it has.
+stop_all() {
     [ -n "${watcher:-}" ] && kill -TERM "$watcher" 2>/dev/null && wait "$watcher" || true
     ods-duo node stop "$NODE" || true
+    [ -n "${relay:-}" ] && kill -TERM "$relay" 2>/dev/null && wait "$relay" || true
+}
+stop() {
+    stop_all
     exit 0
 }
 trap stop TERM INT
@@ -48,7 +57,26 @@ ods-duo node policy-import "$NODE"
 
 ods-duo watch --node "$NODE" &
 watcher=$!
-wait "$watcher" || true
-# The watcher ended on its own: stop the daemons so the container restarts cleanly.
-ods-duo node stop "$NODE"
+
+# The relay's named.conf includes its zone list, which the watcher's first relay sync writes (and
+# checks with named-checkconf): start named once it is there. named runs as root, not `-u bind`:
+# its named.conf includes the duo's transfer key (root 0600 in a root 0700 folder, as node init keeps
+# it), which user bind cannot open: without CAP_DAC_READ_SEARCH (not in a container's set) named
+# -u bind stops at its first load ("file not found"), and with it, at the first reload relay-sync
+# asks for (SIGHUP, by named's pid file), when named has dropped to user bind.
+until [ -s "$relay_dir/zones.conf" ]; do
+    kill -0 "$watcher" 2>/dev/null || { echo "node $NODE: the watcher ended before the relay's zone list" >&2; stop_all; exit 1; }
+    sleep 1 & wait $! || true
+done
+named -f -c "$relay_dir/named.conf" &
+relay=$!
+echo "node $NODE: relay named (pid $relay) on its node's relay address, log $relay_dir/named.log" >&2
+
+# In the foreground until the watcher or the relay ends (sh has no `wait -n`: a short poll, in a
+# background sleep so that SIGTERM is handled at once).
+while kill -0 "$watcher" 2>/dev/null && kill -0 "$relay" 2>/dev/null; do
+    sleep 2 & wait $! || true
+done
+echo "node $NODE: the watcher or the relay ended on its own; stopping the node" >&2
+stop_all
 exit 1
