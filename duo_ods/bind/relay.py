@@ -34,6 +34,7 @@ def relay_files(node: Node) -> dict[str, Path]:
     d = node.relay_dir
     return {
         "conf": d / "named.conf",
+        "key": d / "transfer.key",  # the relay's own copy: named runs as user bind (relay/sync.py)
         "zones": d / "zones.conf",
         "catalog": d / "catalog.db",
         "state": d / "relay.json",
@@ -62,7 +63,7 @@ def render_relay_conf(duo: Duo, node: Node) -> str:
             "port": int(node.relay_port),
             "signer_address": named_address(f"node {node.name} address", node.address),
             "key_name": named_key_name(t.key_name),
-            "key_file": named_path("transfer key file", duo.tsig_key_path),
+            "key_file": named_path("relay transfer key file", files["key"]),
             "zones_file": named_path("relay zones file", files["zones"]),
             "secondaries": secondaries,
             "min_refresh": int(t.min_refresh), "max_refresh": int(t.max_refresh),

@@ -124,7 +124,7 @@ def wanted(duo: Duo, node: Node, use_systemd: bool) -> list[Want]:
         restarts = f.path in (p.conf_xml, p.addns_xml)
         wants.append(WantFile(f.path, f.text, owners.get(f.path, ods_file), f.schema, restarts))
     wants.append(WantAbsent(p.prevent_startup, "Debian's flag that keeps the units from starting"))
-    wants += _relay_wants(duo, node)
+    wants += _relay_wants(duo, node, render("tsig.key.j2", key))
     if use_systemd:
         wants += [WantUnit(unit) for unit in systemd.UNITS.values()]
     else:
@@ -134,17 +134,20 @@ def wanted(duo: Duo, node: Node, use_systemd: bool) -> list[Want]:
     return wants
 
 
-def _relay_wants(duo: Duo, node: Node) -> list[Want]:
-    """The node's transfer relay: its folder and named.conf (checked by named-checkconf when relay-sync
-    first writes its zone list); named runs it as a service of its own."""
+def _relay_wants(duo: Duo, node: Node, key_text: str) -> list[Want]:
+    """The node's transfer relay: its folder, its copy of the transfer key (group bind reads it: the
+    duo's own is root's alone) and named.conf (checked by named-checkconf when relay-sync first writes
+    its zone list); named runs it as a service of its own, as user bind."""
     relay = Perms("root", "bind", 0o770)  # named (user bind) writes its zone copies there
-    conf = relay_files(node)["conf"]
+    files = relay_files(node)
+    what = "a copy of the transfer TSIG key for the relay (named, user bind)"
     return [
         WantDir(node.relay_dir, relay),
         WantDir(node.relay_dir / "zones", relay),
-        WantFile(conf, render_relay_conf(duo, node), Perms("root", "bind", 0o640)),
-        Note("relay", f"run `named -u bind -c {conf}` as a service (docs/operators-guide.md, \"Relays\"); "
-                      "the watcher keeps its zone list and catalog"),
+        WantSecret(files["key"], key_text, Perms("root", "bind", 0o640), what),
+        WantFile(files["conf"], render_relay_conf(duo, node), Perms("root", "bind", 0o640)),
+        Note("relay", f"run `named -u bind -c {files['conf']}` as a service "
+                      "(docs/operators-guide.md, \"Relays\"); the watcher keeps its zone list and catalog"),
     ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ the node. The catalog's serial moves forward whenever its members change.
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
@@ -72,15 +73,31 @@ def relay_pid(node: Node) -> int | None:
     return pid if comm == "named" else None
 
 
+def copy_transfer_key(duo: Duo, node: Node) -> bool:
+    """The relay's copy of the transfer key, readable by group bind (0640): named drops to user bind,
+    while the duo's own key file stays root's alone (0600) in a root-only folder. True when written."""
+    path = relay_files(node)["key"]
+    text = duo.tsig_key_path.read_text()
+    if _same(path, text):
+        return False
+    write_atomic(path, text, mode=0o640)  # group root until the chown: never readable by more
+    try:
+        os.chown(path, -1, grp.getgrnam("bind").gr_gid)
+    except KeyError:  # no bind group (named runs as root here): the copy stays root's
+        path.chmod(0o600)
+    return True
+
+
 def write_relay_config(duo: Duo, node: Node, catalog: str, zones: list[str]) -> bool:
     """Render the relay's named.conf and zone list, check them with named-checkconf as named would read
     them, then put them in place; False when nothing changed."""
     files = relay_files(node)
+    key_changed = copy_transfer_key(duo, node)
     (node.relay_dir / "zones").mkdir(parents=True, exist_ok=True)
     conf_text = render_relay_conf(duo, node)
     zones_text = render_relay_zones(node, catalog, zones)
     if _same(files["conf"], conf_text) and _same(files["zones"], zones_text):
-        return False
+        return key_changed
     if not files["catalog"].exists():  # named refuses to load a primary zone without its file
         write_atomic(files["catalog"], catalog_text(catalog, next_serial(None), []))
     new_zones = files["zones"].with_name("zones.conf.new")

@@ -114,3 +114,21 @@ def test_a_hung_signer_is_asked_once_per_sync(duo: Duo, monkeypatch: pytest.Monk
     monkeypatch.setattr(sync, "PROBE_TIMEOUT", 0.05)
     assert sync.sync_relay(duo, duo.nodes["a"], ["a.test", "b.test", "c.test"]).zones == []
     assert asked == ["a.test"]
+
+
+def test_the_relay_reads_its_own_copy_of_the_transfer_key(duo: Duo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """named drops to user bind: the relay's named.conf names a copy group bind may read (0640), the
+    duo's own key file stays root's alone; a changed key is copied again."""
+    World(duo, monkeypatch)
+    node = duo.nodes["a"]
+    sync.sync_relay(duo, node, [])
+    files = sync.relay_files(node)
+    assert files["key"].read_text() == duo.tsig_key_path.read_text()
+    assert files["key"].stat().st_mode & 0o777 in (0o640, 0o600)  # 0600 where there is no bind group
+    assert f'include "{files["key"]}";' in files["conf"].read_text()
+    assert str(duo.tsig_key_path) not in files["conf"].read_text()
+    assert not sync.copy_transfer_key(duo, node)  # unchanged: not rewritten
+    text = duo.tsig_key_path.read_text()
+    duo.tsig_key_path.write_text(text.replace('secret "', 'secret "AAAA'))
+    assert sync.copy_transfer_key(duo, node)
+    assert files["key"].read_text() == duo.tsig_key_path.read_text()
