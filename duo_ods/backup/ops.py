@@ -106,6 +106,15 @@ def op_dead_since(duo: Duo, backup: Backup, req: P.DeadSinceRequest) -> P.Ledger
     return P.LedgerReply(ledger=store.dead_since())
 
 
+def op_verify_record(duo: Duo, backup: Backup, req: P.VerifyRecordRequest) -> P.VerifyRecordReply:
+    """Read the last `backup verify`'s result; with a record in the request, save it first."""
+    store = BackupStore(backup.dir)
+    if req.record is not None:
+        store.save_verify(req.record.model_dump())
+    last = store.last_verify()
+    return P.VerifyRecordReply(last=None if last is None else P.VerifyResult.model_validate(last))
+
+
 BACKUP_HANDLERS: dict[str, Bound[Any, Any, Backup]] = handlers(
     bind(P.BACKUP_INIT, op_init),
     *kek_handlers(backup_token, backup=True),
@@ -116,5 +125,6 @@ BACKUP_HANDLERS: dict[str, Bound[Any, Any, Backup]] = handlers(
     bind(P.BUNDLE_VERIFY, op_bundle_verify),
     bind(P.SNAPSHOT_PUT, op_snapshot_put),
     bind(P.SNAPSHOT_GET, op_snapshot_get),
+    bind(P.VERIFY_RECORD, op_verify_record),
     bind(P.DEAD_SINCE, op_dead_since),
 )

@@ -84,4 +84,6 @@ def backup_verify(duo: Duo, client: NodeClient) -> dict[str, Any]:
             problems.append(
                 f"key {locator} is used by {', '.join(sorted(live['enforcer']))} but has no bundle"
             )
+    record = P.VerifyResult(at=time.time(), ok=not problems, problems=len(problems))
+    client.call("backup", P.VERIFY_RECORD, P.VerifyRecordRequest(record=record))  # for the exporter
     return {"ok": not problems, "bundles": len(held_bundles), "problems": problems}

@@ -118,6 +118,22 @@ class BackupStore:
         self.dead_ledger.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.dead_ledger, json.dumps(ledger, sort_keys=True, indent=1) + "\n", mode=0o600)
 
+    # --- the last `backup verify` (for the metrics exporter) ---------------------------------
+
+    @property
+    def verify_record(self) -> Path:
+        return self.root / "state" / "last-verify.json"
+
+    def last_verify(self) -> dict[str, object] | None:
+        if not self.verify_record.exists():
+            return None
+        found: dict[str, object] = json.loads(self.verify_record.read_text(encoding="utf-8"))
+        return found
+
+    def save_verify(self, record: dict[str, object]) -> None:
+        self.verify_record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.verify_record, json.dumps(record, sort_keys=True) + "\n", mode=0o600)
+
     def list(self) -> list[KeyBundle]:
         if not self.bundles_dir.exists():
             return []

@@ -94,6 +94,12 @@ def backup_families(obs: Observation) -> list[Metric]:
         taken = _gauge("backup_snapshot_timestamp_seconds", "When the backup store's snapshot was taken", [])
         taken.add_metric([], obs.snapshot_taken)
         found.append(taken)
+    if obs.verify is not None:
+        verified = _gauge("backup_verify_timestamp_seconds", "When `backup verify` last ran", [])
+        verified.add_metric([], obs.verify.at)
+        passed = _gauge("backup_verify_ok", "1 when the last `backup verify` found no problem", [])
+        passed.add_metric([], 1 if obs.verify.ok else 0)
+        found += [verified, passed]
     return found
 
 

@@ -81,11 +81,13 @@ def check(duo: Duo, client: NodeClient, limits: Thresholds, timeout: float = DEF
         keys = {n: threads.submit(_key_states, client, n) for n in duo.nodes}
         bundles = threads.submit(client.call, "backup", P.BUNDLE_LIST, None, NODE_TIMEOUT)
         snapshot = threads.submit(client.call, "backup", P.SNAPSHOT_GET, None, NODE_TIMEOUT)
+        verified = threads.submit(client.call, "backup", P.VERIFY_RECORD, None, NODE_TIMEOUT)
         reports = threads.submit(check_duo, duo, client, [], limits, None, timeout)
         for node in duo.nodes:
             take(f"node {node} key states", keys[node], partial(found.keys.__setitem__, node))
         take("backup bundles", bundles, lambda r: setattr(found, "bundles", len(r.bundles)))
         take("backup snapshot", snapshot, partial(_set_taken, found))
+        take("backup verify", verified, lambda r: setattr(found, "verify", r.last))
         take("check", reports, lambda r: setattr(found, "reports", r))
     found.duration = time.monotonic() - started
     return found
@@ -102,6 +104,7 @@ def gather(duo: Duo, client: NodeClient, checked: Checked | None) -> Observation
     if checked is not None:
         obs.reports, obs.keys = checked.reports, checked.keys
         obs.bundles, obs.snapshot_taken = checked.bundles, checked.snapshot_taken
+        obs.verify = checked.verify
         obs.checked_at, obs.check_duration = checked.at, checked.duration
         obs.errors += checked.errors
     take = _taker(obs.errors)

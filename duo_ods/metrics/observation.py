@@ -8,6 +8,7 @@ from typing import Any
 
 from duo_ods.check.model import ZoneReport
 from duo_ods.metrics.watchfile import WatchStats
+from duo_ods.protocol.ops import VerifyResult
 from duo_ods.watch.plan import ZoneFileState
 
 KeyViews = dict[str, list[dict[str, Any]]]  # zone -> its keys' enforcer states (kaspdb.KeyStates.to_json)
@@ -32,6 +33,7 @@ class Checked:
     keys: dict[str, KeyViews] = field(default_factory=dict)  # node -> its enforcer database's key states
     bundles: int | None = None  # key bundles in the backup store (None: not read)
     snapshot_taken: float | None = None  # the backup store's snapshot (None: none, or not read)
+    verify: VerifyResult | None = None  # the last `backup verify` (None: none, or not read)
     duration: float = 0.0
     errors: list[str] = field(default_factory=list)  # what could not be read
 
@@ -45,6 +47,7 @@ class Observation:
     lifetimes: dict[str, float] = field(default_factory=dict)  # role (KSK, ZSK, CSK) -> seconds
     bundles: int | None = None  # key bundles in the backup store (None: not read)
     snapshot_taken: float | None = None  # the backup store's snapshot (None: none, or not read)
+    verify: VerifyResult | None = None  # the last `backup verify` (None: none, or not read)
     watchers: list[WatcherView] = field(default_factory=list)
     duration: float = 0.0  # seconds the refresh took
     errors: list[str] = field(default_factory=list)  # what could not be read

@@ -679,6 +679,22 @@ class SnapshotGetReply(Message):
     snapshot: Snapshot | None
 
 
+class VerifyResult(Message):
+    """The last `backup verify`: when it ran, whether it passed, how many problems it found."""
+
+    at: float
+    ok: bool
+    problems: int = Field(ge=0)
+
+
+class VerifyRecordRequest(Message):
+    record: VerifyResult | None = None  # saved first when given
+
+
+class VerifyRecordReply(Message):
+    last: VerifyResult | None
+
+
 class DeadSinceRequest(Message):
     ledger: dict[str, float] | None = None  # replaces the ledger when given
 
@@ -766,6 +782,7 @@ BUNDLE_VERIFY = Op("bundle-verify", LocatorRequest, BundleVerifyReply, "backup",
 SNAPSHOT_PUT = Op("snapshot-put", SnapshotPutRequest, PathReply, "backup")
 SNAPSHOT_GET = Op("snapshot-get", Empty, SnapshotGetReply, "backup", reads_only=True)
 DEAD_SINCE = Op("dead-since", DeadSinceRequest, LedgerReply, "backup")
+VERIFY_RECORD = Op("verify-record", VerifyRecordRequest, VerifyRecordReply, "backup")
 
 TABLE: dict[str, Op[Any, Any]] = {
     op.name: op
@@ -780,6 +797,6 @@ TABLE: dict[str, Op[Any, Any]] = {
         KEY_IMPORT_BATCH,
         BACKUP_INIT, BUNDLE_PUT, BUNDLE_PUT_BATCH, BUNDLE_LIST, BUNDLE_REMOVE, BUNDLE_VERIFY, SNAPSHOT_PUT,
         SNAPSHOT_GET,
-        DEAD_SINCE,
+        DEAD_SINCE, VERIFY_RECORD,
     )
 }  # fmt: skip

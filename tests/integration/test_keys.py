@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import dns.dnssec
@@ -221,6 +222,9 @@ def test_backup_verify_restores_every_bundle_and_catches_damage(lab: Lab) -> Non
         proc = lab.duo("--json", "backup", "verify", check=False)
         result = json.loads(proc.stdout)
         assert proc.returncode == 1 and result["ok"] is False
+        # recorded for the metrics exporter (ods_duo_backup_verify_ok)
+        record = json.loads((lab.dir / "backup" / "state" / "last-verify.json").read_text())
+        assert record["ok"] is False and record["problems"] == len(result["problems"])
         assert any(
             p.startswith(f"bundle {victim.stem} ") and "does not restore" in p for p in result["problems"]
         )
@@ -230,7 +234,10 @@ def test_backup_verify_restores_every_bundle_and_catches_damage(lab: Lab) -> Non
     finally:
         victim.write_text(original)
         victim.chmod(0o600)
+    started = time.time()
     assert json.loads(lab.duo("--json", "backup", "verify").stdout)["ok"] is True
+    record = json.loads((lab.dir / "backup" / "state" / "last-verify.json").read_text())
+    assert record["ok"] is True and record["problems"] == 0 and record["at"] >= started
 
 
 def test_kek_replace_keeps_old_bundles_verifiable_and_new_keys_sealed(lab: Lab, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from duo_ods.metrics.exporter import Exporter
 from duo_ods.metrics.families import families, past_lifetime
 from duo_ods.metrics.observation import Checked, Observation, WatcherView
 from duo_ods.metrics.watchfile import WatchStats
+from duo_ods.protocol.ops import VerifyResult
 from duo_ods.watch.plan import ZoneFileState
 from tests.unit.check.signer import NOW, Key, signed
 
@@ -139,6 +140,7 @@ def test_nodes_backup_watchers() -> None:
         lifetimes={"ZSK": 90 * DAY},
         bundles=4,
         snapshot_taken=NOW - 3600,
+        verify=VerifyResult(at=NOW - 7200, ok=False, problems=3),
         watchers=[
             WatcherView(
                 "a",
@@ -158,6 +160,8 @@ def test_nodes_backup_watchers() -> None:
     assert value(found, "keys_past_lifetime", node="a", zone=ZONE) == 1
     assert value(found, "backup_bundles") == 4
     assert value(found, "backup_snapshot_timestamp_seconds") == NOW - 3600
+    assert value(found, "backup_verify_timestamp_seconds") == NOW - 7200
+    assert value(found, "backup_verify_ok") == 0
     assert value(found, "watcher_queue_length", node="a") == 3
     assert value(found, "daemon_restarts_total", node="a", daemon="signerd") == 2
     assert value(found, "daemon_restarts_total", node="a", daemon="enforcerd") == 0
@@ -263,6 +267,7 @@ def test_dashboard_and_rules_use_only_exported_names() -> None:
         keys={"a": {ZONE: []}},
         bundles=1,
         snapshot_taken=1.0,
+        verify=VerifyResult(at=1.0, ok=True, problems=0),
         checked_at=1.0,
         check_duration=1.0,
         watchers=[WatcherView("a", {ZONE: ZoneFileState("d", "ok")}, WatchStats(1.0, 0, {ZONE: 1.0}))],

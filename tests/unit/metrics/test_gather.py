@@ -36,6 +36,10 @@ class Nodes(FakeNodes):
             P.SNAPSHOT_GET,
             lambda _t, _r: P.SnapshotGetReply(snapshot=P.Snapshot(taken=1234.5, node="a", zones=[])),
         )
+        self.on(
+            P.VERIFY_RECORD,
+            lambda _t, _r: P.VerifyRecordReply(last=P.VerifyResult(at=2345.5, ok=False, problems=2)),
+        )
 
     def status(self, node: str, request: P.Empty) -> P.StatusReply:
         return P.StatusReply(
@@ -91,6 +95,7 @@ def test_one_refresh(duo: tuple[Duo, list[dict[str, Any]]]) -> None:
     assert obs.daemons == {"a": {"enforcerd": 10, "signerd": 11}, "b": {"enforcerd": 10, "signerd": None}}
     assert set(obs.keys) == {"a", "b"} and len(obs.keys["a"][ZONE]) == 2
     assert obs.bundles == 0 and obs.snapshot_taken == 1234.5
+    assert obs.verify is not None and (obs.verify.at, obs.verify.ok) == (2345.5, False)
     [a, b] = obs.watchers
     assert a.files[ZONE].status == "error" and a.stats is not None and a.stats.queue == 2
     assert a.stats.events == {ZONE: 1000.0}
