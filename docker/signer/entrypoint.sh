@@ -59,16 +59,14 @@ ods-duo watch --node "$NODE" &
 watcher=$!
 
 # The relay's named.conf includes its zone list, which the watcher's first relay sync writes (and
-# checks with named-checkconf): start named once it is there. named runs as root, not `-u bind`:
-# its named.conf includes the duo's transfer key (root 0600 in a root 0700 folder, as node init keeps
-# it), which user bind cannot open: without CAP_DAC_READ_SEARCH (not in a container's set) named
-# -u bind stops at its first load ("file not found"), and with it, at the first reload relay-sync
-# asks for (SIGHUP, by named's pid file), when named has dropped to user bind.
+# checks with named-checkconf): start named once it is there. named drops to user bind: the relay
+# reads its own copy of the transfer key (relay/transfer.key, root:bind 0640, written by node init and
+# kept by relay sync); the duo's own key file stays root's alone.
 until [ -s "$relay_dir/zones.conf" ]; do
     kill -0 "$watcher" 2>/dev/null || { echo "node $NODE: the watcher ended before the relay's zone list" >&2; stop_all; exit 1; }
     sleep 1 & wait $! || true
 done
-named -f -c "$relay_dir/named.conf" &
+named -f -u bind -c "$relay_dir/named.conf" &
 relay=$!
 echo "node $NODE: relay named (pid $relay) on its node's relay address, log $relay_dir/named.log" >&2
 
