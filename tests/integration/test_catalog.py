@@ -24,7 +24,7 @@ import dns.zone
 import pytest
 
 from duo_ods.dns.query import soa_serial
-from tests.integration.conftest import Lab
+from tests.integration.conftest import Lab, without_supervisor
 from tests.support.dns_tools import DelvLoop, delv, ksk_of, write_trust_anchor
 from tests.support.dnssec import axfr, dnskey_rrset
 
@@ -42,7 +42,9 @@ def _remove_zones(config: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(make_lab) -> Lab:  # type: ignore[no-untyped-def]
-    return make_lab(FAILOVER_BASE, edit=_remove_zones)
+    # Its failover test keeps a signer dead on purpose (killed, not `node stop`): no supervisor
+    # restarts it (test_supervise.py tests that one).
+    return make_lab(FAILOVER_BASE, edit=lambda toml: without_supervisor(_remove_zones(toml)))
 
 
 @pytest.fixture(scope="module")

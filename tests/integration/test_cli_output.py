@@ -70,7 +70,11 @@ def test_json_after_the_command(lab: Lab) -> None:
     assert {n["name"] for n in status["nodes"]} == {"a", "b"}
     report = json.loads(lab.duo("check", "--json").stdout)
     assert report["ok"] is True and set(report["zones"][ZONE]["serials"]) == {"a", "b", "ns1", "ns2"}
+    # the catalog (default): no zone listed, the options fragment per secondary
     bind = json.loads(lab.duo("bind-config", "--json").stdout)
+    assert bind["catalog"] is True and bind["zones"] == [] and set(bind["options"]) == {"ns1", "ns2"}
+    assert "catalog-zones" in bind["options"]["ns1"] and f'zone "{ZONE}"' not in bind["secondaries"]["ns1"]
+    bind = json.loads(lab.duo("bind-config", "--zones", "--json").stdout)
     assert set(bind["secondaries"]) == {"ns1", "ns2"} and ZONE in bind["zones"]
     assert f'zone "{ZONE}"' in bind["secondaries"]["ns1"]
 
