@@ -106,13 +106,12 @@ def test_key_create_many_zones_each_gets_its_own_shared_pair(lab: Lab) -> None:
 @pytest.mark.parametrize(
     ("point", "finished"),
     [
-        # the controller killed right after a journal record: `key resume` undoes or finishes
-        ("journal:2", False),  # the origin's keys journalled, maybe made
-        ("journal:4", True),  # the commit record is on disk: finished forward
-        # a node's agent killed: the controller itself undoes (before the commit point), or leaves
-        # the journal for `key resume` (after it)
-        ("op:key-unwrap-batch:after", False),  # b took every key; its reply is lost
-        ("op:key-import-batch:after", True),  # a node's enforcer took the keys; its reply is lost
+        # (test_crash.py and bench/crash_sweep.py kill at every other point; CI's time budget)
+        # the controller killed right after the commit record: `key resume` finishes forward
+        ("journal:4", True),
+        # a node's agent killed before the commit point: b took every key, its reply is lost; the
+        # controller itself undoes
+        ("op:key-unwrap-batch:after", False),
     ],
 )
 def test_a_batch_killed_at_a_step_boundary_recovers(

@@ -75,6 +75,9 @@ def test_a_killed_signer_runs_again_serves_and_check_is_ok(lab: Lab) -> None:
         RESTART_WITHIN,
     )
     print(f"signer of node a running again {took:.1f} s after kill -9")
+    # counted once the supervisor's start returned (it waits for the daemon; the test may see it first)
+    counted = lambda: restart_counts(state_dir(lab, "a"))["signerd"] == 1  # noqa: E731
+    wait_for("the restart counted", counted, RESTART_WITHIN)
     assert restart_counts(state_dir(lab, "a")) == {"signerd": 1, "enforcerd": 0}
     assert restart_counts(state_dir(lab, "b")) == {"signerd": 0, "enforcerd": 0}
     said = watcher_log(lab, "a")
