@@ -24,7 +24,6 @@ from duo_ods.zones.manage import (
     missed_summary,
     node_zones,
     remove_zone,
-    sign_above_the_secondaries,
     update_zone,
 )
 
@@ -105,8 +104,6 @@ def _returning(ctx: Ctx, added: list[ZoneAddResult], *, new_keys: bool) -> dict[
         for r in added
         if (reuse := returning_zone_keys(ctx.duo, ctx.client, r.zone, new_keys=new_keys)) is not None
     }
-    for zone in keys:  # their old copies may still be out there at the serial they start from again
-        sign_above_the_secondaries(ctx.duo, ctx.client, zone)
     if keys:
         warning = snapshot_after(ctx.duo, ctx.client, "zone add")
         if warning:

@@ -386,31 +386,3 @@ def list_zones(duo: Duo, client: NodeClient) -> tuple[list[dict[str, Any]], dict
         row["unknown_on"] = sorted(down)
     return [rows[name] for name in sorted(rows)], down
 
-
-def sign_above_the_secondaries(duo: Duo, client: NodeClient, zone: str, timeout: float = 60.0) -> list[str]:
-    """A zone that returns (removed, then added again) is signed afresh: its serial may start again at
-    what its old copy had, and the secondaries, which still hold that copy, would then never transfer
-    the new one (same serial, other keys or data). Once every node serves it, any node at or below
-    a secondary's serial re-signs above it. Returns the nodes re-signed."""
-    deadline = time.monotonic() + timeout
-    while None in (served := served_serials(duo, zone)).values() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    held = [s for s in secondary_serials(duo, zone).values() if s is not None]
-    ours = {n: s for n, s in served.items() if s is not None}
-    if not held or not ours or min(ours.values()) > max(held):
-        return []
-    target = next_serial([*ours.values(), *held], duo.config.policy.serial)
-    resigned = []
-    for node in ours:
-        try:
-            client.call(node, P.ZONE_RESIGN, P.ZoneResignRequest(zone=zone, serial=target))
-        except DuoError as exc:
-            log.warning("zone %s: node %s not re-signed above the secondaries' copy: %s", zone, node, exc)
-            continue
-        resigned.append(node)
-    log.info("zone %s returns: re-signed on %s at %s, above the secondaries' old copy (%s)",
-             zone, ", ".join(resigned), target, max(held))  # fmt: skip
-    if resigned:
-        _wait_served(duo, zone, resigned, target)
-        notify_secondaries(duo, zone)
-    return resigned

@@ -22,7 +22,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.dns.query import soa_serial
 from duo_ods.protocol import ops as P
 from duo_ods.transport import transport_for
-from tests.integration.conftest import Lab
+from tests.integration.conftest import Lab, remove_tree
 from tests.support.dnssec import cross_validate, dnskey_rrset
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def restored_from(restored: list[dict[str, Any]], source: list[dict[str, Any]], 
 def wipe(lab: Lab, duo: Duo, node: str) -> None:
     """The node dies and its disk is lost: daemons stopped, token, database and zones gone."""
     lab.duo("node", "stop", node)
-    shutil.rmtree(duo.node(node).paths.base)
+    remove_tree(duo.node(node).paths.base)
 
 
 def assert_duo_whole(lab: Lab, before: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ order and build on each other.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 
 from duo_ods import process
 from duo_ods.config.load import load_config
-from tests.integration.conftest import Lab
+from tests.integration.conftest import Lab, remove_tree
 from tests.support.dnssec import cross_validate, dnskey_rrset
 from tests.support.fast_policy import fast_policy
 from tests.support.ssh_lab import SshLab, sshd_in_front
@@ -152,7 +151,7 @@ def test_wiped_node_is_restored_over_ssh(ssh_lab: SshLab, config: str) -> None:
     for record in sorted((lab.dir / "state").glob("watch-*.json")):
         assert process.stop(record) in ("stopped", "not running")
     ssh_lab.duo(config, "node", "stop", "b")
-    shutil.rmtree(duo.node("b").paths.base)  # the node's disk is lost: token, database, zones
+    remove_tree(duo.node("b").paths.base)  # the node's disk is lost: token, database, zones
     # b is reached over ssh: the KEK goes to its transport key only once the operator confirmed
     # that key's fingerprint, as `kek offer` shows it on b itself (the local transport there).
     refused = ssh_lab.duo(config, "backup", "restore", "--node", "b", check=False)
