@@ -12,20 +12,9 @@ import pytest
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.relay.catalog import catalog_name, catalog_text, member_label, next_serial
+from tests.support.configs import TWO_NODES
 
-CONFIG = """
-name = "lab"
-[nodes.a]
-address = "127.0.0.11"
-base_dir = "a"
-token_label = "A"
-[nodes.b]
-address = "127.0.0.12"
-base_dir = "b"
-token_label = "B"
-[backup]
-dir = "backup"
-"""
+CONFIG = 'name = "lab"\n' + TWO_NODES
 
 
 @pytest.fixture

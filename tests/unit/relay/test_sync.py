@@ -13,20 +13,9 @@ from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
 from duo_ods.dns.tsig import ensure_tsig_key
 from duo_ods.relay import sync
+from tests.support.configs import TWO_NODES
 
-CONFIG = """
-name = "lab"
-[nodes.a]
-address = "127.0.0.11"
-base_dir = "a"
-token_label = "A"
-[nodes.b]
-address = "127.0.0.12"
-base_dir = "b"
-token_label = "B"
-[backup]
-dir = "backup"
-[[secondaries]]
+CONFIG = 'name = "lab"\n' + TWO_NODES + """[[secondaries]]
 name = "ns1"
 address = "127.0.0.13"
 """
