@@ -35,7 +35,6 @@ from typing import Any
 from duo_ods.backup.report import bundles as held_bundles
 from duo_ods.backup.snapshot import node_state
 from duo_ods.config.resolve import Duo
-from duo_ods.dns.query import soa_serial
 from duo_ods.dns.tsig import transfer_key
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
@@ -49,6 +48,7 @@ from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.content import served_copy, text_content_digest
 from duo_ods.zones.inputs import Candidate, latest_input, newest_input, record_text
 from duo_ods.zones.manage import notify_secondaries, served_serials
+from duo_ods.zones.returning import serials_seen
 from duo_ods.zones.serial import next_serial, with_serial_floor
 
 log = logging.getLogger(__name__)
@@ -411,14 +411,6 @@ def _build(
     return kek, written.keys
 
 
-def _serials_seen(duo: Duo, zone: str) -> list[int]:
-    """Every SOA serial the signers and the secondaries serve for the zone now."""
-    seen = [s for s in served_serials(duo, zone).values() if s is not None]
-    return seen + [
-        s for sec in duo.config.secondaries if (s := soa_serial(sec.address, sec.port, zone)) is not None
-    ]
-
-
 def _above_every_copy(duo: Duo, zone: str, text: str) -> str:
     """The zone text a fresh signer gets: its SOA serial raised above every serial served now.
 
@@ -427,7 +419,9 @@ def _above_every_copy(duo: Duo, zone: str, text: str) -> str:
     version repeated a serial the other signer had served with other content (the randomised test
     found it). Raised, the first version is above every copy, so its serial is new.
     """
-    return with_serial_floor(text, zone, next_serial(_serials_seen(duo, zone), duo.config.policy.serial))
+    return with_serial_floor(
+        text, zone, next_serial(serials_seen(duo, zone, relays=False, timeout=2.0), duo.config.policy.serial)
+    )
 
 
 def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -> int | None:
@@ -439,7 +433,7 @@ def _catch_up(duo: Duo, client: NodeClient, node: str, zone: str, above: bool) -
     one above every serial served anywhere, and the secondaries are told.
     """
     mine = served_serials(duo, zone).get(node)
-    seen = _serials_seen(duo, zone)
+    seen = serials_seen(duo, zone, relays=False, timeout=2.0)
     if mine is None or not seen:
         return mine
     target = next_serial(seen, duo.config.policy.serial) if above else max(seen)

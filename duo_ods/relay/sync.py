@@ -118,6 +118,19 @@ def _same(path: Path, text: str) -> bool:
         return False
 
 
+def _drop_old_copy(node: Node, zone: str) -> None:
+    """A zone the relay is about to carry again: remove the copy its named saved when it carried it
+    before (zones/ZONE.db and its journal). named would load that file at once and keep it: a signer
+    that starts a returning zone afresh may sign it at a serial no higher than the old copy's, and
+    the relay would then never transfer the new version. The zone is not in named's configuration
+    now, so named is not writing the file."""
+    base = node.relay_dir / "zones" / f"{zone_file_name(zone)}.db"
+    for path in (base, base.with_name(base.name + ".jnl")):
+        if path.exists():
+            path.unlink(missing_ok=True)
+            log.info("node %s: relay copy %s of the returning zone %s removed", node.name, path, zone)
+
+
 def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
     files = relay_files(node)
     state = load_state(files["state"])
@@ -137,6 +150,8 @@ def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
             carried.add(zone)
         elif time.monotonic() - asked >= PROBE_TIMEOUT:
             break  # no answer in time: a hung signer; the watcher must not wait on it zone by zone
+    for zone in carried - set(state.zones):
+        _drop_old_copy(node, zone)
     members = set(state.members) & carried
     if relay_pid(node) is not None:
         for zone in sorted(carried - members)[:MAX_NEW_PER_SYNC]:

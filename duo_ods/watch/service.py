@@ -46,6 +46,7 @@ from duo_ods.zones.catchup import catch_up
 from duo_ods.zones.inputs import record_inputs
 from duo_ods.zones.level import level_zone
 from duo_ods.zones.manage import check_file, node_zones, update_checked
+from duo_ods.zones.returning import above_old_copies, remember_serial
 from duo_ods.zones.validate import CheckedZone, InputVanished, zone_name_from_filename
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,11 @@ class Watcher:
             return None
 
     def _add(self, new: dict[str, Path], digests: dict[str, str]) -> None:
-        batch = [(z, p, c) for z, p in new.items() if (c := self._checked(z, p, digests[str(p)])) is not None]
+        batch = [
+            (z, p, above_old_copies(self.duo, c))  # a returning zone: above its old copies' serial
+            for z, p in new.items()
+            if (c := self._checked(z, p, digests[str(p)])) is not None
+        ]
         for start in range(0, len(batch), self.config.batch_size):
             chunk = batch[start : start + self.config.batch_size]
             request = P.ZoneBatchRequest(zones=[P.ZoneInput(zone=z, text=c.text) for z, _p, c in chunk])
@@ -225,6 +230,7 @@ class Watcher:
             log.warning("zone %s: its file was removed; the zone is kept (watch.remove_zones is off)", zone)
             return
         remember_keys(self.duo, self.client, zone, [self.node.name])  # for its return (keys/reuse.py)
+        remember_serial(self.duo, zone)  # and its serial, which a return must exceed (zones/returning.py)
         self.client.call(self.node.name, P.ZONE_REMOVE, P.ZoneRequest(zone=zone))
         self.state.pop(zone, None)
         log.info("zone %s removed: its file was removed", zone)

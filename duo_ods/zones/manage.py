@@ -25,6 +25,7 @@ from duo_ods.keys.reuse import remember_keys
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.zones.inputs import forget_input, record_input, record_inputs
+from duo_ods.zones.returning import above_old_copies, remember_serial
 from duo_ods.zones.serial import next_serial
 from duo_ods.zones.validate import CheckedZone, check_zone_file, zone_name_from_filename
 
@@ -56,7 +57,7 @@ def node_zones(duo: Duo, client: NodeClient) -> dict[str, list[str]]:
 
 def add_zone(duo: Duo, client: NodeClient, zone: str, file: Path) -> ZoneAddResult:
     name = normalize_zone_name(zone)
-    checked = check_file(duo, name, file)
+    checked = above_old_copies(duo, check_file(duo, name, file))
     current = node_zones(duo, client)  # every node must answer before any changes
     result = ZoneAddResult(name, checked.serial, checked.records, checked.stripped)
     result.already_on = [n for n, zones in current.items() if name in zones]
@@ -108,7 +109,7 @@ def add_zones(duo: Duo, client: NodeClient, files: list[Path]) -> list[FileAdd]:
             outcome.error = exists_message(outcome.zone)
             continue
         try:
-            checked = check_file(duo, outcome.zone, file)
+            checked = above_old_copies(duo, check_file(duo, outcome.zone, file))
         except DuoError as exc:
             outcome.error = str(exc)
             continue
@@ -356,6 +357,7 @@ def remove_zone(duo: Duo, client: NodeClient, zone: str, delete_file: bool = Fal
     # Its keys and their state, kept for its return within the backup's retention (its DS may
     # still be at the parent then): duo_ods.keys.reuse.
     remember_keys(duo, client, name, [n for n, zones in current.items() if name in zones])
+    remember_serial(duo, name)  # a return must come above its old copies: duo_ods.zones.returning
     request = P.ZoneRequest(zone=name)
     removed = {node: client.call(node, P.ZONE_REMOVE, request).removed for node in duo.nodes}
     forget_input(duo, name)
@@ -385,4 +387,3 @@ def list_zones(duo: Duo, client: NodeClient) -> tuple[list[dict[str, Any]], dict
         row["on_all_nodes"] = set(row["nodes"]) == set(duo.nodes)
         row["unknown_on"] = sorted(down)
     return [rows[name] for name in sorted(rows)], down
-

@@ -118,12 +118,6 @@ def test_the_watcher_brings_back_the_keys_from_before_removal(lab: Lab, before: 
     print(f"the watcher's re-add: at the secondary {back:.1f} s after the file came back")
 
 
-@pytest.mark.xfail(
-    reason="known bug, open: since `zone remove` restarts the signer (the ODS 2.1.12 crash), the "
-    "returning zone is signed again at the serial the secondary still holds for its old copy, so the "
-    "secondary keeps the old keys (CHANGELOG: Known problem)",
-    strict=False,
-)
 def test_new_keys_asked_for_change_the_ds_and_say_so(lab: Lab, before: dict[str, object]) -> None:
     remove(lab)
     proc = lab.duo("zone", "add", ZONE, "--file", str(lab.dir / "zone.saved"), "--new-keys")
