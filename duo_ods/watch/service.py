@@ -61,9 +61,12 @@ class _Events(FileSystemEventHandler):
     deleted is due once events are quiet. A created file whose writer pauses before its first write
     may be read empty: refused once, and the last good data stays meanwhile."""
 
-    def __init__(self, debouncer: Debouncer, lock: threading.Lock) -> None:
+    def __init__(
+        self, debouncer: Debouncer, lock: threading.Lock, wake: threading.Event | None = None
+    ) -> None:
         self.debouncer = debouncer
         self.lock = lock
+        self.wake = wake or threading.Event()  # the watcher's loop sleeps on it until the batch is due
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent | FileModifiedEvent
@@ -81,6 +84,7 @@ class _Events(FileSystemEventHandler):
                     self.debouncer.note(str(path), now)
                 else:  # closed, moved (both ends), deleted: no writer holds it any more
                     self.debouncer.closed(str(path), now)
+        self.wake.set()
 
 
 class Watcher:
@@ -333,17 +337,33 @@ class Watcher:
     # --- running -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, tick: float = 0.2) -> None:
+        """File events are acted on as soon as the debouncer hands them out (the loop sleeps until
+        then, or until an event wakes it); the rest (supervision, keys, serials, rollovers, snapshots,
+        the relay) runs every `tick`. Polling the debouncer on the tick alone cost up to a tick's wait
+        on every change."""
         self.node.input_dir.mkdir(parents=True, exist_ok=True)
         lock = threading.Lock()
-        debouncer = Debouncer(self.config.debounce, self.config.max_wait)
+        wake = threading.Event()
+        debouncer = Debouncer(self.config.debounce, self.config.max_wait, self.config.settle)
         observer = Observer()
-        observer.schedule(_Events(debouncer, lock), str(self.node.input_dir), recursive=False)
+        observer.schedule(_Events(debouncer, lock, wake), str(self.node.input_dir), recursive=False)
         observer.start()
         stats = StatsWriter(stats_path(self.node.paths.state))  # for the metrics exporter
         try:
             log.info("watching %s for node %s", self.node.input_dir, self.node.name)
             self._safely(lambda: self.reconcile(None))  # what changed while nobody watched
-            while not stop.wait(tick):
+            next_tick = time.monotonic() + tick
+            while not stop.is_set():
+                with lock:
+                    due = debouncer.due_in(time.monotonic())
+                wait = next_tick - time.monotonic()
+                if due is not None:
+                    wait = min(wait, due)
+                if wait > 0:
+                    wake.wait(wait)
+                wake.clear()
+                if stop.is_set():
+                    break
                 with lock:
                     ready = debouncer.ready(time.monotonic())
                     queue = debouncer.pending()
@@ -351,6 +371,9 @@ class Watcher:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
                     self._safely(partial(self.reconcile, zones))
                     stats.handled(zones, time.time())
+                if time.monotonic() < next_tick:
+                    continue
+                next_tick = time.monotonic() + tick
                 self._safely(partial(stats.tick, queue, time.time()))
                 self._safely(self.supervise_when_due)  # after the file events: they wait for nothing
                 self._safely(self.resume_keys_when_due)
