@@ -193,6 +193,9 @@ def check_file(duo: Duo, zone: str, file: Path, *, input_dir: Path | None = None
 
 
 CATCHES_UP = "it catches up when it returns"
+# How often _wait_served asks the signers for their serial (a UDP SOA query each): the NOTIFY to the
+# relays and secondaries goes out at most this long after the signer serves the new serial.
+SERVED_POLL = 0.02
 
 
 def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: list[str]) -> dict[str, Any]:
@@ -275,7 +278,7 @@ def _wait_served(
         served = served_serials(duo, zone)
         if target is None or all(served.get(n) == target for n in nodes) or time.monotonic() > deadline:
             return served
-        time.sleep(0.2)
+        time.sleep(SERVED_POLL)
 
 
 def notify_secondaries(duo: Duo, zone: str) -> dict[str, str]:
