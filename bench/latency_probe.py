@@ -41,7 +41,7 @@ from duo_ods.protocol.client import NodeClient  # noqa: E402
 from duo_ods.transport import transport_for  # noqa: E402
 from duo_ods.zones.manage import check_file, secondary_serials, served_serials  # noqa: E402
 from duo_ods.zones.serial import next_serial  # noqa: E402
-from duo_ods.zones.validate import check_zone_text  # noqa: E402
+from duo_ods.zones.validate import verify_zone_text  # noqa: E402
 
 log = logging.getLogger("latency_probe")
 ZONE = "lat.test"
@@ -96,7 +96,7 @@ def probe(lab_dir: Path, records: int, runs: int) -> dict[str, Any]:
             lambda: check_file(duo, ZONE, path, input_dir=input_dir), runs
         )
         samples["the node's check of the checked text (agent, in process here)"] = timed(
-            lambda: check_zone_text(checked.text, ZONE, source="probe"), runs
+            lambda: verify_zone_text(checked.text, ZONE, source="probe"), runs
         )
         samples["ZONE_LIST to node a's agent"] = timed(lambda: client.call("a", P.ZONE_LIST), runs)
         samples["SOA of both signers (TSIG)"] = timed(lambda: served_serials(duo, ZONE), runs)
