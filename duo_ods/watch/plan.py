@@ -135,6 +135,7 @@ class Debouncer:
         self._last = 0.0
         self._writing: set[str] = set()  # written to and not closed since: not complete yet
         self._complete: set[str] = set()  # closed, moved or deleted, and no event since
+        self.handed_first: float | None = None  # first event of the batch `ready` last handed out
 
     def note(self, path: str, now: float) -> None:
         """Any other event for the path (created): due once events are quiet for `delay`."""
@@ -182,6 +183,7 @@ class Debouncer:
         if not (quiet or overdue):
             return []
         paths = sorted(self._first)
+        self.handed_first = min(self._first.values())
         self._first.clear()
         self._complete.difference_update(paths)
         return paths

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     FileClosedEvent,
@@ -108,6 +109,7 @@ class Watcher:
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
         self.last_snapshot: float | None = None
         self.changed = False
+        self.batch_event_at: float | None = None  # monotonic time of the first event of the batch in hand
         self.relay = RelayTicker(client, node.name)  # its relay and catalog follow what it signs
         # The key origin's watcher rolls keys on the policy's lifetimes and confirms DS at the parent.
         self.scheduler = Scheduler(duo, client, enabled=origin)
@@ -212,9 +214,11 @@ class Watcher:
                     self.pending_keys.add(zone)
 
     def _update(self, zone: str, path: Path, digest: str) -> None:
+        started = time.monotonic()
         checked = self._checked(zone, path, digest)
         if checked is None:
             return
+        check_s = time.monotonic() - started
         if self.node_inputs.get(zone) == hashlib.sha256(checked.text.encode()).hexdigest():
             # First sight of a file whose data the node already signs (zone add, or a lost state file).
             self._record(zone, "ok", digest, "unchanged", path)
@@ -225,8 +229,22 @@ class Watcher:
             self._record(zone, "error", digest, f"{path}: not updated: {exc}", path)
             return
         self._record(zone, "ok", digest, f"updated (output serial {result['output_serial']})", path)
-        log.info("zone %s updated from %s", zone, path)
+        log.info("zone %s updated from %s (%s)", zone, path, self._timing(started, check_s, result))
         self.changed = True
+
+    def _timing(self, started: float, check_s: float, result: dict[str, Any]) -> str:
+        """Where an update's time went, in one line: since the file's first event, the debounce,
+        the input check, then update_checked's steps (zones.manage: serials, nodes, served, notify)."""
+        now = time.monotonic()
+        parts = [f"{now - started:.2f} s"]
+        if self.batch_event_at is not None:
+            parts = [
+                f"{now - self.batch_event_at:.2f} s after the file event",
+                f"debounce {started - self.batch_event_at:.2f}",
+            ]
+        parts.append(f"check {check_s:.2f}")
+        parts += [f"{step} {s:.2f}" for step, s in result.get("seconds", {}).items()]
+        return ", ".join(parts)
 
     def _gone(self, zone: str) -> None:
         if not self.config.remove_zones:
@@ -369,7 +387,9 @@ class Watcher:
                     queue = debouncer.pending()
                 if ready:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
+                    self.batch_event_at = debouncer.handed_first
                     self._safely(partial(self.reconcile, zones))
+                    self.batch_event_at = None
                     stats.handled(zones, time.time())
                 if time.monotonic() < next_tick:
                     continue
