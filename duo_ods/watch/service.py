@@ -233,14 +233,15 @@ class Watcher:
         self.changed = True
 
     def _timing(self, started: float, check_s: float, result: dict[str, Any]) -> str:
-        """Where an update's time went, in one line: since the file's first event, the debounce,
-        the input check, then update_checked's steps (zones.manage: serials, nodes, served, notify)."""
+        """Where an update's time went, in one line: since the file's first event, the wait before its
+        check (debounce, zone list), the input check, then update_checked's steps (zones.manage:
+        serials, nodes, served, notify)."""
         now = time.monotonic()
         parts = [f"{now - started:.2f} s"]
         if self.batch_event_at is not None:
             parts = [
                 f"{now - self.batch_event_at:.2f} s after the file event",
-                f"debounce {started - self.batch_event_at:.2f}",
+                f"wait {started - self.batch_event_at:.2f}",
             ]
         parts.append(f"check {check_s:.2f}")
         parts += [f"{step} {s:.2f}" for step, s in result.get("seconds", {}).items()]
