@@ -1253,9 +1253,9 @@ def _zone_section(zl: ZoneLatency, summary: dict[str, Any]) -> list[str]:
                 f"(first NOTIFY to transferred: median {_f(statistics.median(d))} s)"
                 for node, d in sorted(sources.items())
             )
-            + ". ns1 asks a first (failover order); when b serves first, a's SOA is not ahead yet and named "
-            "tries the next primary 0.5 s later (the same 0.5 s step shows between a and b in the failed "
-            "1k transfers above).",
+            + ". ns1 asks relay a first (failover order); when b serves first, a's SOA is not ahead yet and "
+            "named asks the next primary at the next tick of its SOA query pacing (serial-query-rate: 0.5 s "
+            "at BIND's default, 10 ms as the lab's secondary and the relays set it since issue 14).",
         ]
     if sa := zl.serial_ahead:
         sig, done = sa.get("signer_s") or {}, sa.get("watcher_done_s") or {}
