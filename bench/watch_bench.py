@@ -1253,9 +1253,9 @@ def _zone_section(zl: ZoneLatency, summary: dict[str, Any]) -> list[str]:
                 f"(first NOTIFY to transferred: median {_f(statistics.median(d))} s)"
                 for node, d in sorted(sources.items())
             )
-            + ". ns1 asks a first (failover order); when b serves first, a's SOA is not ahead yet and named "
-            "tries the next primary 0.5 s later (the same 0.5 s step shows between a and b in the failed "
-            "1k transfers above).",
+            + ". ns1 asks relay a first (failover order); when b serves first, a's SOA is not ahead yet and "
+            "named asks the next primary at the next tick of its SOA query pacing (serial-query-rate: 0.5 s "
+            "at BIND's default, 10 ms as the lab's secondary and the relays set it since issue 14).",
         ]
     if sa := zl.serial_ahead:
         sig, done = sa.get("signer_s") or {}, sa.get("watcher_done_s") or {}
@@ -1351,13 +1351,16 @@ def _dominance_section(results: Results, summaries: dict[str, dict[str, Any]]) -
         "",
         "### What dominates the latency",
         "",
-        "One update as the watcher handles it (duo_ods/watch/service.py, zones/manage.py): file event -> "
-        "`watch.debounce` (0.5 s of quiet) -> the loop's next 0.2 s tick -> `reconcile`: the node's zone "
+        "One update as the watcher handles it (duo_ods/watch/service.py, zones/manage.py): file event "
+        "(a rename: the file is complete) -> `watch.settle` (0.05 s of quiet; `watch.debounce` for a file "
+        "seen only being created) -> `reconcile` at once (the loop is woken): the node's zone "
         "list (a request to the watcher's long-lived node agent) -> the input check of the file in the "
         "watcher's own process (dnspython reads every record; limits, $INCLUDE, DNSSEC records) -> SOA of "
-        "every signer and secondary (the serial to level to) -> a `zone-update` request to the agent (writes "
-        "the signer's input, `ods-signer sign ZONE --serial N`) -> the signer signs and serves, and "
-        "NOTIFYs -> ns1 asks a, then b, for the SOA and transfers (AXFR) from the first that is ahead. "
+        "every signer and secondary (the serial to level to) -> a `zone-update` request to the agent (the "
+        "node checks the text again, writes the signer's input, `ods-signer sign ZONE --serial N`) -> the "
+        "signer signs and serves, and NOTIFYs its relay, which transfers and NOTIFYs ns1; the watcher "
+        "NOTIFYs too once its signer serves -> ns1 asks relay a, then relay b, for the SOA and transfers "
+        "(AXFR) from the first that is ahead. Each watcher logs its own steps' seconds with 'updated'. "
         "Parts timed on their own on the same lab (median of 5; machine busy "
         f"{results.path_costs.get('load', {}).get('busy_cores', '-')} cores):",
         "",
@@ -1377,8 +1380,8 @@ def _dominance_section(results: Results, summaries: dict[str, dict[str, Any]]) -
             "",
             f"From the rename to the first new signer input: {_f(first[LARGE[0]])} s for the 1,000-record "
             f"zone against {_f(first[SMALL[0]])} s for the 30-record one, so the 1k zone's own cost before "
-            f"a signer is asked is about {_f(extra)} s; the rest ({_f(first[SMALL[0]])} s) is the debounce "
-            "(0.5 s) and tick plus two agent requests, as small.test shows. The in-process input check of "
+            f"a signer is asked is about {_f(extra)} s; the rest ({_f(first[SMALL[0]])} s) is the settle "
+            "pause (0.05 s) plus two agent requests, as small.test shows. The in-process input check of "
             "the 1k file (the table) is most of that difference; on this machine it varies with the other "
             "work (the runs column). After the input is written, signing the change and the AXFR to ns1 "
             "take the rest (the step table of each zone above).",

@@ -278,6 +278,9 @@ class WatchConfig(_Model):
 
     debounce: float = Field(default=0.5, gt=0, le=60)  # act once events are quiet this long (s)
     max_wait: float = Field(default=5.0, gt=0, le=600)  # but never wait longer than this (s)
+    # Files known complete (closed by their writer, or moved into place) go once events are quiet this
+    # long instead of `debounce` (s; at most `debounce`). A file seen only being created waits `debounce`.
+    settle: float = Field(default=0.05, ge=0, le=60)
     batch_size: int = Field(default=500, ge=1)  # new zones per enforcer round trip
     # The key_origin node's watcher makes keys for new zones once every node has them.
     create_keys: bool = False

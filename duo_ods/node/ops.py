@@ -24,7 +24,7 @@ from duo_ods.protocol import ops as P
 from duo_ods.relay.sync import sync_relay
 from duo_ods.render.engine import write_atomic
 from duo_ods.watch.state import load_state, state_path
-from duo_ods.zones.validate import check_zone_text, zone_name_from_filename
+from duo_ods.zones.validate import verify_zone_text, zone_name_from_filename
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def op_zone_list(duo: Duo, node: Node, req: P.Empty) -> P.ZoneListReply:
 def recheck(duo: Duo, node: Node, zone: str, text: str) -> None:
     """The node trusts no zone text from the wire: the controller's checks once more, here (one
     SOA, names inside the zone, no signer records, the record limit), before any file is written."""
-    check_zone_text(
+    verify_zone_text(
         text, zone, source=f"node {node.name}: zone {zone} as received",
         max_records=duo.config.input.max_records,
     )  # fmt: skip

@@ -119,17 +119,28 @@ def plan(
 class Debouncer:
     """Collects paths from file events and hands them out together once events have been quiet for
     `delay` seconds (an editor's burst of writes, or many files dropped at once, becomes one batch),
-    or once the oldest has waited `max_wait` (a never-ending stream still makes progress)."""
+    or once the oldest has waited `max_wait` (a never-ending stream still makes progress).
 
-    def __init__(self, delay: float, max_wait: float) -> None:
+    When every waiting path is known complete (its writer closed it, or it was moved into place or
+    deleted) they go out after `settle` seconds of quiet instead of `delay`: such a file is whole
+    already, and the short pause still gathers a burst (a thousand files renamed into place arrive
+    within microseconds of each other). A path known only from a 'created' event (a writer may not
+    have written yet, or a file moved in from another folder) waits the full `delay`, as before."""
+
+    def __init__(self, delay: float, max_wait: float, settle: float | None = None) -> None:
         self.delay = delay
         self.max_wait = max_wait
+        self.settle = delay if settle is None else min(settle, delay)
         self._first: dict[str, float] = {}
         self._last = 0.0
         self._writing: set[str] = set()  # written to and not closed since: not complete yet
+        self._complete: set[str] = set()  # closed, moved or deleted, and no event since
+        self.handed_first: float | None = None  # first event of the batch `ready` last handed out
 
     def note(self, path: str, now: float) -> None:
+        """Any other event for the path (created): due once events are quiet for `delay`."""
         self._last = now
+        self._complete.discard(path)
         if path not in self._writing:
             self._first.setdefault(path, now)
 
@@ -139,6 +150,7 @@ class Debouncer:
         created file written in parts with a pause longer than the debounce was read half: a file
         cut at a line end can be a valid zone."""
         self._writing.add(path)
+        self._complete.discard(path)
         self._first.pop(path, None)
 
     def pending(self) -> int:
@@ -146,17 +158,32 @@ class Debouncer:
         return len(self._first) + len(self._writing)
 
     def closed(self, path: str, now: float) -> None:
-        """The writer closed the file (or it was moved or deleted): complete, due like any event."""
+        """The writer closed the file (or it was moved or deleted): complete, due after `settle`."""
         self._writing.discard(path)
         self.note(path, now)
+        self._complete.add(path)
+
+    def _quiet_needed(self) -> float:
+        return self.settle if self._complete.issuperset(self._first) else self.delay
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until `ready` hands something out if no other event comes (0: now); None when
+        nothing waits. The watcher sleeps this long (at most its tick) instead of polling."""
+        if not self._first:
+            return None
+        quiet_at = self._last + self._quiet_needed()
+        overdue_at = min(self._first.values()) + self.max_wait
+        return max(0.0, min(quiet_at, overdue_at) - now)
 
     def ready(self, now: float) -> list[str]:
         if not self._first:
             return []
-        quiet = now - self._last >= self.delay
+        quiet = now - self._last >= self._quiet_needed()
         overdue = now - min(self._first.values()) >= self.max_wait
         if not (quiet or overdue):
             return []
         paths = sorted(self._first)
+        self.handed_first = min(self._first.values())
         self._first.clear()
+        self._complete.difference_update(paths)
         return paths

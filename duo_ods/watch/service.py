@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     FileClosedEvent,
@@ -61,9 +62,12 @@ class _Events(FileSystemEventHandler):
     deleted is due once events are quiet. A created file whose writer pauses before its first write
     may be read empty: refused once, and the last good data stays meanwhile."""
 
-    def __init__(self, debouncer: Debouncer, lock: threading.Lock) -> None:
+    def __init__(
+        self, debouncer: Debouncer, lock: threading.Lock, wake: threading.Event | None = None
+    ) -> None:
         self.debouncer = debouncer
         self.lock = lock
+        self.wake = wake or threading.Event()  # the watcher's loop sleeps on it until the batch is due
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kinds = FileClosedEvent | FileMovedEvent | FileDeletedEvent | FileCreatedEvent | FileModifiedEvent
@@ -81,6 +85,7 @@ class _Events(FileSystemEventHandler):
                     self.debouncer.note(str(path), now)
                 else:  # closed, moved (both ends), deleted: no writer holds it any more
                     self.debouncer.closed(str(path), now)
+        self.wake.set()
 
 
 class Watcher:
@@ -104,6 +109,7 @@ class Watcher:
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
         self.last_snapshot: float | None = None
         self.changed = False
+        self.batch_event_at: float | None = None  # monotonic time of the first event of the batch in hand
         self.relay = RelayTicker(client, node.name)  # its relay and catalog follow what it signs
         # The key origin's watcher rolls keys on the policy's lifetimes and confirms DS at the parent.
         self.scheduler = Scheduler(duo, client, enabled=origin)
@@ -208,9 +214,11 @@ class Watcher:
                     self.pending_keys.add(zone)
 
     def _update(self, zone: str, path: Path, digest: str) -> None:
+        started = time.monotonic()
         checked = self._checked(zone, path, digest)
         if checked is None:
             return
+        check_s = time.monotonic() - started
         if self.node_inputs.get(zone) == hashlib.sha256(checked.text.encode()).hexdigest():
             # First sight of a file whose data the node already signs (zone add, or a lost state file).
             self._record(zone, "ok", digest, "unchanged", path)
@@ -221,8 +229,23 @@ class Watcher:
             self._record(zone, "error", digest, f"{path}: not updated: {exc}", path)
             return
         self._record(zone, "ok", digest, f"updated (output serial {result['output_serial']})", path)
-        log.info("zone %s updated from %s", zone, path)
+        log.info("zone %s updated from %s (%s)", zone, path, self._timing(started, check_s, result))
         self.changed = True
+
+    def _timing(self, started: float, check_s: float, result: dict[str, Any]) -> str:
+        """Where an update's time went, in one line: since the file's first event, the wait before its
+        check (debounce, zone list), the input check, then update_checked's steps (zones.manage:
+        serials, nodes, served, notify)."""
+        now = time.monotonic()
+        parts = [f"{now - started:.2f} s"]
+        if self.batch_event_at is not None:
+            parts = [
+                f"{now - self.batch_event_at:.2f} s after the file event",
+                f"wait {started - self.batch_event_at:.2f}",
+            ]
+        parts.append(f"check {check_s:.2f}")
+        parts += [f"{step} {s:.2f}" for step, s in result.get("seconds", {}).items()]
+        return ", ".join(parts)
 
     def _gone(self, zone: str) -> None:
         if not self.config.remove_zones:
@@ -333,24 +356,45 @@ class Watcher:
     # --- running -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, tick: float = 0.2) -> None:
+        """File events are acted on as soon as the debouncer hands them out (the loop sleeps until
+        then, or until an event wakes it); the rest (supervision, keys, serials, rollovers, snapshots,
+        the relay) runs every `tick`. Polling the debouncer on the tick alone cost up to a tick's wait
+        on every change."""
         self.node.input_dir.mkdir(parents=True, exist_ok=True)
         lock = threading.Lock()
-        debouncer = Debouncer(self.config.debounce, self.config.max_wait)
+        wake = threading.Event()
+        debouncer = Debouncer(self.config.debounce, self.config.max_wait, self.config.settle)
         observer = Observer()
-        observer.schedule(_Events(debouncer, lock), str(self.node.input_dir), recursive=False)
+        observer.schedule(_Events(debouncer, lock, wake), str(self.node.input_dir), recursive=False)
         observer.start()
         stats = StatsWriter(stats_path(self.node.paths.state))  # for the metrics exporter
         try:
             log.info("watching %s for node %s", self.node.input_dir, self.node.name)
             self._safely(lambda: self.reconcile(None))  # what changed while nobody watched
-            while not stop.wait(tick):
+            next_tick = time.monotonic() + tick
+            while not stop.is_set():
+                with lock:
+                    due = debouncer.due_in(time.monotonic())
+                wait = next_tick - time.monotonic()
+                if due is not None:
+                    wait = min(wait, due)
+                if wait > 0:
+                    wake.wait(wait)
+                wake.clear()
+                if stop.is_set():
+                    break
                 with lock:
                     ready = debouncer.ready(time.monotonic())
                     queue = debouncer.pending()
                 if ready:
                     zones = {z for p in ready if (z := zone_name_from_filename(Path(p).name))}
+                    self.batch_event_at = debouncer.handed_first
                     self._safely(partial(self.reconcile, zones))
+                    self.batch_event_at = None
                     stats.handled(zones, time.time())
+                if time.monotonic() < next_tick:
+                    continue
+                next_tick = time.monotonic() + tick
                 self._safely(partial(stats.tick, queue, time.time()))
                 self._safely(self.supervise_when_due)  # after the file events: they wait for nothing
                 self._safely(self.resume_keys_when_due)

@@ -193,6 +193,9 @@ def check_file(duo: Duo, zone: str, file: Path, *, input_dir: Path | None = None
 
 
 CATCHES_UP = "it catches up when it returns"
+# How often _wait_served asks the signers for their serial (a UDP SOA query each): the NOTIFY to the
+# relays and secondaries goes out at most this long after the signer serves the new serial.
+SERVED_POLL = 0.02
 
 
 def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: list[str]) -> dict[str, Any]:
@@ -205,6 +208,7 @@ def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: li
     (not reached); result["missed"] names every node that is not signing it now.
     """
     name = checked.name
+    clock = _Clock()
     record_input(duo, checked)
     result: dict[str, Any] = {"zone": name, "serial": checked.serial, "records": checked.records, "nodes": {}}
     served = {n: s for n, s in served_serials(duo, name).items() if s is not None}
@@ -216,6 +220,7 @@ def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: li
     target = next_serial([*known, checked.serial], duo.config.policy.serial) if known else None
     result["output_serial"] = target
     request = P.ZoneUpdateRequest(zone=name, text=checked.text, serial=target)
+    clock.lap("serials")  # the input recorded, every signer's and secondary's serial asked
 
     def one(node: str) -> dict[str, Any]:
         try:
@@ -234,10 +239,27 @@ def update_checked(duo: Duo, client: NodeClient, checked: CheckedZone, nodes: li
         raise NodeError(f"zone {name}: no node took the new data (recorded: {CATCHES_UP}): " + "; ".join(
             r["error"] for r in result["nodes"].values()))  # fmt: skip
     signing = [n for n, r in result["nodes"].items() if r["status"] == "signed"]
+    clock.lap("nodes")
     result["served"] = _wait_served(duo, name, signing, target)
+    clock.lap("served")
     if target is not None and any(s == target for s in result["served"].values()):
         result["notified"] = notify_secondaries(duo, name)
+        clock.lap("notify")
+    result["seconds"] = clock.laps
     return result
+
+
+class _Clock:
+    """Seconds each step of an update took (result["seconds"]; the watcher logs them)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.laps[step] = round(now - self._last, 3)
+        self._last = now
 
 
 def missed_summary(result: dict[str, Any]) -> str | None:
@@ -275,7 +297,7 @@ def _wait_served(
         served = served_serials(duo, zone)
         if target is None or all(served.get(n) == target for n in nodes) or time.monotonic() > deadline:
             return served
-        time.sleep(0.2)
+        time.sleep(SERVED_POLL)
 
 
 def notify_secondaries(duo: Duo, zone: str) -> dict[str, str]:

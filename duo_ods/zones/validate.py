@@ -175,6 +175,19 @@ def check_zone_text(
     )
 
 
+def verify_zone_text(text: str, zone: str, *, source: str, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+    """The checks of check_zone_text (no $INCLUDE, signer records refused), without writing the text
+    out again: for a node that checks a text it was sent and then stores that text as it is. The
+    rewrite is a fifth of a check's time (a 1,000-record zone: 0.1 s in all)."""
+    name = normalize_zone_name(zone)
+    text = text.removeprefix("\ufeff")
+    _check_text_chars(text, source)
+    _read_zone(
+        text, name, source=source, include_root=None, policy="refuse", budget=DEFAULT_MAX_BYTES,
+        max_bytes=DEFAULT_MAX_BYTES, max_records=max_records, self_path=None,
+    )  # fmt: skip
+
+
 # --- reading files ------------------------------------------------------------------------------------
 
 
@@ -637,6 +650,37 @@ def _check(
     max_records: int,
     self_path: Path | None,
 ) -> CheckedZone:
+    collector = _read_zone(
+        text, zone, source=source, include_root=include_root, policy=policy, budget=budget,
+        max_bytes=max_bytes, max_records=max_records, self_path=self_path,
+    )  # fmt: skip
+    soa = collector.soa
+    assert soa is not None  # _read_zone refuses a zone without one
+    lines = [_rr_text(soa)]
+    lines.extend(_rr_text(rr) for rr in collector.rrs if rr is not soa)
+    serial = cast(dns.rdtypes.ANY.SOA.SOA, soa.rdata).serial
+    return CheckedZone(
+        name=zone,
+        text="\n".join(lines) + "\n",
+        serial=serial,
+        records=len(lines),
+        stripped=collector.stripped,
+    )
+
+
+def _read_zone(
+    text: str,
+    zone: str,
+    *,
+    source: str,
+    include_root: Path | None,
+    policy: DnssecPolicy,
+    budget: int,
+    max_bytes: int,
+    max_records: int,
+    self_path: Path | None,
+) -> _Collector:
+    """Every check, record by record and then of the whole zone; the records read, not rendered."""
     if policy not in ("refuse", "strip"):
         raise ValueError(f"dnssec_records must be 'refuse' or 'strip', not {policy!r}")
     apex = dns.name.root if zone == "." else dns.name.from_text(zone + ".")
@@ -656,22 +700,11 @@ def _check(
             raise _error(
                 f"{ds.file}:{ds.line}", f"DS at {ds.name} is not at a delegation (no NS there) in zone {zone}"
             )
-    soa = collector.soa
-    if soa is None:
+    if collector.soa is None:
         raise _error(source, f"no SOA for zone {zone}")
     if (_RT.NS, _RT.NONE) not in collector.nodes[apex]:
         raise _error(source, f"no NS at the apex of zone {zone}")
-
-    lines = [_rr_text(soa)]
-    lines.extend(_rr_text(rr) for rr in collector.rrs if rr is not soa)
-    serial = cast(dns.rdtypes.ANY.SOA.SOA, soa.rdata).serial
-    return CheckedZone(
-        name=zone,
-        text="\n".join(lines) + "\n",
-        serial=serial,
-        records=len(lines),
-        stripped=collector.stripped,
-    )
+    return collector
 
 
 def _rr_text(rr: _RR) -> str:
