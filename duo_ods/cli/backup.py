@@ -105,6 +105,8 @@ def backup_restore_cmd(
         f"  inputs: {inputs or 'none'}",
         f"  serving: {', '.join(r['serving']) or 'nothing yet'}",
         *[f"  older than a secondary (allowed): {o}" for o in r["older_allowed"]],
+        *([f"  then: {r['finished']}"] if r.get("finished") else []),
+        *([f"  warning: {r['pending']}"] if r.get("pending") else []),
     ]
     ctx.emit(r, "\n".join(text))
 

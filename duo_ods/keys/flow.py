@@ -33,7 +33,7 @@ from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import DuoError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.dnssec import keytag, make_dnskey
-from duo_ods.keys.journal import Journal, Made, Recorder, journal_path, key_lock, pending
+from duo_ods.keys.journal import Journal, Made, Recorder, journal_path, key_lock, pending, unpark
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.protocol.ops import Rep, Req
@@ -416,6 +416,7 @@ def finish_pending(duo: Duo, client: NodeClient) -> Finished | None:
     Runs under the key lock, before any new key work. Returns what it did (None: nothing was
     left); raises when it cannot be done yet (a node does not answer), keeping the journal.
     """
+    unpark(duo)  # a key command's journal a killed restore had set aside (keys/journal.park)
     left = pending(duo)
     if left is None:
         return None

@@ -142,6 +142,30 @@ def journal_path(duo: Duo) -> Path:
     return state_dir(duo) / "keys.journal"
 
 
+def parked_path(duo: Duo) -> Path:
+    return state_dir(duo) / "keys.journal.parked"
+
+
+def park(duo: Duo) -> None:
+    """Set a key command's unfinished journal aside while `backup restore` rebuilds a lost node.
+
+    That command needs every node and cannot finish while a node is lost, and the restore keeps
+    its own journal in the one journal file: without this, the restore the lost node needs would
+    be refused until the key command finished, which needs that node (duo_ods.backup.restore).
+    Only under the key lock."""
+    os.replace(journal_path(duo), parked_path(duo))
+
+
+def unpark(duo: Duo) -> bool:
+    """Put a parked journal back once no other command's journal is open (under the key lock).
+    True when one was put back: the next key command (or `key resume`) finishes it."""
+    parked = parked_path(duo)
+    if not parked.exists() or journal_path(duo).exists():
+        return False
+    os.replace(parked, journal_path(duo))
+    return True
+
+
 def pending(duo: Duo) -> Journal | None:
     """The journal a killed (or failed past its commit point) command left, if any."""
     path = journal_path(duo)

@@ -14,10 +14,10 @@ import pytest
 from duo_ods.backup import restore
 from duo_ods.config.load import load_config
 from duo_ods.config.resolve import Duo
-from duo_ods.errors import DuoError
+from duo_ods.errors import DuoError, NodeError
 from duo_ods.keys.bundle import KeyBundle
 from duo_ods.keys.flow import resume_pending
-from duo_ods.keys.journal import journal_path, pending
+from duo_ods.keys.journal import Journal, Recorder, journal_path, parked_path, pending
 from duo_ods.protocol import ops as P
 from duo_ods.zones.inputs import Candidate
 from tests.support.configs import TWO_NODES
@@ -230,3 +230,56 @@ def test_a_bundle_under_a_retired_kek_gets_that_kek_handed_over_and_dropped_afte
     assert fake.unwrapped_under == {KSK: RETIRED, ZSK: "f" * 32}
     assert fake.retired == set(), "the node drops the retired KEK once its keys are unwrapped"
     assert fake.hsm == fake.enforcer == {KSK, ZSK} and pending(duo) is None
+
+
+NEW = "d" * 32  # a key an interrupted `key create` made: imported on a, not on the lost node b
+
+
+def test_a_key_command_that_needs_the_lost_node_is_finished_after_its_restore(
+    duo: Duo, source: dict[str, Any]
+) -> None:
+    """A key create killed past its commit point, then node b lost: finishing it needs b, and the
+    restore must not wait for it (it never could). The restore sets it aside, rebuilds b from a
+    (which has the new key), then finishes it: b's enforcer gets the key too."""
+    fake = Node()
+    source["keys"] = [key(KSK, "KSK"), key(ZSK, "ZSK"), key(NEW, "ZSK")]
+    source["bundles"][NEW] = bundle(NEW, "ZSK")
+    imported: list[tuple[str, str]] = []
+
+    def import_batch(node: str, r: P.KeyImportBatchRequest) -> P.KeyImportBatchReply:
+        if node == "b" and not fake.running:
+            raise NodeError("node b: enforcer is not running")
+        imported.extend((node, k.locator) for k in r.keys)
+        return P.KeyImportBatchReply(imported=[True for _ in r.keys])
+
+    fake.on(P.KEY_IMPORT_BATCH, import_batch)
+    request = P.KeyImportRequest(zone=ZONE, locator=NEW, role="ZSK", algorithm=13, bits=256, inception=1)
+    Recorder(journal_path(duo), Journal("key create", ZONE, 1.0, committed=True,
+                                        details={"imports": [request.model_dump(mode="json")]}))  # fmt: skip
+    with pytest.raises(DuoError):  # what every key command meets while b is lost
+        resume_pending(duo, fake.client)
+    result = restore.restore_node(duo, fake.client, "b")
+    assert result["finished"] == f"the unfinished key create of {ZONE} was finished after the restore"
+    assert ("b", NEW) in imported and NEW in fake.hsm and NEW in fake.enforcer
+    assert pending(duo) is None and not parked_path(duo).exists()
+
+
+def test_a_restore_killed_after_setting_a_key_command_aside_puts_it_back(
+    duo: Duo, source: dict[str, Any]
+) -> None:
+    """The restore failed half way: the key command set aside is put back once the restore is
+    finished, for `key resume` (or the next key command) to finish."""
+    fake = Node()
+    fake.on(P.KEY_IMPORT_BATCH, lambda n, r: (_ for _ in ()).throw(NodeError(f"node {n}: down")))
+    request = P.KeyImportRequest(zone=ZONE, locator=NEW, role="ZSK", algorithm=13, bits=256, inception=1)
+    Recorder(journal_path(duo), Journal("key create", ZONE, 1.0, committed=True,
+                                        details={"imports": [request.model_dump(mode="json")]}))  # fmt: skip
+    fake.fail.add(("b", P.ENFORCE))
+    with pytest.raises(DuoError):
+        restore.restore_node(duo, fake.client, "b")
+    assert parked_path(duo).exists() and pending(duo).command == "backup restore"  # type: ignore[union-attr]
+    fake.fail.clear()
+    result = restore.restore_node(duo, fake.client, "b")
+    assert "finished the interrupted backup restore" in result["resumed"]
+    left = pending(duo)
+    assert left is not None and left.command == "key create" and not parked_path(duo).exists()
