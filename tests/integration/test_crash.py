@@ -27,6 +27,9 @@ from tests.support.crash import (
     op,
     restore_at,
     run,
+    same_dnskeys,
+    wipe,
+    zone_keys,
 )
 
 SEED = int(os.environ.get("ODS_DUO_CRASH_SEED", "20261129"))
@@ -99,6 +102,33 @@ def test_backup_restore_killed_at_a_step_boundary_is_finished(lab: Lab, point: s
     assert outcome.problems == [], f"{point}: {outcome}"
     assert outcome.keys > 0, f"{point}: no zone with keys was compared"
     assert op(lab.config, "b", "status")["daemons"]["enforcerd"], "the restored node runs"
+
+
+def test_a_key_command_left_unfinished_does_not_block_the_restore_of_a_lost_node(
+    lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`key create` killed past its commit point (both enforcers have the keys, the last `enforce`
+    not run), then node b lost. Finishing the key create needs b, and every key command finishes
+    leftovers first: the restore of b sets it aside, rebuilds b from a, then finishes it."""
+    path = tmp_path_factory.mktemp("park") / "park.test"
+    path.write_text(ZONE_TEXT.format(zone="park.test"))
+    lab.duo("zone", "add", "park.test", "--file", str(path))
+    # The key origin's watcher would finish the leftover on its own within 30 s: paused (by pid).
+    [watcher] = [w["pid"] for w in lab.status["watchers"] if w["node"] == "a"]
+    os.kill(watcher, signal.SIGSTOP)
+    try:
+        killed = run(lab.config, "key", "create", "park.test", fault="op:enforce:before")
+        assert killed.returncode != 0, killed.stdout
+        wipe(lab.config, "b")
+        restored = run(lab.config, "backup", "restore", "--node", "b")
+    finally:
+        os.kill(watcher, signal.SIGCONT)
+    assert restored.returncode == 0, restored.stderr
+    assert "then: the unfinished key create of park.test was finished after the restore" in restored.stdout
+    compared, problems = same_dnskeys(lab.config, "b", "a")
+    assert compared > 0 and problems == [], problems
+    assert consistency(lab.config, ["a", "b"]) == []
+    assert len(zone_keys(lab.config, "b", "park.test")) == 2
 
 
 @pytest.mark.parametrize("point", KEK_POINTS)
