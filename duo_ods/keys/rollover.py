@@ -1,4 +1,4 @@
-"""`key rollover` and `key ds-seen`/`ds-gone`: both enforcers move their keys in step.
+"""`key rollover` and `key ds-seen`/`ds-gone`: every enforcer moves its keys in step.
 
 A rollover's successor is made and shared exactly like `key create` (invariant 1: every HSM
 and the backup hold it before any enforcer sees it), then put into each enforcer's spare-key
@@ -211,7 +211,7 @@ DS_PATH = {"seen": {1, 2, 3}, "gone": {4, 5, 0}}
 
 
 def mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
-    """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to both nodes at once."""
+    """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to every node at once."""
     zone = normalize_zone_name(zone)
     with key_lock(duo, f"key ds-{action} {zone}"):
         return mark_ds_locked(duo, client, zone, keytag, action)
