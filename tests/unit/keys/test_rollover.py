@@ -123,6 +123,17 @@ def test_three_nodes_a_failed_copy_to_one_peer_undoes_the_key_everywhere(tmp_pat
     assert ("backup", P.BUNDLE_REMOVE) in fake.calls
 
 
+def test_three_nodes_one_down_the_rollover_names_it_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(THREE_NODES)
+    duo = load_config(tmp_path / "duo.toml")
+    fake = Fake("abc")
+    fake.fail.add(("c", P.KEK_STATUS))
+    with pytest.raises(KeyFlowError, match="step preflight on c"):
+        rollover(duo, fake.client, ZONE, "zsk")
+    made = {P.KEY_GENERATE, P.KEY_UNWRAP, P.BUNDLE_PUT, P.KEY_POOL_ADD, P.KEY_ROLLOVER}
+    assert not made & set(fake.ops_called())
+
+
 def test_a_rollover_past_its_commit_point_is_never_undone(duo: Duo) -> None:
     """Every `key rollover` failed (or only its reply was lost): the successor stays in both pools,
     the journal stays, and resuming rolls it in on every node."""
