@@ -4,7 +4,8 @@ c), real ODS, BIND, delv and unbound.
 Shared keys published identically by all three; every signature cross-validated across every pair;
 a validating unbound over the three sets of name servers; one signer killed and another hung while an
 update goes out (the third carries it, also through a failover secondary over all three relays, then
-everything converges); a wiped node restored (keys from the backup's bundles, state from a peer).
+everything converges); a wiped node restored (keys from the backup's bundles, state from a peer);
+last, a fourth node joining the running trio the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dns.rdatatype
 import pytest
 
 from duo_ods import process
+from duo_ods.bind.relay import relay_files
 from duo_ods.config.load import load_config
 from duo_ods.dns.notify import send_notify
 from duo_ods.dns.query import soa_serial
@@ -353,7 +355,10 @@ def test_one_signer_killed_another_hung_the_third_carries_the_update(
 def test_wiped_node_restored_from_backup_bundles_and_a_peer_publishes_the_same_keys(lab: Lab) -> None:
     keys_before = dnskey_rrset(lab.signed("a", ZONE))
     duo = load_config(Path(lab.config))
+    # The machine is lost: its daemons and its relay (by pid, before its record goes with the disk;
+    # the last test starts the relay again with `lab up`, as a deployment's service would).
     lab.duo("node", "stop", "b")
+    assert process.stop(relay_files(duo.node("b"))["record"]) == "stopped"
     remove_tree(duo.node("b").paths.base)
     assert _serial(lab, "b") is None
     result = json.loads(lab.duo("--json", "backup", "restore", "--node", "b").stdout)
@@ -370,3 +375,35 @@ def test_wiped_node_restored_from_backup_bundles_and_a_peer_publishes_the_same_k
     assert report["ok"], report
     pairs = {(p["signatures_of"], p["keys_of"]) for p in report["zones"][ZONE]["cross_validated"]}
     assert {("b", "a"), ("b", "c"), ("a", "b"), ("c", "b")} <= pairs
+
+
+# --- the trio grows into four ---------------------------------------------------------------------
+
+
+GROWN = "127.0.14.20"  # node d, added to the running lab's config (an address of this module's range)
+
+
+def test_a_fourth_node_joins_by_a_restore_from_a_peer_and_publishes_the_same_keys(lab: Lab) -> None:
+    """An operator adds a signer to a running duo: a [nodes.d] table in the config, then `backup
+    restore --node d` (token, KEK, keys from the backup's bundles, state from a peer). Its relay and
+    watcher would follow (`lab up` again, services in a deployment): left out here, as `check` reads
+    the signer itself and the lab's split secondaries are one per node a, b, c."""
+    keys_before = dnskey_rrset(lab.signed("a", ZONE))
+    config = Path(lab.config)
+    table = (
+        f'[nodes.d]\naddress = "{GROWN}"\nport = 53\nbase_dir = "nodes/d"\ninput_dir = "input"\n'
+        'token_label = "DUO-LAB-D"\nworker_threads = 1\nsigner_threads = 1\n\n'
+    )
+    config.write_text(config.read_text().replace("[policy]\n", table + "[policy]\n", 1))
+    result = json.loads(lab.duo("--json", "backup", "restore", "--node", "d").stdout)
+    assert result["from"] == "peer" and result["keys"] == 2, result
+    lab.status = json.loads(lab.duo("--json", "lab", "status", "--dir", str(lab.dir)).stdout)
+    assert [n["name"] for n in lab.status["nodes"]] == ["a", "b", "c", "d"]
+    assert dnskey_rrset(lab.signed("d", ZONE)) == keys_before
+    assert _signer_www(lab, "d") == NEW_WWW
+    report = json.loads(lab.duo("--json", "check").stdout)
+    assert report["ok"], report
+    checked = report["zones"][ZONE]["cross_validated"]
+    pairs = {(p["signatures_of"], p["keys_of"]): p["failed"] for p in checked}
+    for node in NODES:
+        assert pairs[("d", node)] == 0 and pairs[(node, "d")] == 0
