@@ -355,8 +355,8 @@ def test_one_signer_killed_another_hung_the_third_carries_the_update(
 def test_wiped_node_restored_from_backup_bundles_and_a_peer_publishes_the_same_keys(lab: Lab) -> None:
     keys_before = dnskey_rrset(lab.signed("a", ZONE))
     duo = load_config(Path(lab.config))
-    # The machine is lost: its daemons and its relay (by pid, before its record goes with the disk;
-    # the last test starts the relay again with `lab up`, as a deployment's service would).
+    # The machine is lost: its daemons and its relay (by pid, before its record goes with the disk,
+    # else the relay would run on untracked); b's relay stays down, as a lost machine's would.
     lab.duo("node", "stop", "b")
     assert process.stop(relay_files(duo.node("b"))["record"]) == "stopped"
     remove_tree(duo.node("b").paths.base)
