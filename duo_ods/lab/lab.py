@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,18 +132,9 @@ def _up(layout: LabLayout, duo: Duo, client: NodeClient) -> dict[str, Any]:
     for name, node in duo.nodes.items():
         if not any(daemons.running(node, d) for d in daemons.DAEMONS):
             check_free(node.address, node.port, f"node {name}")
-
-    def bring_up(name: str) -> None:
         client.call(name, P.INIT)
         client.call(name, P.START)
         client.call(name, P.POLICY_IMPORT)
-
-    # Every node at once (each has its own agent); the first failure is raised once all have ended.
-    with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
-        started = [pool.submit(bring_up, name) for name in duo.nodes]
-    for future in started:
-        future.result()
-    for name, node in duo.nodes.items():
         actions.append(f"node {name} running on {node.address} port {node.port}")
     zones = node_zones(duo, client)
     if not all(EXAMPLE_ZONE in z for z in zones.values()):
@@ -243,21 +233,11 @@ def down(lab_dir: Path) -> dict[str, Any]:
         return {"lab_dir": str(layout.dir), "stopped": stopped, "secondaries": secondaries_stopped,
                 "watchers": watchers, "exporter": metrics, "problems": problems}  # fmt: skip
     with NodeClient(transport_for(duo)) as client:
-
-        def stop_node(name: str) -> dict[str, str] | str:
+        for name in duo.nodes:
             try:
-                return client.call(name, P.STOP).daemons
+                stopped[name] = client.call(name, P.STOP).daemons
             except DuoError as exc:
-                return f"node {name}: {exc}"
-
-        # Every node at once: each stop waits for its daemons to exit (seconds), N nodes in parallel.
-        with ThreadPoolExecutor(max_workers=len(duo.nodes)) as pool:
-            outcomes = dict(zip(duo.nodes, pool.map(stop_node, duo.nodes), strict=True))
-        for name, outcome in outcomes.items():
-            if isinstance(outcome, str):
-                problems.append(outcome)
-            else:
-                stopped[name] = outcome
+                problems.append(f"node {name}: {exc}")
     # Whatever the transport could not stop, stop here by the recorded pids.
     for name, node in duo.nodes.items():
         if any(daemons.running(node, d) for d in daemons.DAEMONS):
