@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from duo_ods.bind.render import (
     check_zones_snippet,
@@ -14,6 +15,7 @@ from duo_ods.bind.render import (
     render_catalog_options,
     render_catalog_zones,
 )
+from duo_ods.cli.main import USAGE_EXIT, cli
 from duo_ods.config.load import load_config
 from duo_ods.dns.tsig import ensure_tsig_key
 from duo_ods.errors import LabError
@@ -102,3 +104,15 @@ def test_two_node_config_unchanged_by_the_node_count(tmp_path: Path) -> None:
     assert "[nodes.c]" not in text
     assert "# Both nodes share this machine" in text
     assert text.count("[[secondaries]]") == 1
+
+
+def test_lab_up_nodes_option_writes_the_config_and_refuses_out_of_range(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    done = CliRunner().invoke(cli, ["lab", "up", "--config-only", "--dir", str(lab_dir), "--nodes", "3",
+                                    "--base-address", "127.0.14.10"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert list(load_config(lab_dir / "duo.toml").nodes) == ["a", "b", "c"]
+    too_many = ["lab", "up", "--config-only", "--dir", str(tmp_path / "x"), "--nodes", "6"]
+    refused = CliRunner().invoke(cli, too_many)
+    assert refused.exit_code == USAGE_EXIT and "2<=x<=5" in refused.output
+    assert not (tmp_path / "x" / "duo.toml").exists()
