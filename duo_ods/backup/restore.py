@@ -2,8 +2,8 @@
 
 The node gets a fresh token, the KEK from the backup's token, every key its zones use from
 the bundles, a fresh enforcer database with the zones, and each key's enforcer state as the
-source had it. The source is the live peer when one answers (it has the newest state), else
-the backup store's latest snapshot (both nodes lost: "flatliners").
+source had it. The source is a live peer (the first in config order that answers: it has the
+newest state), else the backup store's latest snapshot (every node lost: "flatliners").
 
 Each zone's input is the newest available (duo_ods.zones.inputs.newest_input): the controller's
 newest-input record, else a live peer's, and the snapshot's only where nothing newer exists. The

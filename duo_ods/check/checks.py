@@ -394,6 +394,7 @@ def _cross_validate(copies: Sequence[SourceFindings], cross: CrossFailures, repo
             else:
                 failed = cross[signer.name, other.keyset]
             report.cross_failures[signer.name] += failed
+            report.cross_pairs[signer.name, other.name] = failed
             if failed:
                 report.add(
                     "critical",

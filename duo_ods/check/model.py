@@ -27,6 +27,10 @@ class ZoneReport:
     expirations: dict[str, int] = field(default_factory=dict)
     keysets: dict[str, str] = field(default_factory=dict)
     cross_failures: dict[str, int] = field(default_factory=dict)
+    # Every ordered pair of copies compared: (whose signatures, whose keys) -> how many of the first's
+    # signatures fail under the second's DNSKEY RRset. With N copies, N * (N - 1) pairs, so a report
+    # shows each pair was cross-validated (`check --json`: "cross_validated").
+    cross_pairs: dict[tuple[str, str], int] = field(default_factory=dict)
     key_state_drift: int | None = None  # keys whose enforcer states differ (None: not compared)
 
     @property

@@ -24,9 +24,22 @@ def as_json(reports: Sequence[ZoneReport]) -> dict[str, Any]:
                 "serials": r.serials,
                 "signatures": r.signatures,
                 "min_expiry_days": None if r.min_expiry_days is None else round(r.min_expiry_days, 2),
+                "cross_validated": [
+                    _pair(r, signer, keys, failed) for (signer, keys), failed in r.cross_pairs.items()
+                ],
             }
             for r in reports
         },
+    }
+
+
+def _pair(report: ZoneReport, signer: str, keys: str, failed: int) -> dict[str, Any]:
+    """One ordered pair of copies: the first's signatures under the second's keys."""
+    return {
+        "signatures_of": signer,
+        "keys_of": keys,
+        "signatures": report.signatures.get(signer),
+        "failed": failed,
     }
 
 

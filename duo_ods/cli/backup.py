@@ -73,7 +73,7 @@ def backup_snapshot_cmd(ctx: Ctx, node: str | None) -> None:
 @click.option("--node", required=True, help="the wiped node to rebuild")
 @click.option(
     "--from", "source", type=click.Choice(SOURCES),
-    help="state from the live peer or the backup's latest snapshot (default: the peer if it answers)",
+    help="state from a live peer or the backup's latest snapshot (default: a peer if one answers)",
 )  # fmt: skip
 @click.option(
     "--allow-older", is_flag=True,

@@ -1,4 +1,4 @@
-"""`ods-duo check`: the cross-validation of both signers and the secondaries."""
+"""`ods-duo check`: the cross-validation of every signer and the secondaries (all pairs)."""
 
 from __future__ import annotations
 

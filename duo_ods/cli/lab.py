@@ -11,6 +11,7 @@ import click
 from duo_ods.cli.context import DEFAULT_LAB_DIR, Ctx, pass_ctx
 from duo_ods.cli.text import once, without_prefix
 from duo_ods.lab import lab as lab_impl
+from duo_ods.lab.net import MAX_NODES, MIN_NODES
 
 _dir_option = click.option(
     "--dir", "lab_dir", type=click.Path(path_type=Path), default=DEFAULT_LAB_DIR, show_default=True,
@@ -20,7 +21,7 @@ _dir_option = click.option(
 
 @click.group()
 def lab() -> None:
-    """A complete duo on this one machine (nodes a and b, backup, example zone)."""
+    """A complete duo on this one machine (nodes a and b, or a to e with --nodes; backup, example zone)."""
 
 
 def _describe(status: dict[str, Any]) -> str:
@@ -64,14 +65,18 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @_dir_option
 @click.option(
     "--base-address", default="127.0.0.10", show_default=True, callback=_loopback,
-    help="nodes get .+1 and .+2, secondaries .+3 (and .+4 with --split)",
+    help="N nodes get .+1 to .+N, secondaries .+N+1 on (one, or N with --split), the parent .+2N+1",
+)  # fmt: skip
+@click.option(
+    "--nodes", default=2, show_default=True, type=click.IntRange(MIN_NODES, MAX_NODES),
+    help="how many signer nodes (a, b, c, ...)",
 )  # fmt: skip
 @click.option(
     "--port", default=53, show_default=True, type=click.IntRange(1, 65535), help="signer listener port"
 )
 @click.option("--algorithm", default="13", show_default=True, type=click.Choice(["8", "13", "15"]))
 @click.option(
-    "--split", is_flag=True, help="two secondaries, one per signer (default: one, failover a then b)"
+    "--split", is_flag=True, help="one secondary per signer (default: one, failover a then b then ...)"
 )
 @click.option("--parent", is_flag=True, help="also a parent zone test. for the lab's zones (DS pushed there)")
 @click.option(
@@ -82,6 +87,7 @@ def lab_up(
     ctx: Ctx,
     lab_dir: Path,
     base_address: str,
+    nodes: int,
     port: int,
     algorithm: str,
     split: bool,
@@ -90,7 +96,12 @@ def lab_up(
 ) -> None:
     """Build and start the lab duo (again: reports what already runs)."""
     opts = lab_impl.LabOptions(
-        base_address=base_address, port=port, algorithm=int(algorithm), split=split, parent=parent
+        base_address=base_address,
+        port=port,
+        algorithm=int(algorithm),
+        split=split,
+        parent=parent,
+        nodes=nodes,
     )
     if config_only:
         path = lab_impl.write_config(lab_dir, opts)

@@ -30,7 +30,7 @@ from duo_ods.zones.manage import (
 
 @click.group()
 def zone() -> None:
-    """Add, remove and list zones on both signers."""
+    """Add, remove and list zones on every signer."""
 
 
 def _sync_managed_secondaries(ctx: Ctx) -> None:
@@ -201,7 +201,7 @@ def zone_catch_up(ctx: Ctx, node_names: tuple[str, ...], dry_run: bool) -> None:
 @click.option("--max-spread", type=click.IntRange(min=0), help="default: [serials] max_spread")
 @pass_ctx
 def zone_level(ctx: Ctx, zone_names: tuple[str, ...], max_spread: int | None) -> None:
-    """Bring a node whose SOA serial lags the other's too far up to it (default: every zone)."""
+    """Bring every node whose SOA serial lags the leading node's too far up to it (default: every zone)."""
     known = {z for zones in node_zones(ctx.duo, ctx.client).values() for z in zones}
     names = [normalize_zone_name(z) for z in zone_names] or sorted(known)
     unknown = [z for z in names if z not in known]

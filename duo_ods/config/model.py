@@ -150,7 +150,7 @@ class NodeConfig(_Model):
 
 
 class PolicyConfig(_Model):
-    """The signing policy both nodes run (rendered into kasp.xml)."""
+    """The signing policy every node runs (rendered into kasp.xml)."""
 
     name: Name = "duo"
     description: str = "ods-duo shared-key policy"

@@ -198,25 +198,36 @@ def share_keys(
         )  # fmt: skip
         if bundle.kek != kek:
             raise KeyFlowError(f"step wrap on {origin}: wrapped under KEK {bundle.kek}, expected {kek}")
+        # The copies (every peer) and the backup at once: each only adds what the journal names already.
         for peer in peers:
             journal.will_make("hsm", peer, locator)
-            reply = step("copy", peer, client, P.KEY_UNWRAP, unwrap_request(bundle))
-            if not reply.confirmed:
-                raise KeyFlowError(f"step copy on {peer}: the HSM did not confirm key {locator}")
-        put = P.BundleRequest(bundle=P.Bundle.model_validate(bundle.__dict__))
         journal.will_make("bundle", "backup", locator)
-        digest = step("backup", "backup", client, P.BUNDLE_PUT, put).digest
-        if digest != bundle.digest():
-            raise KeyFlowError(
-                f"step backup: the backup confirmed digest {digest}, expected {bundle.digest()}"
-            )
+        fan_out({
+            **{("copy", peer): partial(_copy_one, client, peer, bundle) for peer in peers},
+            ("backup", "backup"): partial(_backup_one, client, bundle),
+        })  # fmt: skip
         # Every copy is confirmed: from now on no token lets this key out again, not even wrapped.
         # (The peers' copies were unwrapped sealed; the origin's was extractable for the copy window.)
-        for node in [origin, *peers]:
-            if not step("seal", node, client, P.KEY_SEAL, P.LocatorRequest(locator=locator)).sealed:
-                raise KeyFlowError(f"step seal on {node}: key {locator} is still extractable")
+        fan_out({("seal", node): partial(_seal_one, client, node, locator) for node in [origin, *peers]})
         bundles.append(bundle)
     return bundles
+
+
+def _copy_one(client: NodeClient, peer: str, bundle: KeyBundle) -> None:
+    if not client.call(peer, P.KEY_UNWRAP, unwrap_request(bundle)).confirmed:
+        raise KeyFlowError(f"the HSM did not confirm key {bundle.locator}")
+
+
+def _backup_one(client: NodeClient, bundle: KeyBundle) -> None:
+    put = P.BundleRequest(bundle=P.Bundle.model_validate(bundle.__dict__))
+    digest = client.call("backup", P.BUNDLE_PUT, put).digest
+    if digest != bundle.digest():
+        raise KeyFlowError(f"the backup confirmed digest {digest}, expected {bundle.digest()}")
+
+
+def _seal_one(client: NodeClient, node: str, locator: str) -> None:
+    if not client.call(node, P.KEY_SEAL, P.LocatorRequest(locator=locator)).sealed:
+        raise KeyFlowError(f"key {locator} is still extractable")
 
 
 def share_batch(
@@ -360,13 +371,14 @@ def import_everywhere(duo: Duo, client: NodeClient, imports: list[P.KeyImportReq
     for start in range(0, len(imports), P.MAX_BATCH):
         request = P.KeyImportBatchRequest(keys=imports[start : start + P.MAX_BATCH])
         fan_out({
-            ("import", node): partial(_call, client, node, P.KEY_IMPORT_BATCH, request)
+            ("import", node): partial(call_only, client, node, P.KEY_IMPORT_BATCH, request)
             for node in duo.nodes
         })  # fmt: skip
-    fan_out({("enforce", node): partial(_call, client, node, P.ENFORCE) for node in duo.nodes})
+    fan_out({("enforce", node): partial(call_only, client, node, P.ENFORCE) for node in duo.nodes})
 
 
-def _call(client: NodeClient, target: str, op: P.Op[Req, Rep], request: Req | None = None) -> None:
+def call_only(client: NodeClient, target: str, op: P.Op[Req, Rep], request: Req | None = None) -> None:
+    """One call whose reply is not needed (a step for fan_out)."""
     client.call(target, op, request)
 
 

@@ -1,4 +1,4 @@
-"""`key rollover` and `key ds-seen`/`ds-gone`: both enforcers move their keys in step.
+"""`key rollover` and `key ds-seen`/`ds-gone`: every enforcer moves its keys in step.
 
 A rollover's successor is made and shared exactly like `key create` (invariant 1: every HSM
 and the backup hold it before any enforcer sees it), then put into each enforcer's spare-key
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from duo_ods.config.resolve import Duo
@@ -19,7 +20,9 @@ from duo_ods.dns.names import normalize_zone_name
 from duo_ods.errors import DuoError
 from duo_ods.keys.flow import (
     KeyFlowError,
+    call_only,
     confirm_rolled,
+    fan_out,
     finish_pending,
     pick_origin,
     roll_forward,
@@ -126,7 +129,10 @@ def rollover_locked(
         )  # fmt: skip
         for node in duo.nodes:
             journal.will_make("pool", node, bundle.locator)
-            step("pool", node, client, P.KEY_POOL_ADD, pooled)
+        # Every node's pool at once (N nodes: one round trip, not N).
+        fan_out({
+            ("pool", node): partial(call_only, client, node, P.KEY_POOL_ADD, pooled) for node in duo.nodes
+        })  # fmt: skip
     except DuoError as exc:
         _undo_or_keep(client, journal, exc)
         raise
@@ -205,7 +211,7 @@ DS_PATH = {"seen": {1, 2, 3}, "gone": {4, 5, 0}}
 
 
 def mark_ds(duo: Duo, client: NodeClient, zone: str, keytag: int, action: str) -> dict[str, Any]:
-    """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to both nodes at once."""
+    """`key ds-seen` / `ds-gone`: the parent's DS for a KSK appeared or went, told to every node at once."""
     zone = normalize_zone_name(zone)
     with key_lock(duo, f"key ds-{action} {zone}"):
         return mark_ds_locked(duo, client, zone, keytag, action)

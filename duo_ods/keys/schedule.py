@@ -6,7 +6,7 @@ nodes only started, publish or withdraw a DS at the parent, or wait (and why). d
 does the I/O.
 
 The duo sets ManualRollover on every key (two enforcers must not each make their own successor), so
-this is what rolls keys on their lifetimes, once for both enforcers.
+this is what rolls keys on their lifetimes, once for every enforcer.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def _files(lab_dir: Path) -> tuple[Path, Path]:
 
 
 def address(duo: Duo) -> str:
-    """The lab's base address (node a's less one: lab up puts the nodes at base + 1 and + 2)."""
+    """The lab's base address (node a's less one: lab up puts the nodes at base + 1 to + N)."""
     first = next(iter(duo.nodes.values()))
     return f"{ipaddress.IPv4Address(first.address) - 1}:{PORT}"
 

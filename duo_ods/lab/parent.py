@@ -8,7 +8,6 @@ and a trust-anchor file (its CSK's DNSKEY) for a validating resolver anchored at
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ from duo_ods.protocol.client import NodeClient
 from duo_ods.render.engine import write_atomic
 
 ZONE = "test"
-OFFSET = 5  # base address + 5 (nodes +1 and +2, secondaries +3 and +4)
 KEY_NAME = "lab-parent-update"
 START_TIMEOUT = 30.0
 
@@ -50,9 +48,9 @@ def _files(lab_dir: Path) -> dict[str, Path]:
     }  # fmt: skip
 
 
-def plan(lab_dir: Path, base_address: str, port: int) -> str:
-    """At config time: note where the parent runs; returns the [parents] block for the lab's duo.toml."""
-    address = str(ipaddress.IPv4Address(base_address) + OFFSET)
+def plan(lab_dir: Path, address: str, port: int) -> str:
+    """At config time: note where the parent runs (lab/net.py: address_plan); returns the [parents]
+    block for the lab's duo.toml."""
     files = _files(lab_dir)
     files["plan"].parent.mkdir(parents=True, exist_ok=True)
     write_atomic(files["plan"], json.dumps({"zone": ZONE, "address": address, "port": port}) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from duo_ods.config.resolve import Duo
 from duo_ods.errors import DuoError
@@ -28,14 +29,17 @@ def relay_sync_all(duo: Duo, client: NodeClient, settle: float = 5.0) -> dict[st
     its catalog does not list yet: the catalog lists a zone only once the relay serves it."""
     deadline = time.monotonic() + settle
     replies: dict[str, P.RelaySyncReply] = {}
-    while True:
-        for name in duo.nodes:
-            if (reply := relay_sync(client, name)) is not None:
-                replies[name] = reply
-        waiting = any(set(r.zones) - set(r.members) for r in replies.values())
-        if not waiting or time.monotonic() > deadline:
-            return replies
-        time.sleep(0.3)
+    nodes = list(duo.nodes)
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        while True:
+            # Every node at once: one that is slow to answer does not hold up the others' relays.
+            for name, reply in zip(nodes, pool.map(lambda n: relay_sync(client, n), nodes), strict=True):
+                if reply is not None:
+                    replies[name] = reply
+            waiting = any(set(r.zones) - set(r.members) for r in replies.values())
+            if not waiting or time.monotonic() > deadline:
+                return replies
+            time.sleep(0.3)
 
 
 class RelayTicker:

@@ -15,6 +15,7 @@ lag is catch_up's job (`zone catch-up`, the key origin's watcher every level_int
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from duo_ods.config.resolve import Duo
@@ -53,20 +54,29 @@ def level_zone(duo: Duo, client: NodeClient, zone: str, max_spread: int | None =
     result: dict[str, Any] = {
         "zone": zone, "served": served, "target": top, "levelled": [], "failed": {}, "caught_up": caught_up,
     }  # fmt: skip
-    for node in behind:
+
+    def resign(node: str) -> str | None:
+        """Why the node could not be brought up (None: re-signed at the leader's serial)."""
         assert top is not None  # nodes lag only behind a known serial
         if node in stale:
-            result["failed"][node] = "not levelled: its input is not the zone's newest (see catch-up)"
-            continue
+            return "not levelled: its input is not the zone's newest (see catch-up)"
         try:
             client.call(node, P.ZONE_RESIGN, P.ZoneResignRequest(zone=zone, serial=top))
         except DuoError as exc:
-            result["failed"][node] = str(exc)
             log.error(
                 "zone %s: could not bring node %s up from %s to %s: %s", zone, node, served[node], top, exc
             )
-            continue
-        result["levelled"].append(node)
+            return str(exc)
         log.info("zone %s: node %s was at serial %s, %s behind; re-signed at %s", zone, node, served[node],
                  top - (served[node] or 0), top)  # fmt: skip
+        return None
+
+    # Every lagging node at once (with three or more signers, several may lag the leader).
+    with ThreadPoolExecutor(max_workers=max(1, len(behind))) as pool:
+        outcomes = dict(zip(behind, pool.map(resign, behind), strict=True))
+    for node, failure in outcomes.items():
+        if failure is None:
+            result["levelled"].append(node)
+        else:
+            result["failed"][node] = failure
     return result

@@ -12,3 +12,7 @@ token_label = "B"
 [backup]
 dir = "backup"
 """
+
+THREE_NODES = TWO_NODES.replace(
+    "[backup]\n", '[nodes.c]\naddress = "127.0.0.13"\nbase_dir = "c"\ntoken_label = "C"\n[backup]\n'
+)

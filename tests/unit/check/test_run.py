@@ -16,6 +16,7 @@ import duo_ods.check.checks
 import duo_ods.check.verify
 from duo_ods.check.ds import parse_ds
 from duo_ods.check.model import ZoneReport
+from duo_ods.check.output import as_json
 from duo_ods.check.run import check_zone
 from duo_ods.check.sources import FileSource
 from tests.unit.check.signer import NOW, ORIGIN, Key, nsec3_owner, signed
@@ -96,6 +97,21 @@ def test_key_sets_that_differ(keys: tuple[Key, Key], tmp_path: Path) -> None:
         assert f"critical [duo] {b_sigs} signatures of b do not validate under a's keys" in problems
         assert not any("of a do not validate" in p for p in problems)  # a's keys are all in b's set
         assert not any(p.startswith("critical [a]") or p.startswith("critical [b]") for p in problems)
+        assert report.cross_pairs == {("a", "b"): 0, ("b", "a"): b_sigs}
+
+
+def test_three_copies_every_ordered_pair_cross_validated(
+    pair: tuple[dns.zone.Zone, dns.zone.Zone], tmp_path: Path
+) -> None:
+    """Three signers: each copy's signatures under each other copy's keys, six pairs, all reported."""
+    copies = [save(pair[i % 2], tmp_path / name) for i, name in enumerate("abc")]
+    report = check(*copies)
+    assert report.problems == [], shown(report)
+    assert report.cross_pairs == {(s, k): 0 for s in "abc" for k in "abc" if s != k}
+    pairs = as_json([report])["zones"][ZONE]["cross_validated"]
+    assert len(pairs) == 6
+    assert {(p["signatures_of"], p["keys_of"]) for p in pairs} == set(report.cross_pairs)
+    assert all(p["failed"] == 0 and p["signatures"] == report.signatures["a"] for p in pairs)
 
 
 def test_tampered_copies(pair: tuple[dns.zone.Zone, dns.zone.Zone], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from duo_ods.config.resolve import Duo
 from duo_ods.keys.flow import KeyFlowError
 from duo_ods.keys.rollover import mark_ds, resume, rollover
 from duo_ods.protocol import ops as P
-from tests.support.configs import TWO_NODES
+from tests.support.configs import THREE_NODES, TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 
 CONFIG = TWO_NODES
@@ -33,11 +33,11 @@ def key(locator: str, role: str, ds: int = 0, tag: int = 1, introducing: int = 1
 class Fake(FakeNodes):
     """Two nodes and a backup that answer like the real operations; `fail` makes (node, op) fail."""
 
-    def __init__(self) -> None:
+    def __init__(self, nodes: str = "ab") -> None:
         super().__init__()
-        self.pool: dict[str, list[str]] = {"a": [], "b": []}
+        self.pool: dict[str, list[str]] = {n: [] for n in nodes}
         self.zones: dict[str, dict[str, list[P.KeyStateMsg]]] = {
-            n: {ZONE: [key("c1" * 16, "KSK", ds=3, tag=11), key("d1" * 16, "ZSK", tag=22)]} for n in "ab"
+            n: {ZONE: [key("c1" * 16, "KSK", ds=3, tag=11), key("d1" * 16, "ZSK", tag=22)]} for n in nodes
         }
         self.on(
             P.KEK_STATUS, lambda n, r: P.KekStatusReply(fingerprint="f" * 32, can_wrap=True, has_kek=True)
@@ -95,6 +95,43 @@ def test_rollover_puts_one_successor_in_both_pools_and_both_take_it(duo: Duo) ->
     for node in "ab":
         assert done.locator in [k.locator for k in fake.zones[node][ZONE]]
         assert (node, P.KEY_POOL_ADD) in fake.calls
+
+
+def test_three_nodes_the_successor_is_copied_to_every_peer_and_rolled_everywhere(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(THREE_NODES)
+    duo = load_config(tmp_path / "duo.toml")
+    fake = Fake("abc")
+    done = rollover(duo, fake.client, ZONE, "zsk")
+    assert sorted(done.started) == ["a", "b", "c"]
+    assert sorted(n for n, op in fake.calls if op is P.KEY_UNWRAP) == ["b", "c"]  # origin a made it
+    assert sorted(n for n, op in fake.calls if op is P.KEY_SEAL) == ["a", "b", "c"]
+    for node in "abc":
+        assert done.locator in [k.locator for k in fake.zones[node][ZONE]]
+
+
+def test_three_nodes_a_failed_copy_to_one_peer_undoes_the_key_everywhere(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(THREE_NODES)
+    duo = load_config(tmp_path / "duo.toml")
+    fake = Fake("abc")
+    fake.fail.add(("c", P.KEY_UNWRAP))
+    with pytest.raises(KeyFlowError, match="step copy on c"):
+        rollover(duo, fake.client, ZONE, "zsk")
+    assert fake.pool == {"a": [], "b": [], "c": []}  # no enforcer can take it
+    assert (P.KEY_ROLLOVER) not in fake.ops_called()
+    deleted = sorted(n for n, op in fake.calls if op is P.KEY_DELETE)
+    assert "a" in deleted and "b" in deleted, deleted  # the copies that were made are taken back
+    assert ("backup", P.BUNDLE_REMOVE) in fake.calls
+
+
+def test_three_nodes_one_down_the_rollover_names_it_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "duo.toml").write_text(THREE_NODES)
+    duo = load_config(tmp_path / "duo.toml")
+    fake = Fake("abc")
+    fake.fail.add(("c", P.KEK_STATUS))
+    with pytest.raises(KeyFlowError, match="step preflight on c"):
+        rollover(duo, fake.client, ZONE, "zsk")
+    made = {P.KEY_GENERATE, P.KEY_UNWRAP, P.BUNDLE_PUT, P.KEY_POOL_ADD, P.KEY_ROLLOVER}
+    assert not made & set(fake.ops_called())
 
 
 def test_a_rollover_past_its_commit_point_is_never_undone(duo: Duo) -> None:

@@ -12,7 +12,7 @@ from duo_ods.zones import level
 from duo_ods.zones.inputs import record_input
 from duo_ods.zones.level import lagging
 from duo_ods.zones.validate import check_zone_text
-from tests.support.configs import TWO_NODES
+from tests.support.configs import THREE_NODES, TWO_NODES
 from tests.support.fake_nodes import FakeNodes
 
 
@@ -52,3 +52,27 @@ def test_a_node_with_input_newer_than_the_record_is_not_levelled_to_the_leaders_
     result = level.level_zone(duo, fake.client, "example.test", 5)
     assert result["levelled"] == [] and "not levelled" in result["failed"]["b"]
     assert P.ZONE_RESIGN not in fake.ops_called()
+
+
+def test_three_nodes_every_lagging_node_is_brought_up_and_one_failing_does_not_stop_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "duo.toml").write_text(THREE_NODES)
+    duo = load_config(tmp_path / "duo.toml")
+    assert list(duo.nodes) == ["a", "b", "c"]
+    text = (
+        "example.test. 300 IN SOA ns1.example.test. h.example.test. 1 3600 600 864000 300\n"
+        "example.test. 300 IN NS ns1.example.test.\nns1.example.test. 300 IN A 192.0.2.1\n"
+    )
+    record = record_input(duo, check_zone_text(text, "example.test", source="test"), now=100.0)
+    fake = FakeNodes()
+    same = P.NodeInput(zone="example.test", digest=record.digest, mtime=100.0)
+    fake.on(P.INPUT_STATE, lambda n, r: P.InputStateReply(node=n, enforcer=True, signer=True, zones=[same]))
+    fake.on(P.ZONE_RESIGN, lambda n, r: P.ZoneResignReply(node=n, zone=r.zone, serial=r.serial))
+    fake.fail.add(("c", P.ZONE_RESIGN))
+    served = {"a": 2026112816, "b": 2026112806, "c": 2026112801}
+    monkeypatch.setattr(level, "served_serials", lambda duo, zone: served)
+    result = level.level_zone(duo, fake.client, "example.test", 5)
+    assert result["target"] == 2026112816
+    assert result["levelled"] == ["b"] and list(result["failed"]) == ["c"]
+    assert sorted(n for n, op in fake.calls if op is P.ZONE_RESIGN) == ["b", "c"]
