@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import dns.exception
@@ -147,14 +148,23 @@ def test_dropped_zone_reaches_untouched_secondary_and_leaves_when_removed(lab: L
     assert f"catz: deleting zone '{zone}' from catalog 'lab.catalog.invalid'" in log
 
 
+def _served_as_recorded(lab: Lab, node: str) -> tuple[dict, dns.zone.Zone] | None:  # type: ignore[type-arg]
+    """The relay's state file and its catalog, once named serves the serial the file has (the
+    watcher's relay sync writes the file, then signals named, which reloads a moment later)."""
+    relay = _relay(lab, node)
+    state = json.loads((Path(lab.node(node)["base_dir"]) / "relay" / "relay.json").read_text())
+    catalog = axfr(relay["address"], relay["port"], "lab.catalog.invalid", lab.tsig)
+    soa = catalog.find_rdataset("lab.catalog.invalid.", "SOA")[0]
+    return (state, catalog) if soa.serial == state["serial"] else None
+
+
 def test_catalog_serial_moves_forward_on_each_relay(lab: Lab) -> None:
     for node in ("a", "b"):
-        state = json.loads((Path(lab.node(node)["base_dir"]) / "relay" / "relay.json").read_text())
         relay = _relay(lab, node)
+        state, catalog = _wait(
+            f"relay {node} serves its recorded catalog serial", 15, partial(_served_as_recorded, lab, node)
+        )
         assert state["serial"] > relay["catalog_serial"], (node, state, relay)  # members came and went
-        catalog = axfr(relay["address"], relay["port"], "lab.catalog.invalid", lab.tsig)
-        soa = catalog.find_rdataset("lab.catalog.invalid.", "SOA")[0]
-        assert soa.serial == state["serial"]
         assert '"2"' in str(catalog.find_rdataset("version.lab.catalog.invalid.", "TXT"))
 
 
