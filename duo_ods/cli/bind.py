@@ -56,6 +56,13 @@ def bind_config(
     duo = ctx.duo
     t = duo.config.transfer
     mode = mode or t.mode
+    if catalog and mode != t.mode:
+        # The relays serve the catalogs of the duo's own mode (relay/catalog.py: one for failover, one
+        # per signer for split): a secondary of the other mode would find no catalog to fail over with.
+        raise click.UsageError(
+            f"--mode {mode}: the relays serve catalog zones for the config's transfer.mode ({t.mode}); "
+            f"render {mode} with --zones, or set transfer.mode = \"{mode}\""
+        )
     ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
     names = [s.name for s in duo.config.secondaries]
     if secondary is not None and secondary not in names:

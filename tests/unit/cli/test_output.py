@@ -370,3 +370,15 @@ def test_help_and_the_readme_command_list_match() -> None:
                     for choice in param.type.choices:
                         assert str(choice) in listed, f"{name} {sub_name} {param.opts[0]} {choice}"
     assert "ODS_DUO_CONFIG" in listed
+
+
+def test_catalog_output_for_the_other_transfer_mode_is_refused(tmp_path: Path, fake: FakeNodes) -> None:
+    """The relays serve the catalogs of the config's mode: a failover secondary of a split duo would
+    learn each catalog from one relay only and never fail over (found by the three-signer work)."""
+    (tmp_path / "duo.toml").write_text(TWO_NODES + '[transfer]\nmode = "split"\n')
+    result = run(tmp_path, "bind-config", "--mode", "failover")
+    assert result.exit_code == 2
+    assert "--mode failover: the relays serve catalog zones for the config's transfer.mode (split)" in (
+        result.output
+    )
+    assert "render failover with --zones" in result.output
