@@ -21,7 +21,7 @@ from duo_ods.watch.plan import ZoneFileState
 from duo_ods.watch.state import save_state, state_path
 from duo_ods.zones import catchup, manage
 from duo_ods.zones.catchup import Input, NodeView, Want, plan_catch_up
-from duo_ods.zones.content import content_digest, text_content_digest
+from duo_ods.zones.content import Copy, content_digest, text_content_digest
 from duo_ods.zones.inputs import Candidate, latest_input, newest_input, record_input, text_digest
 from duo_ods.zones.validate import check_zone_text
 from tests.support.configs import TWO_NODES
@@ -279,3 +279,34 @@ def test_zone_list_drops_refused_files_that_are_gone(duo: Duo, monkeypatch: pyte
     monkeypatch.setattr(O, "_zones", lambda node: [])
     reply = O.op_zone_list(duo, node, P.Empty())
     assert [r.zone for r in reply.refused] == ["bad.test"]
+
+
+def test_a_sign_request_the_signer_dropped_is_sent_again(duo: Duo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ODS 2.1.12 may merge a sign request into the pass under way (just after `node start`), which
+    read the older input: the node serves the asked serial with old content. The catch-up asks again
+    (above its own stale copy) and then sees the newest content."""
+    record = record_input(duo, check_zone_text(NEW, ZONE, source="test"))
+    newest = text_content_digest(record.text, ZONE)
+    asked: list[int] = []
+    served = {"serial": 2026112900, "digest": "old"}
+    monkeypatch.setattr(catchup, "NUDGE_AFTER", 0.2)
+    monkeypatch.setattr(catchup, "notify_secondaries", lambda duo, zone: {})
+
+    def fetch(self: catchup.Copies, zone: str) -> dict[str, Copy | None]:
+        return {"signer a": Copy(served["serial"], served["digest"]), "signer b": Copy(2026112900, newest)}
+
+    monkeypatch.setattr(catchup.Copies, "fetch", fetch)
+    monkeypatch.setattr(catchup, "served_copy", lambda *a: Copy(served["serial"], served["digest"]))
+
+    def resign(node: str, r: P.ZoneResignRequest) -> P.ZoneResignReply:
+        asked.append(r.serial)
+        if len(asked) == 2:  # the first request was dropped; the second one is signed
+            served.update(serial=r.serial, digest=newest)
+        return P.ZoneResignReply(node=node, zone=r.zone, serial=r.serial)
+
+    nodes = FakeNodes()
+    nodes.on(P.ZONE_RESIGN, resign)
+    result = catchup._sign_at(duo, nodes.client, "a", record, resign=True)
+    # b serves the newest at ...00 and a's stale copy has that serial too: one above both, twice
+    assert asked == [2026112901, 2026112901]
+    assert result["serial"] == 2026112901
