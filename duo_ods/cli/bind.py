@@ -61,7 +61,7 @@ def bind_config(
         # per signer for split): a secondary of the other mode would find no catalog to fail over with.
         raise click.UsageError(
             f"--mode {mode}: the relays serve catalog zones for the config's transfer.mode ({t.mode}); "
-            f"render {mode} with --zones, or set transfer.mode = \"{mode}\""
+            f'render {mode} with --zones, or set transfer.mode = "{mode}"'
         )
     ensure_tsig_key(duo.tsig_key_path, t.key_name, t.algorithm)
     names = [s.name for s in duo.config.secondaries]

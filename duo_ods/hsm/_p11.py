@@ -264,6 +264,16 @@ class Mechanism:
         return cls(PyKCS11.RSAOAEPMechanism(PyKCS11.CKM_SHA_1, PyKCS11.CKG_MGF1_SHA1))
 
 
+@dataclass
+class ObjectIndex:
+    """The token's key objects read once (keys.index_objects): private and public keys by
+    (CKA_CLASS, CKA_ID), secret keys by CKA_LABEL. Kept current by the keys module's own
+    creates and destroys; valid while nothing else changes the token (key work holds the key lock)."""
+
+    by_id: dict[tuple[int, bytes], list[Handle]]
+    secret_by_label: dict[str, list[Handle]]
+
+
 class Session:
     """A logged-in read/write session on one token. Methods raise HsmError on failure."""
 
@@ -274,6 +284,8 @@ class Session:
         self.mechanisms: frozenset[str] = frozenset()
         # Results of capability probes (keys.can_wrap), kept for the life of the session.
         self.probes: dict[str, bool] = {}
+        # An index of the token's key objects, when a batch built one (keys.index_objects).
+        self.index: ObjectIndex | None = None
 
     # -- session state ---------------------------------------------------------------------
     def login(self, pin: str, *, so: bool = False) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from duo_ods.config.resolve import Backup, Duo, Node
 from duo_ods.errors import CommandError, NodeError
 from duo_ods.hsm import custody, kek, keys
+from duo_ods.keys.dnssec import keytag, make_dnskey
 from duo_ods.node import daemons
 from duo_ods.node.ops import enforcer
 from duo_ods.node.tokenref import KEK_LABEL, TRANSPORT_LABEL, TokenRef
@@ -247,12 +248,14 @@ def op_key_delete(duo: Duo, node: Node, req: P.LocatorRequest) -> P.KeyDeleteRep
         return P.KeyDeleteReply(deleted=keys.delete_key(s, req.locator))
 
 
-# Batches: one token session (one login) per request, however many keys (keys.flow's key create).
+# Batches: one token session (one login) per request, however many keys (keys.flow's key create),
+# and the token's objects read once per request (keys.index_objects: SoftHSM's find scans them all).
 
 
 def op_key_generate_batch(duo: Duo, node: Node, req: P.KeyGenerateBatchRequest) -> P.KeyGenerateBatchReply:
     made = []
     with node_token(node).session() as s:
+        keys.index_objects(s)
         for r in req.keys:
             key = keys.generate_keypair(s, r.algorithm, r.bits, locator=r.locator)
             public = b64(keys.dnskey_public(s, key.locator))
@@ -263,6 +266,7 @@ def op_key_generate_batch(duo: Duo, node: Node, req: P.KeyGenerateBatchRequest) 
 def op_key_wrap_batch(duo: Duo, node: Node, req: P.LocatorsRequest) -> P.KeyWrapBatchReply:
     with node_token(node).session() as s:
         fingerprint = kek.kek_fingerprint(s, KEK_LABEL)
+        keys.index_objects(s)
         wrapped = [
             P.KeyWrapReply(wrapped=b64(keys.wrap_private(s, locator, KEK_LABEL)), kek=fingerprint)
             for locator in req.locators
@@ -272,11 +276,15 @@ def op_key_wrap_batch(duo: Duo, node: Node, req: P.LocatorsRequest) -> P.KeyWrap
 
 def op_key_unwrap_batch(duo: Duo, node: Node, req: P.KeyUnwrapBatchRequest) -> P.KeyUnwrapBatchReply:
     done = []
+    labels: dict[str | None, str] = {}  # KEK fingerprint -> label, looked up once per request
     with node_token(node).session() as s:
+        for fingerprint in {r.kek for r in req.keys}:  # as op_key_unwrap: a retired KEK's bundle
+            labels[fingerprint] = kek.kek_label_for(s, KEK_LABEL, fingerprint)
+        keys.index_objects(s)
         for r in req.keys:
             key = keys.HsmKey(r.locator, r.algorithm, r.bits)
             public = unb64(r.public)
-            label = kek.kek_label_for(s, KEK_LABEL, r.kek)  # as op_key_unwrap: a retired KEK's bundle
+            label = labels[r.kek]
             created = keys.unwrap_private(s, unb64(r.wrapped), label, key, public)
             # Confirm from the token itself, not from our own return value.
             if keys.dnskey_public(s, key.locator) != public:
@@ -288,6 +296,7 @@ def op_key_unwrap_batch(duo: Duo, node: Node, req: P.KeyUnwrapBatchRequest) -> P
 def op_key_seal_batch(duo: Duo, node: Node, req: P.LocatorsRequest) -> P.KeySealBatchReply:
     sealed = []
     with node_token(node).session() as s:
+        keys.index_objects(s)
         for locator in req.locators:
             sealed_now = keys.seal_key(s, locator)
             sealed.append(P.KeySealReply(sealed_now=sealed_now, sealed=keys.is_sealed(s, locator)))
@@ -330,21 +339,21 @@ def _import(node: Node, client: Enforcer, req: P.KeyImportRequest) -> None:
 
 
 def op_key_import_batch(duo: Duo, node: Node, req: P.KeyImportBatchRequest) -> P.KeyImportBatchReply:
-    """Many `key import`s; idempotent like op_key_import, with one `key list` per zone of the batch."""
-    client = enforcer(node)
-    have: dict[str, set[str]] = {}
-    imported = []
-    for r in req.keys:
-        if r.zone not in have:
-            listed = client("key", "list", "-v", "-a", "-z", r.zone)
-            have[r.zone] = {k.locator for k in parse_key_list_verbose(listed)}
-        if r.locator in have[r.zone]:
-            imported.append(False)
-            continue
-        _import(node, client, r)
-        have[r.zone].add(r.locator)
-        imported.append(True)
-    return P.KeyImportBatchReply(imported=imported)
+    """Many `key import`s in one transaction, idempotent like op_key_import: the rows the command
+    writes, written directly (kaspdb.import_keys says why), once this node's HSM has shown it holds
+    each key, as the command checks; the key tag comes from the token's public key, as there."""
+    new = []
+    with node_token(node).session() as s:
+        keys.index_objects(s)
+        for r in req.keys:
+            if not keys.has_key(s, r.locator):
+                raise NodeError(f"node {node.name}: key {r.locator} (zone {r.zone}) is not in its HSM")
+            public = keys.dnskey_public(s, r.locator)
+            tag = keytag(make_dnskey(r.role, r.algorithm, public))
+            new.append(
+                kaspdb.NewKey(r.zone, r.locator, r.role, r.algorithm, r.bits, r.inception, tag, REPOSITORY)
+            )
+    return P.KeyImportBatchReply(imported=kaspdb.import_keys(node.paths.kasp_db, new))
 
 
 def op_enforce(duo: Duo, node: Node, req: P.Empty) -> P.Empty:

@@ -306,6 +306,128 @@ def read_states(db: Path, zone: str | None = None) -> list[ZoneState]:
         return [_read_zone(conn, int(zone_id), str(name)) for zone_id, name in zones]
 
 
+HSM_PRIVATE = 2  # hsmKey.state of a key one zone uses (HSM_KEY_STATE_PRIVATE)
+DENIAL_NSEC3 = 1  # policy.denialType (POLICY_DENIAL_TYPE_NSEC3)
+# `key import --keystate generate` in ODS 2.1.12 (keystate_import_cmd.c, ksk_mapping[0] and
+# zsk_mapping[0]): the ds, dnskey, rrsigdnskey and rrsig states a new key starts with. A CSK takes
+# the ZSK row there (only keytype 1 takes the KSK row); copied as it is.
+_GENERATE_STATES = {"KSK": (0, 0, 0, 4), "ZSK": (4, 0, 4, 0), "CSK": (4, 0, 4, 0)}
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key the node's HSM holds, for a zone's first use (what `key import` is told)."""
+
+    zone: str
+    locator: str
+    role: str
+    algorithm: int
+    bits: int
+    inception: int
+    keytag: int
+    repository: str
+
+
+def import_keys(db: Path, keys: list[NewKey]) -> list[bool]:
+    """The rows `ods-enforcer key import --keystate generate` writes, for many keys in one
+    transaction; per key, False when the zone has it already (idempotent, like the flows' import).
+
+    Why not the command: ODS 2.1.12's `key import` opens three HSM contexts and looks the key up
+    in the token four times, and SoftHSM's file store scans every object for each lookup, so one
+    import cost a tenth of a second at 200 zones and grew with every key (measured in
+    bench/results/keys.md). The caller has checked that its HSM holds every key (as the command
+    does). Rows as keystate_import_cmd.c makes them; the running enforcer reads them on its next
+    pass over the zone (the caller then runs `enforce`). A stale row of a deleted zone's key is
+    forgotten first (release_stale), a row in any other state refused as the command refuses it.
+    """
+    done: list[bool] = []
+    with _open(db, write=True) as conn:
+        for key in keys:
+            zone = conn.execute("SELECT id, policyId FROM zone WHERE name = ?", (key.zone,)).fetchone()
+            if zone is None:
+                raise NodeError(f"{db}: unknown zone {key.zone}")
+            zone_id, policy_id = int(zone[0]), int(zone[1])
+            hsm = conn.execute("SELECT id, state FROM hsmKey WHERE locator = ?", (key.locator,)).fetchone()
+            if hsm is not None:
+                used = conn.execute("SELECT zoneId FROM keyData WHERE hsmKeyId = ?", (hsm[0],)).fetchone()
+                if used is not None and int(used[0]) == zone_id:
+                    done.append(False)
+                    continue
+                if used is None and int(hsm[1]) == HSM_DELETE:
+                    conn.execute("DELETE FROM hsmKey WHERE id = ?", (hsm[0],))
+                else:
+                    raise NodeError(f"{db}: key {key.locator} is used already (zone {key.zone})")
+            done.append(True)
+            _insert_key(conn, db, key, zone_id, policy_id)
+    return done
+
+
+def _insert_key(conn: sqlite3.Connection, db: Path, key: NewKey, zone_id: int, policy_id: int) -> None:
+    role = ROLES[key.role]
+    policy_key = conn.execute(
+        "SELECT algorithm, minimize FROM policyKey WHERE policyId = ? AND role = ?", (policy_id, role)
+    ).fetchone()
+    if policy_key is None:
+        raise NodeError(f"{db}: zone {key.zone}'s policy has no {key.role}")
+    if int(policy_key[0]) != key.algorithm:
+        raise NodeError(
+            f"{db}: zone {key.zone}'s policy signs with algorithm {policy_key[0]}, not {key.algorithm}"
+        )
+    setmin = int(policy_key[1])
+    ds_ttl, keys_ttl, soa_ttl, soa_min, denial, denial_ttl, max_zone_ttl = conn.execute(
+        "SELECT parentDsTtl, keysTtl, zoneSoaTtl, zoneSoaMinimum, denialType, denialTtl,"
+        " signaturesMaxZoneTtl FROM policy WHERE id = ?",
+        (policy_id,),
+    ).fetchone()
+    signed_ttl = max(denial_ttl, max_zone_ttl) if denial == DENIAL_NSEC3 else max_zone_ttl
+    rrsig_ttl = max(min(soa_ttl, soa_min), signed_ttl)
+    hsm_id = conn.execute(
+        "INSERT INTO hsmKey (policyId, locator, state, bits, algorithm, role, inception, isRevoked,"
+        " keyType, repository, backup) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        (
+            policy_id, key.locator, HSM_PRIVATE, key.bits, key.algorithm, role, key.inception,
+            HSM_KEY_TYPE_RSA, key.repository, HSM_NO_BACKUP,
+        ),
+    ).lastrowid  # fmt: skip
+    # keystate generate: introducing, nothing published or active yet, no DS.
+    key_id = conn.execute(
+        "INSERT INTO keyData (zoneId, hsmKeyId, algorithm, inception, role, introducing, shouldRevoke,"
+        " standby, activeZsk, publish, activeKsk, dsAtParent, keytag, minimize)"
+        " VALUES (?, ?, ?, ?, ?, 1, 0, 0, 0, 0, 0, 0, ?, ?)",
+        (zone_id, hsm_id, key.algorithm, key.inception, role, key.keytag, setmin),
+    ).lastrowid
+    ds, dnskey, rrsigdnskey, rrsig = _GENERATE_STATES[key.role]
+    for record, state, minimize, ttl in (  # keyState.type codes: RECORD_TYPES
+        (0, ds, (setmin >> 2) & 1, ds_ttl),
+        (2, dnskey, (setmin >> 1) & 1, keys_ttl),
+        (3, rrsigdnskey, 0, keys_ttl),
+        (1, rrsig, setmin & 1, rrsig_ttl),
+    ):
+        conn.execute(
+            "INSERT INTO keyState (keyDataId, type, state, lastChange, minimize, ttl)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (key_id, record, state, key.inception, minimize, ttl),
+        )
+
+
+def zone_locators(db: Path, zones: list[str]) -> dict[str, set[str]]:
+    """The locators of every key each zone has in the enforcer (what `key list -a -z` lists),
+    in one read instead of a command per zone."""
+    found: dict[str, set[str]] = {zone: set() for zone in zones}
+    with _open(db, write=False) as conn:
+        for start in range(0, len(zones), 500):  # under SQLite's limit on bound parameters
+            chunk = zones[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                "SELECT zone.name, hsmKey.locator FROM keyData JOIN zone ON zone.id = keyData.zoneId"
+                f" JOIN hsmKey ON hsmKey.id = keyData.hsmKeyId WHERE zone.name IN ({marks})",
+                chunk,
+            )
+            for zone, locator in rows:
+                found[str(zone)].add(str(locator))
+    return found
+
+
 def _key_row(conn: sqlite3.Connection, zone_id: int, zone: str, locator: str, db: Path) -> int:
     row = conn.execute(
         "SELECT keyData.id FROM keyData JOIN hsmKey ON hsmKey.id = keyData.hsmKeyId"

@@ -318,6 +318,41 @@ def test_a_half_copied_key_is_reported_not_patched(hsm: Hsm) -> None:
             keys.delete_key(b, key.locator)
 
 
+def test_an_indexed_session_sees_what_it_makes_and_deletes(hsm: Hsm) -> None:
+    """keys.index_objects: a batch reads the token once; the keys module keeps the index current."""
+    with session("A") as a, session("B") as b:
+        first = keys.generate_keypair(a, 13)  # made before the index: read into it
+        try:
+            keys.index_objects(a)
+            keys.index_objects(b)
+            locator = "ab" * 16
+            made = keys.generate_keypair(a, 13, locator=locator)
+            with pytest.raises(HsmError, match="already"):
+                keys.generate_keypair(a, 13, locator=locator)  # the index knows the new key
+            assert keys.has_key(a, first.locator) and keys.has_key(a, locator)
+            public = keys.dnskey_public(a, locator)
+            blob = keys.wrap_private(a, locator, KEK)  # the KEK by label, from the index
+            assert keys.unwrap_private(b, blob, KEK, made, public) is True
+            assert keys.unwrap_private(b, blob, KEK, made, public) is False  # the index has the copy
+            assert keys.seal_key(a, locator) is True and keys.is_sealed(b, locator)
+            assert keys.delete_key(b, locator) == 2
+            assert not keys.has_key(b, locator)
+            assert keys.unwrap_private(b, blob, KEK, made, public) is True  # copied again after delete
+            # What the index says is what a find in the token says.
+            for s in (a, b):
+                assert s.index is not None
+                for object_class in (CKO_PRIVATE_KEY, CKO_PUBLIC_KEY):
+                    for loc in (first.locator, locator):
+                        cka_id = bytes.fromhex(loc)
+                        found = s.find([(CKA_CLASS, object_class), (CKA_ID, cka_id)])
+                        assert len(keys._find_all(s, object_class, cka_id)) == len(found)
+        finally:
+            for s in (a, b):
+                s.index = None
+                keys.delete_key(s, first.locator)
+                keys.delete_key(s, "ab" * 16)
+
+
 def test_delete_removes_both_objects(hsm: Hsm) -> None:
     with session("A") as a:
         key = keys.generate_keypair(a, 13)

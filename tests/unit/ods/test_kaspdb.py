@@ -177,3 +177,98 @@ def test_a_key_going_out_with_every_record_hidden_is_dead(db: Path) -> None:
     assert kaspdb.is_dead(ksk)  # every record hidden
     ksk["records"][2]["state"] = "unretentive"
     assert not kaspdb.is_dead(ksk)
+
+
+# --- import_keys: the rows `ods-enforcer key import --keystate generate` writes ---------------
+
+
+@pytest.fixture
+def lab_policy(db: Path) -> Path:
+    """The lab policy's values that the imported rows carry (TTLs, minimize per role)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE policy SET parentDsTtl = 300, keysTtl = 300, zoneSoaTtl = 300, zoneSoaMinimum = 300,"
+            " denialType = 1, denialTtl = 0, signaturesMaxZoneTtl = 3600"
+        )
+        policy = conn.execute("SELECT id FROM policy").fetchone()[0]
+        for role, minimize in ((1, 4), (2, 1)):
+            _insert(conn, "policyKey", policyId=policy, role=role, algorithm=13, minimize=minimize)
+        _insert(
+            conn, "zone", name="new.test", policyId=policy, signconfPath="/x", inputAdapterType="File",
+            inputAdapterUri="/i", outputAdapterType="DNS", outputAdapterUri="/o",
+        )  # fmt: skip
+    return db
+
+
+def _new(locator: str, role: str, zone: str = "new.test", algorithm: int = 13) -> kaspdb.NewKey:
+    return kaspdb.NewKey(zone, locator, role, algorithm, 256, 1795981559, 57251, "duo")
+
+
+def _rows(db: Path, locator: str) -> tuple[object, ...]:
+    with sqlite3.connect(db) as conn:
+        hsm = conn.execute(
+            "SELECT locator, state, bits, algorithm, role, inception, isRevoked, keyType, repository, backup"
+            " FROM hsmKey WHERE locator = ?",
+            (locator,),
+        ).fetchone()
+        data = conn.execute(
+            "SELECT keyData.id, keyData.algorithm, keyData.inception, keyData.role, introducing,"
+            " shouldRevoke, standby, activeZsk, publish, activeKsk, dsAtParent, keytag, minimize FROM keyData"
+            " JOIN hsmKey ON hsmKey.id = keyData.hsmKeyId WHERE locator = ?",
+            (locator,),
+        ).fetchone()
+        states = conn.execute(
+            "SELECT type, state, lastChange, minimize, ttl FROM keyState WHERE keyDataId = ? ORDER BY id",
+            (data[0],),
+        ).fetchall()
+    return hsm, data[1:], states
+
+
+def test_import_keys_writes_the_rows_ods_key_import_writes(lab_policy: Path) -> None:
+    # Expected: the rows ODS 2.1.12's `key import --keystate generate` wrote for a KSK and a ZSK of a
+    # lab zone (read from the lab's kasp.db right after the command, before any enforcer pass).
+    t = 1795981559
+    assert kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK"), _new("c2" * 16, "ZSK")]) == [True, True]
+    assert _rows(lab_policy, "c1" * 16) == (
+        ("c1" * 16, 2, 256, 13, 1, t, 0, 1, "duo", 0),
+        (13, t, 1, 1, 0, 0, 0, 0, 0, 0, 57251, 4),
+        [(0, 0, t, 1, 300), (2, 0, t, 0, 300), (3, 0, t, 0, 300), (1, 4, t, 0, 3600)],
+    )
+    assert _rows(lab_policy, "c2" * 16) == (
+        ("c2" * 16, 2, 256, 13, 2, t, 0, 1, "duo", 0),
+        (13, t, 2, 1, 0, 0, 0, 0, 0, 0, 57251, 1),
+        [(0, 4, t, 0, 300), (2, 0, t, 0, 300), (3, 4, t, 0, 300), (1, 0, t, 1, 3600)],
+    )
+    [zone] = kaspdb.read_states(lab_policy, "new.test")
+    assert [(k.role, k.summary()["dnskey"]) for k in zone.keys] == [("KSK", "hidden"), ("ZSK", "hidden")]
+
+
+def test_import_keys_is_idempotent(lab_policy: Path) -> None:
+    assert kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK")]) == [True]
+    assert kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK"), _new("c2" * 16, "ZSK")]) == [False, True]
+    assert kaspdb.zone_locators(lab_policy, ["new.test", "example.test"]) == {
+        "new.test": {"c1" * 16, "c2" * 16},
+        "example.test": {"aa" * 16, "bb" * 16},
+    }
+
+
+def test_import_keys_refuses_a_key_another_zone_uses_and_writes_nothing(lab_policy: Path) -> None:
+    with pytest.raises(NodeError, match=f"key {'aa' * 16} is used already"):
+        kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK"), _new("aa" * 16, "KSK")])
+    assert kaspdb.zone_locators(lab_policy, ["new.test"]) == {"new.test": set()}  # all or nothing
+
+
+def test_import_keys_takes_back_a_key_a_deleted_zone_released(lab_policy: Path) -> None:
+    with sqlite3.connect(lab_policy) as conn:
+        policy = conn.execute("SELECT id FROM policy").fetchone()[0]
+        _insert(conn, "hsmKey", policyId=policy, locator="c3" * 16, state=kaspdb.HSM_DELETE, bits=256,
+                algorithm=13, role=1, repository="duo", keyType=1)  # fmt: skip
+    assert kaspdb.import_keys(lab_policy, [_new("c3" * 16, "KSK")]) == [True]
+    assert _rows(lab_policy, "c3" * 16)[0][1] == kaspdb.HSM_PRIVATE
+
+
+def test_import_keys_names_an_unknown_zone_and_a_wrong_algorithm(lab_policy: Path) -> None:
+    with pytest.raises(NodeError, match=r"unknown zone gone\.test"):
+        kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK", zone="gone.test")])
+    with pytest.raises(NodeError, match="algorithm 13, not 8"):
+        kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK", algorithm=8)])
