@@ -160,6 +160,45 @@ def other_work(mine: Sequence[str] = ()) -> dict[str, int]:
     return dict(counts)
 
 
+# What a process is, for cpu_seconds: the first label its command line contains.
+CPU_LABELS = (
+    ("ods-signerd", "ods-signerd"), ("ods-enforcerd", "ods-enforcerd"), ("named", "named"),
+    ("node serve", "ods-duo agents"), (" watch", "ods-duo watchers"), ("duo_ods", "ods-duo other"),
+    ("ods-duo", "ods-duo other"), ("bench/", "the benchmark itself"),
+)  # fmt: skip
+
+
+def cpu_seconds(within: str) -> dict[int, tuple[str, float]]:
+    """pid -> (label, CPU seconds so far) of every process whose command line names `within` (a
+    run's work folder), labelled by CPU_LABELS; diff two of these with cpu_used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            text = b" ".join((proc / "cmdline").read_bytes().split(b"\0")).decode(errors="replace")
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if within not in text:
+            continue
+        label = next((name for needle, name in CPU_LABELS if needle in text), "other")
+        found[int(proc.name)] = (label, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def cpu_used(
+    before: Mapping[int, tuple[str, float]], after: Mapping[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per label between two cpu_seconds readings (processes that ended between them
+    are not counted: their time is gone from /proc)."""
+    used: Counter[str] = Counter()
+    for pid, (label, seconds) in after.items():
+        used[label] += seconds - (before[pid][1] if pid in before else 0.0)
+    return {label: round(seconds, 1) for label, seconds in used.most_common()}
+
+
 def machine_info() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")

@@ -64,6 +64,8 @@ if str(REPO) not in sys.path:  # run as a script: bench.harness from this checko
 from bench.harness import (  # noqa: E402
     LoadMeter,
     Tsig,
+    cpu_seconds,
+    cpu_used,
     freeze,
     generate_zone,
     machine_busy_seconds,
@@ -781,6 +783,7 @@ def run_served(lab: Lab, results: Results, t_drop: float, n: int, cap: float) ->
     progress: list[dict[str, Any]] = []
     rss_max: dict[str, float] = {}
     meter = LoadMeter()
+    cpu_before = cpu_seconds(str(lab.dir))
     with ThreadPoolExecutor(16) as pool:
         while True:
             served_sets(servers, pending, pool)
@@ -803,6 +806,7 @@ def run_served(lab: Lab, results: Results, t_drop: float, n: int, cap: float) ->
     served: dict[str, Any] = {
         "zones": n, "cap_s": cap, "all_served_s": done_at, "progress": progress,
         "everywhere": progress[-1]["everywhere"], "watcher_rss_max_mb": rss_max, "load": meter.result(),
+        "cpu_s": cpu_used(cpu_before, cpu_seconds(str(lab.dir))),
     }  # fmt: skip
     if everywhere == n:
         served["everywhere_s"] = max(done_at.values())
@@ -1451,6 +1455,13 @@ def _onboarding_section(results: Results) -> list[str]:
             "served everywhere) have the "
             "same DNSKEY RRset on a and b (TCP, TSIG). Watcher RSS, highest seen: "
             + ", ".join(f"{node} {mb:.0f} MB" for node, mb in (sv.get("watcher_rss_max_mb") or {}).items())
+            + ".",
+            "",
+            "CPU seconds used over that time by the lab's processes (both nodes together): "
+            + (
+                ", ".join(f"{label} {s:.0f}" for label, s in (sv.get("cpu_s") or {}).items())
+                or "not recorded"
+            )
             + ".",
             "",
             "| s after the drop | served by a | by b | by ns1 | on all three | watcher RSS MB |",
