@@ -410,24 +410,6 @@ def _insert_key(conn: sqlite3.Connection, db: Path, key: NewKey, zone_id: int, p
         )
 
 
-def zone_locators(db: Path, zones: list[str]) -> dict[str, set[str]]:
-    """The locators of every key each zone has in the enforcer (what `key list -a -z` lists),
-    in one read instead of a command per zone."""
-    found: dict[str, set[str]] = {zone: set() for zone in zones}
-    with _open(db, write=False) as conn:
-        for start in range(0, len(zones), 500):  # under SQLite's limit on bound parameters
-            chunk = zones[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                "SELECT zone.name, hsmKey.locator FROM keyData JOIN zone ON zone.id = keyData.zoneId"
-                f" JOIN hsmKey ON hsmKey.id = keyData.hsmKeyId WHERE zone.name IN ({marks})",
-                chunk,
-            )
-            for zone, locator in rows:
-                found[str(zone)].add(str(locator))
-    return found
-
-
 def _key_row(conn: sqlite3.Connection, zone_id: int, zone: str, locator: str, db: Path) -> int:
     row = conn.execute(
         "SELECT keyData.id FROM keyData JOIN hsmKey ON hsmKey.id = keyData.hsmKeyId"

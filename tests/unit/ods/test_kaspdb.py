@@ -224,6 +224,10 @@ def _rows(db: Path, locator: str) -> tuple[object, ...]:
     return hsm, data[1:], states
 
 
+def _locators(db: Path) -> dict[str, list[str]]:
+    return {z.zone: [k.locator for k in z.keys] for z in kaspdb.read_states(db)}
+
+
 def test_import_keys_writes_the_rows_ods_key_import_writes(lab_policy: Path) -> None:
     # Expected: the rows ODS 2.1.12's `key import --keystate generate` wrote for a KSK and a ZSK of a
     # lab zone (read from the lab's kasp.db right after the command, before any enforcer pass).
@@ -246,16 +250,16 @@ def test_import_keys_writes_the_rows_ods_key_import_writes(lab_policy: Path) -> 
 def test_import_keys_is_idempotent(lab_policy: Path) -> None:
     assert kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK")]) == [True]
     assert kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK"), _new("c2" * 16, "ZSK")]) == [False, True]
-    assert kaspdb.zone_locators(lab_policy, ["new.test", "example.test"]) == {
-        "new.test": {"c1" * 16, "c2" * 16},
-        "example.test": {"aa" * 16, "bb" * 16},
+    assert _locators(lab_policy) == {
+        "new.test": ["c1" * 16, "c2" * 16],
+        "example.test": ["aa" * 16, "bb" * 16],
     }
 
 
 def test_import_keys_refuses_a_key_another_zone_uses_and_writes_nothing(lab_policy: Path) -> None:
     with pytest.raises(NodeError, match=f"key {'aa' * 16} is used already"):
         kaspdb.import_keys(lab_policy, [_new("c1" * 16, "KSK"), _new("aa" * 16, "KSK")])
-    assert kaspdb.zone_locators(lab_policy, ["new.test"]) == {"new.test": set()}  # all or nothing
+    assert _locators(lab_policy)["new.test"] == []  # all or nothing
 
 
 def test_import_keys_takes_back_a_key_a_deleted_zone_released(lab_policy: Path) -> None:
