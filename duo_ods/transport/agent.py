@@ -139,9 +139,17 @@ class Agent:
     def stop(self) -> None:
         """Close its input (it exits on end of input), then kill it by its pid if it lingers; reap it
         and close its pipes."""
+        self.hang_up()
+        self.reap()
+
+    def hang_up(self) -> None:
+        """Close its input: it exits on end of input."""
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):  # it died already
                 self.proc.stdin.close()
+
+    def reap(self) -> None:
+        """Wait for it to exit, killing it by its pid if it lingers; close its pipes."""
         try:
             self.proc.wait(timeout=REAP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -190,6 +198,10 @@ class Agents:
 
 
 def _stop_all(agents: dict[str, Agent]) -> None:
+    # Every agent is told first, then each reaped: they wind down side by side (a Python agent
+    # takes a few tenths of a second to exit), not one after the other.
     for agent in list(agents.values()):
-        agent.stop()
+        agent.hang_up()
+    for agent in list(agents.values()):
+        agent.reap()
     agents.clear()

@@ -6,11 +6,13 @@ ssh, and the other then wrote to the killed agent."""
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from duo_ods.errors import TransportError
-from duo_ods.transport.agent import Agent
+from duo_ods.transport.agent import Agent, _stop_all
 
 
 def test_a_request_to_an_agent_killed_meanwhile_is_a_transport_error() -> None:
@@ -28,3 +30,19 @@ def test_a_request_to_an_agent_killed_meanwhile_is_a_transport_error() -> None:
     assert killed.is_set() and not agent.alive
     with agent.lock, pytest.raises(TransportError, match="node b: status failed"):
         agent.request("status", None, 0.5)
+
+
+def test_agents_are_told_to_stop_at_once_and_then_reaped(tmp_path: Path) -> None:
+    """Every agent hears its end of input before the first one is waited for, so they wind down side
+    by side. Each stand-in leaves a flag at its end of input and exits once all three flags are there
+    (or after 8 s): told one after the other, the first would wait its 8 s."""
+    flags = " ".join(str(tmp_path / f) for f in ("a", "b", "backup"))
+    script = (
+        f"cat >/dev/null; touch {tmp_path}/$0; "
+        f"for i in $(seq 80); do ls {flags} >/dev/null 2>&1 && exit 0; sleep 0.1; done"
+    )
+    agents = {n: Agent(n, ["sh", "-c", script, n], "local") for n in ("a", "b", "backup")}
+    started = time.monotonic()
+    _stop_all(agents)
+    assert agents == {}
+    assert time.monotonic() - started < 6.0  # not one agent's 8 s wait
