@@ -41,6 +41,7 @@ from duo_ods.metrics.watchfile import StatsWriter, stats_path
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.relay.control import RelayTicker
+from duo_ods.watch.overflow import OverflowListener
 from duo_ods.watch.plan import Debouncer, Plan, Status, ZoneFileState, digest_of, plan
 from duo_ods.watch.state import load_state, save_state, state_path
 from duo_ods.zones.catchup import catch_up
@@ -368,6 +369,8 @@ class Watcher:
         observer.schedule(_Events(debouncer, lock, wake), str(self.node.input_dir), recursive=False)
         observer.start()
         stats = StatsWriter(stats_path(self.node.paths.state))  # for the metrics exporter
+        overflow = OverflowListener(wake)  # events the kernel dropped: watch/overflow.py
+        overflow.start()
         try:
             log.info("watching %s for node %s", self.node.input_dir, self.node.name)
             self._safely(lambda: self.reconcile(None))  # what changed while nobody watched
@@ -396,18 +399,31 @@ class Watcher:
                     continue
                 next_tick = time.monotonic() + tick
                 self._safely(partial(stats.tick, queue, time.time()))
-                self._safely(self.supervise_when_due)  # after the file events: they wait for nothing
-                self._safely(self.resume_keys_when_due)
-                self._safely(self.make_pending_keys)
-                self._safely(self.level_serials_when_due)
-                self._safely(self.roll_keys_when_due)
-                self._safely(self.snapshot_when_due)
-                self._safely(self.relay.tick)
+                self._tick(overflow)
         finally:
+            overflow.stop()
             observer.stop()
             observer.join(timeout=10)
             self._safely(partial(save_state, self.state_file, self.state))
             log.info("watcher for node %s stopped", self.node.name)
+
+    def _tick(self, overflow: OverflowListener) -> None:
+        """What runs every tick, after the file events (they wait for nothing)."""
+        self._safely(partial(self._rescan_if_events_lost, overflow))
+        self._safely(self.supervise_when_due)
+        self._safely(self.resume_keys_when_due)
+        self._safely(self.make_pending_keys)
+        self._safely(self.level_serials_when_due)
+        self._safely(self.roll_keys_when_due)
+        self._safely(self.snapshot_when_due)
+        self._safely(self.relay.tick)
+
+    def _rescan_if_events_lost(self, overflow: OverflowListener) -> None:
+        if overflow.rescan_due(self.node.input_dir):
+            log.warning(
+                "the kernel dropped file events (inotify queue full): rescanning %s", self.node.input_dir
+            )
+            self.reconcile(None)
 
     def _safely(self, action: Callable[[], object]) -> None:
         """Errors while running are reported, and the watcher carries on (a node may be down a while,
