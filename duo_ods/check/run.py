@@ -386,13 +386,23 @@ def zones_to_check(views: Mapping[str, NodeView]) -> list[str]:
     return sorted(found)
 
 
+# The enforcer's states of a key's signature over the DNSKEY RRset while that signature may be in
+# the zone: being introduced, there, or being withdrawn (caches may still hold it).
+SIGNING_STATES = frozenset({"rumoured", "omnipresent", "unretentive"})
+
+
 def enforcer_ksks(views: Mapping[str, NodeView], zone: str) -> frozenset[tuple[int, int]]:
-    """(key tag, algorithm) of the zone's KSKs and CSKs that some enforcer has in use (neither
-    retiring nor dead): the keys the DS at the parent should point to."""
+    """(key tag, algorithm) of the zone's KSKs and CSKs that some enforcer has in use: a new key
+    (introducing) or one whose signature over the DNSKEY RRset the enforcer still has in the zone.
+    A KSK rollover clears the old key's `introducing` when it starts, while that key still signs
+    the DNSKEY RRset until the new key's signature is out (seen in test_autoroll): still in use."""
     found: set[tuple[int, int]] = set()
     for view in views.values():
         for key in (view.states or {}).get(zone, []):
-            if key["role"] in {"KSK", "CSK"} and key["flags"].get("introducing") and not is_dead(key):
+            if key["role"] not in {"KSK", "CSK"} or is_dead(key):
+                continue
+            signing = any(r["type"] == "rrsigdnskey" and r["state"] in SIGNING_STATES for r in key["records"])
+            if key["flags"].get("introducing") or signing:
                 found.add((int(key["keytag"]), int(key["algorithm"])))
     return frozenset(found)
 

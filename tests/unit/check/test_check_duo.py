@@ -29,9 +29,12 @@ from tests.unit.check.signer import ORIGIN, Key, signed
 ZONE = "example.test"
 
 
-def key_states(key: Key, role: str, locator: str, introducing: int = 1) -> dict[str, Any]:
+def key_states(
+    key: Key, role: str, locator: str, introducing: int = 1, rrsigdnskey: str = "omnipresent"
+) -> dict[str, Any]:
     records = tuple(
-        RecordState(t, "omnipresent", 1_700_000_000, 0, 300) for t in ("ds", "dnskey", "rrsigdnskey")
+        RecordState(t, rrsigdnskey if t == "rrsigdnskey" else "omnipresent", 1_700_000_000, 0, 300)
+        for t in ("ds", "dnskey", "rrsigdnskey")
     )
     return KeyStates(
         ZONE,
@@ -158,15 +161,27 @@ def test_a_node_that_cannot_be_reached(duo: Duo, keys: tuple[Key, Key]) -> None:
 
 def test_copies_not_signed_by_the_enforcers_ksk(duo: Duo, keys: tuple[Key, Key]) -> None:
     other = Key.make(flags=257)
-    retiring = key_states(keys[0], "KSK", "c1" * 16, introducing=0)
+    withdrawn = key_states(keys[0], "KSK", "c1" * 16, introducing=0, rrsigdnskey="hidden")
     reports = check_duo(
-        duo, FakeNodes([key_states(other, "KSK", "c2" * 16), retiring]).client, [], Thresholds(), workers=1
+        duo, FakeNodes([key_states(other, "KSK", "c2" * 16), withdrawn]).client, [], Thresholds(), workers=1
     )
     expected = (
         f"the DNSKEY RRset is not signed by a KSK that the enforcers use (KSK key tags {other.tag}; "
         f"signed by {keys[0].tag})"
     )
     assert shown(reports) == [f"critical [{n}] {expected}" for n in ("a", "b", "ns1")]
+
+
+@pytest.mark.parametrize("state", ["omnipresent", "unretentive"])
+def test_a_ksk_being_rolled_out_still_signs_the_dnskey_rrset(
+    duo: Duo, keys: tuple[Key, Key], state: str
+) -> None:
+    """A KSK rollover clears the old key's `introducing` at its start; the old key's signature over
+    the DNSKEY RRset stays until the new key's is out (the signer may not have it yet)."""
+    new = key_states(Key.make(flags=257), "KSK", "c2" * 16)
+    old = key_states(keys[0], "KSK", "c1" * 16, introducing=0, rrsigdnskey=state)
+    reports = check_duo(duo, FakeNodes([new, old]).client, [], Thresholds(), workers=1)
+    assert not [p for p in shown(reports) if "not signed by a KSK" in p]
 
 
 def test_ds_applies_to_every_copy(duo: Duo, keys: tuple[Key, Key]) -> None:
