@@ -1,6 +1,8 @@
 """Direct access to the enforcer's database (kasp.db), for what ODS 2.1.12 has no command for.
 
-Three things only:
+Four things only:
+- importing a batch of keys the nodes' HSMs hold, as the rows `key import --keystate generate`
+  writes, in one transaction (import_keys says why the command is not used for a batch);
 - putting a shared successor key into the enforcer's spare-key pool (table hsmKey), which
   `key rollover` takes it from: ODS 2.1.12 has no command to add an outside key to the pool
   (`key import` makes a key the zone uses at once, and a second active ZSK stays forever);
