@@ -4,12 +4,11 @@ inotify) on a temporary input directory, with the protocol's fake as node a."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 from duo_ods.config.resolve import Duo
 from duo_ods.watch.plan import Debouncer
-from tests.unit.watch.test_service import FakeNode, duo, inbox, watcher, zone_text
+from tests.unit.watch.test_service import FakeNode, duo, inbox, running, watcher, zone_text
 
 __all__ = ["duo"]  # the fixture
 
@@ -20,14 +19,11 @@ def test_a_file_written_in_two_parts_is_added_only_once_complete(duo: Duo) -> No
     object.__setattr__(duo.config.watch, "debounce", DEBOUNCE)
     node = FakeNode()
     w = watcher(duo, node)
-    stop = threading.Event()
-    thread = threading.Thread(target=w.run, args=(stop, 0.02))
     # The first part alone is a complete, valid zone: only its being open for writing tells.
     first = zone_text("half.test")
     rest = "www IN A 192.0.2.80\n"
     seen: list[str] = []
-    thread.start()
-    try:
+    with running(w, 0.02):
         time.sleep(0.3)
         with (inbox(duo) / "half.test").open("w") as writer:
             writer.write(first)
@@ -38,9 +34,6 @@ def test_a_file_written_in_two_parts_is_added_only_once_complete(duo: Duo) -> No
         deadline = time.monotonic() + 10
         while "half.test" not in node.zones and time.monotonic() < deadline:
             time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
     assert seen == [""], "the half-written file was added"
     assert "www.half.test." in node.zones["half.test"]  # the complete file, once closed
     assert [op.name for _, op in node.calls].count("zone-add-batch") == 1

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,15 @@ from watchdog.events import FileSystemEvent
 from duo_ods.config.resolve import Duo
 from duo_ods.watch import service
 from duo_ods.watch.overflow import OVERFLOW_QUIET, WATCHDOG_LOGGER, OverflowListener
-from tests.unit.watch.test_service import FakeNode, duo, inbox, watcher, zone_text
+from tests.unit.watch.test_service import FakeNode, duo, inbox, running, watcher, zone_text
 
 __all__ = ["duo"]  # the fixture
 
 
-def _wait_for(condition: object, timeout: float) -> bool:
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return True
         time.sleep(0.05)
     return False
@@ -44,10 +45,7 @@ def test_a_zone_whose_events_were_dropped_is_added_after_the_overflow_warning(
     monkeypatch.setattr(service._Events, "on_any_event", lossy)
     node = FakeNode()
     w = watcher(duo, node)
-    stop = threading.Event()
-    thread = threading.Thread(target=w.run, args=(stop, 0.02))
-    thread.start()
-    try:
+    with running(w, 0.02):
         time.sleep(0.3)
         hidden = inbox(duo) / ".lost.tmp"
         hidden.write_text(zone_text("lost.test"))
@@ -59,9 +57,6 @@ def test_a_zone_whose_events_were_dropped_is_added_after_the_overflow_warning(
         logging.getLogger(WATCHDOG_LOGGER).warning("Inotify queue overflowed; filesystem events were lost")
         assert _wait_for(lambda: "lost.test" in node.zones, OVERFLOW_QUIET + 10)
         assert "ns1.lost.test." in node.zones["lost.test"]
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 def test_the_rescan_waits_until_the_folder_is_quiet(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,19 @@ def duo(tmp_path: Path) -> Duo:
 
 def watcher(duo: Duo, node: FakeNode) -> Watcher:
     return Watcher(duo, duo.nodes["a"], node.client)
+
+
+@contextmanager
+def running(w: Watcher, tick: float) -> Iterator[threading.Thread]:
+    """The watcher's loop in a thread for the block, stopped and joined after it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=w.run, args=(stop, tick))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def inbox(duo: Duo) -> Path:
@@ -306,30 +320,23 @@ def test_running_watcher_survives_bad_entries_and_takes_a_good_zone_after(
     object.__setattr__(duo.config.watch, "debounce", 0.05)
     node = FakeNode()
     w = watcher(duo, node)
-    stop = threading.Event()
-    thread = threading.Thread(target=w.run, args=(stop, 0.02))
     secret = tmp_path / "shadow"
     secret.write_text(MARKER)
-    with caplog.at_level(logging.INFO):
-        thread.start()
-        try:
-            time.sleep(0.3)
-            (inbox(duo) / "bomb.test").write_text(
-                zone_text("bomb.test", "$GENERATE 0-4294967295 h$ IN A 192.0.2.1\n")
-            )
-            (inbox(duo) / "shadow.test").symlink_to(secret)
-            (inbox(duo) / "dir.test").mkdir()
-            (inbox(duo) / "gone.test").write_text(zone_text("gone.test"))
-            (inbox(duo) / "gone.test").unlink()
-            time.sleep(0.3)
-            (inbox(duo) / "good.test").write_text(zone_text("good.test"))
-            deadline = time.monotonic() + 10
-            while "good.test" not in node.zones and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert thread.is_alive()
-        finally:
-            stop.set()
-            thread.join(timeout=10)
+    with caplog.at_level(logging.INFO), running(w, 0.02) as thread:
+        time.sleep(0.3)
+        (inbox(duo) / "bomb.test").write_text(
+            zone_text("bomb.test", "$GENERATE 0-4294967295 h$ IN A 192.0.2.1\n")
+        )
+        (inbox(duo) / "shadow.test").symlink_to(secret)
+        (inbox(duo) / "dir.test").mkdir()
+        (inbox(duo) / "gone.test").write_text(zone_text("gone.test"))
+        (inbox(duo) / "gone.test").unlink()
+        time.sleep(0.3)
+        (inbox(duo) / "good.test").write_text(zone_text("good.test"))
+        deadline = time.monotonic() + 10
+        while "good.test" not in node.zones and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert thread.is_alive()
     assert list(node.zones) == ["good.test"]
     assert {z: s.status for z, s in w.state.items()} == {
         "bomb.test": "error",

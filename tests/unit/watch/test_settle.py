@@ -5,14 +5,13 @@ written still waits for its close (issue 14: one changed record to a validated a
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 
 from duo_ods.config.resolve import Duo
 from duo_ods.watch.plan import Debouncer
-from tests.unit.watch.test_service import FakeNode, duo, inbox, watcher, zone_text
+from tests.unit.watch.test_service import FakeNode, duo, inbox, running, watcher, zone_text
 
 __all__ = ["duo"]  # the fixture
 
@@ -94,10 +93,7 @@ def test_the_watcher_acts_on_a_renamed_file_without_waiting_for_the_debounce_or_
     object.__setattr__(duo.config.watch, "settle", 0.05)
     node = FakeNode()
     w = watcher(duo, node)
-    stop = threading.Event()
-    thread = threading.Thread(target=w.run, args=(stop, 3.0))
-    thread.start()
-    try:
+    with running(w, 3.0):
         time.sleep(0.5)  # the first reconcile is done, the observer runs
         tmp = inbox(duo) / ".fast.test.tmp"
         tmp.write_text(zone_text("fast.test"))
@@ -106,9 +102,6 @@ def test_the_watcher_acts_on_a_renamed_file_without_waiting_for_the_debounce_or_
         while "fast.test" not in node.zones and time.monotonic() - renamed < 10:
             time.sleep(0.005)
         took = time.monotonic() - renamed
-    finally:
-        stop.set()
-        thread.join(timeout=10)
     assert "fast.test" in node.zones
     assert took < 1.5, f"took {took:.2f} s: the debounce (5 s) or the tick (3 s) was waited for"
 
@@ -120,18 +113,12 @@ def test_the_watcher_still_waits_the_debounce_for_a_file_only_created(duo: Duo) 
     object.__setattr__(duo.config.watch, "settle", 0.05)
     node = FakeNode()
     w = watcher(duo, node)
-    stop = threading.Event()
-    thread = threading.Thread(target=w.run, args=(stop, 0.05))
-    thread.start()
-    try:
+    with running(w, 0.05):
         time.sleep(0.5)
         with (inbox(duo) / "slow.test").open("w"):
             created = time.monotonic()
             while "slow.test" not in w.state and time.monotonic() - created < 5:
                 time.sleep(0.005)
             took = time.monotonic() - created
-    finally:
-        stop.set()
-        thread.join(timeout=10)
     assert w.state["slow.test"].status == "error" and "slow.test" not in node.zones
     assert took >= 0.95, f"handled after {took:.2f} s, before the debounce (1 s)"
