@@ -157,8 +157,10 @@ def _what_was_seen(node: Node, record: process.ProcessRecord) -> str:
 
 def supervise(node: Node, clock: Clock = time.time) -> list[Event]:
     """Start whatever of the node's daemons died (signer first), unless the node was stopped on
-    purpose, systemd runs them, or another command holds the node's daemon lock right now."""
-    if systemd.uses_systemd(node) or not node.paths.conf_xml.exists():
+    purpose, systemd runs them, or another command holds the node's daemon lock right now.
+    A node whose folders are gone (its disk lost, being restored) is left alone: taking the lock
+    would make its state folder again under a restore or a wipe."""
+    if systemd.uses_systemd(node) or not node.paths.conf_xml.exists() or not node.paths.state.is_dir():
         return []
     with daemons.held(node, wait=False) as got:
         if not got or daemons.stopped_on_purpose(node) is not None:

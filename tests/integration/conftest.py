@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +116,3 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         leftover = lab_processes(lab_dir)
         for pid, _ in leftover:  # never leave daemons behind, even when a test failed midway
             os.kill(pid, 9)
-
-
-def remove_tree(path: Path) -> None:
-    """A node's disk lost: its folder removed, though the node's watcher (still running in the lab)
-    may write its state and relay files into it meanwhile ("Directory not empty")."""
-    for _ in range(50):
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{path} could not be removed")

@@ -22,7 +22,8 @@ from duo_ods.config.resolve import Duo
 from duo_ods.dns.query import soa_serial
 from duo_ods.protocol import ops as P
 from duo_ods.transport import transport_for
-from tests.integration.conftest import Lab, remove_tree
+from tests.integration.conftest import Lab
+from tests.support.disk import remove_tree
 from tests.support.dnssec import cross_validate, dnskey_rrset
 
 pytestmark = pytest.mark.integration

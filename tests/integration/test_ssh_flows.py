@@ -21,7 +21,8 @@ import pytest
 
 from duo_ods import process
 from duo_ods.config.load import load_config
-from tests.integration.conftest import Lab, remove_tree
+from tests.integration.conftest import Lab
+from tests.support.disk import remove_tree
 from tests.support.dnssec import cross_validate, dnskey_rrset
 from tests.support.fast_policy import fast_policy
 from tests.support.ssh_lab import SshLab, sshd_in_front

@@ -34,7 +34,8 @@ from duo_ods.config.load import load_config
 from duo_ods.dns.notify import send_notify
 from duo_ods.dns.query import soa_serial
 from duo_ods.lab.secondaries import add_address
-from tests.integration.conftest import Lab, remove_tree, without_supervisor
+from tests.integration.conftest import Lab, without_supervisor
+from tests.support.disk import remove_tree
 from tests.support.dns_tools import delv, ksk_of, write_trust_anchor
 from tests.support.dnssec import axfr, cross_validate, dnskey_rrset, signatures
 

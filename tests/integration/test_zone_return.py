@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from duo_ods.config.load import load_config
-from tests.integration.conftest import Lab, remove_tree
+from tests.integration.conftest import Lab
+from tests.support.disk import remove_tree
 from tests.support.dns_tools import delv
 from tests.support.dnssec import dnskey_rrset
 from tests.support.freshness import ZONE, content, fetch, has_record, write_like_an_editor

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from duo_ods.dns.tsig import transfer_key
 from duo_ods.keys.journal import journal_path
 from duo_ods.ods.kaspdb import is_dead
 from duo_ods.process import python_module
+from tests.support.disk import remove_tree
 from tests.support.dnssec import axfr
 
 # key create of one zone (a KSK+ZSK pair, or any batch of zones) writes 4 journal records: begin;
@@ -202,7 +202,7 @@ def wipe(config: str, node: str) -> None:
     """The node dies and its disk is lost: daemons stopped (by pid), its whole folder gone."""
     proc = run(config, "node", "stop", node)
     assert proc.returncode == 0, proc.stderr
-    shutil.rmtree(load_config(Path(config)).node(node).paths.base)
+    remove_tree(load_config(Path(config)).node(node).paths.base)
 
 
 def dnskeys(address: str, port: int, zone: str, key: Any) -> set[str] | None:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -34,6 +33,7 @@ from duo_ods.config.load import load_config
 from duo_ods.dns.tsig import TsigKey
 from duo_ods.node import daemons
 from tests.integration.conftest import Lab, run_duo
+from tests.support.disk import remove_tree
 
 ZONE = "example.test"
 CATCH_UP = 30.0  # seconds: after a node returns, every signer and secondary serves the newest data
@@ -353,7 +353,7 @@ class RandomOps:
         if step.kind == "restore":
             assert node is not None
             self.lab.duo("node", "stop", node)
-            shutil.rmtree(self.duo.node(node).paths.base)  # the node's disk is lost
+            remove_tree(self.duo.node(node).paths.base)  # the node's disk is lost
             proc = self.lab.duo("--json", "backup", "restore", "--node", node, check=False)
             self.restored = True
             if proc.returncode != 0:

@@ -7,6 +7,7 @@ import fcntl
 import itertools
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -107,6 +108,14 @@ def test_nothing_happens_while_the_daemons_run(world: World) -> None:
     assert world.tick() == []
     assert world.starts == []
     assert not supervise.state_file(world.node.paths.state).exists()
+
+
+def test_a_node_whose_state_folder_is_gone_is_left_alone_and_not_made_again(world: World) -> None:
+    world.kill("signerd")
+    shutil.rmtree(world.node.paths.state)  # the disk lost, a wipe or a restore under way
+    assert world.tick() == []
+    assert world.starts == []
+    assert not world.node.paths.state.exists()
 
 
 def test_a_dead_signer_is_started_at_once_logged_and_counted(world: World) -> None:
