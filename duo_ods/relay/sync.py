@@ -9,12 +9,15 @@ the node. The catalog's serial moves forward whenever its members change.
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import json
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,7 +134,27 @@ def _drop_old_copy(node: Node, zone: str) -> None:
             log.info("node %s: relay copy %s of the returning zone %s removed", node.name, path, zone)
 
 
+@contextmanager
+def _one_sync_at_a_time(node: Node) -> Iterator[None]:
+    """The relay's sync lock (flock on relay/sync.lock). The watcher's relay ticker and a command's
+    `relay_sync_all` (key create, zone add) may sync the same relay at once: both write the same
+    candidate files (seen: "named.conf.new: file not found"), and both read the state and the
+    catalog serial, so one could write a new member list under the other's serial."""
+    node.relay_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(node.relay_dir / "sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
+    with _one_sync_at_a_time(node):
+        return _sync_relay(duo, node, node_zones)
+
+
+def _sync_relay(duo: Duo, node: Node, node_zones: list[str]) -> SyncResult:
     files = relay_files(node)
     state = load_state(files["state"])
     key = read_tsig_key(duo.tsig_key_path)

@@ -4,6 +4,8 @@ once the relay serves it, leaves both with the node; the catalog serial only mov
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import dns.zone
@@ -121,3 +123,41 @@ def test_the_relay_reads_its_own_copy_of_the_transfer_key(duo: Duo, monkeypatch:
     duo.tsig_key_path.write_text(text.replace('secret "', 'secret "AAAA'))
     assert sync.copy_transfer_key(duo, node)
     assert files["key"].read_text() == duo.tsig_key_path.read_text()
+
+
+def test_two_syncs_of_one_relay_take_turns(duo: Duo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher's ticker and a command sync the same relay at once: one waits for the other (they
+    wrote the same named.conf.new, and each its own member list under one catalog serial)."""
+    world = World(duo, monkeypatch)
+    node = duo.nodes["a"]
+    for zone in ("one.test", "two.test"):
+        world.sign(zone)
+    spans: list[tuple[float, float]] = []
+    real_check = sync.check_named_conf
+
+    def slow_check(path: Path) -> None:
+        began = time.monotonic()
+        time.sleep(0.2)
+        real_check(path)
+        spans.append((began, time.monotonic()))
+
+    monkeypatch.setattr(sync, "check_named_conf", slow_check)
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run(zones: list[str]) -> None:
+        start.wait()
+        try:
+            sync.sync_relay(duo, node, zones)
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(z,)) for z in (["one.test"], ["one.test", "two.test"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(spans) == 2
+    first, second = sorted(spans)
+    assert first[1] <= second[0]  # the second began after the first ended
