@@ -40,8 +40,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 )  # fmt: skip
 @click.option(
     "--check-interval", default=300.0, show_default=True, type=click.FloatRange(min=0.5),
-    help="seconds between checks of every zone (and the key states and backup store); longer than a "
-    "check of all zones takes",
+    help="seconds between checks of every zone (and the key states and backup store); at least ten "
+    "times the last check's duration",
 )  # fmt: skip
 @click.option(
     "--textfile", type=click.Path(path_type=Path, dir_okay=False),

@@ -38,6 +38,7 @@ from duo_ods.keys.journal import pending
 from duo_ods.keys.reuse import remember_keys
 from duo_ods.lab import secondaries
 from duo_ods.metrics.watchfile import StatsWriter, stats_path
+from duo_ods.pacing import next_due
 from duo_ods.protocol import ops as P
 from duo_ods.protocol.client import NodeClient
 from duo_ods.relay.control import RelayTicker
@@ -106,9 +107,10 @@ class Watcher:
         self.next_level = time.monotonic() + self.level_interval
         self.next_resume = time.monotonic()
         self.next_supervise = time.monotonic()
-        # ...and snapshots for the backup store after changes (zones, keys), at most this often.
+        # ...and snapshots for the backup store after changes (zones, keys), at most this often
+        # (and at most a tenth of the time: duo_ods.pacing).
         self.snapshot_interval = duo.config.backup.snapshot_interval if origin else 0.0
-        self.last_snapshot: float | None = None
+        self.next_snapshot: float | None = None
         self.changed = False
         self.batch_event_at: float | None = None  # monotonic time of the first event of the batch in hand
         self.relay = RelayTicker(client, node.name)  # its relay and catalog follow what it signs
@@ -338,14 +340,17 @@ class Watcher:
         self.changed |= self.scheduler.tick()
 
     def snapshot_when_due(self) -> None:
-        """A backup snapshot once something changed, at most every [backup] snapshot_interval."""
-        now = time.monotonic()
+        """A backup snapshot once something changed, at most every [backup] snapshot_interval, and
+        further apart when a snapshot takes more than a tenth of that (thousands of zones)."""
+        started = time.monotonic()
         if not (self.snapshot_interval and self.changed):
             return
-        if self.last_snapshot is not None and now - self.last_snapshot < self.snapshot_interval:
+        if self.next_snapshot is not None and started < self.next_snapshot:
             return
-        self.last_snapshot = now
-        take_snapshot(self.duo, self.client, self.node.name)
+        try:
+            take_snapshot(self.duo, self.client, self.node.name)
+        finally:  # a failed one waits its turn too, rather than being tried again on every tick
+            self.next_snapshot = next_due(started, time.monotonic() - started, self.snapshot_interval)
         self.changed = False
 
     def _after_new_zone(self) -> None:

@@ -247,6 +247,31 @@ def test_run_checks_on_its_own_interval_and_serves_over_http() -> None:
     assert not runner.is_alive()
 
 
+def test_a_check_that_takes_long_runs_at_most_a_tenth_of_the_time() -> None:
+    """Interval 0.05 s, a check of 0.1 s: the next comes 1 s after the last started, not at once."""
+    checks: list[float] = []
+
+    def check() -> Checked:
+        checks.append(time.monotonic())
+        time.sleep(0.1)
+        return Checked(at=NOW)
+
+    exporter = Exporter()
+    runner = threading.Thread(target=exporter.run, args=(lambda c: Observation(at=NOW), check, 0.05, 0.05))
+    runner.start()
+    try:
+        time.sleep(0.7)
+        assert len(checks) == 1  # back to back, there would be six by now
+        deadline = time.monotonic() + 5
+        while len(checks) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        exporter.stop()
+        runner.join(timeout=5)
+    assert 1.0 <= checks[1] - checks[0] < 2.0
+
+
 def test_dashboard_and_rules_use_only_exported_names() -> None:
     """Every ods_duo_ name in the rules and the dashboard is one the exporter makes."""
     exporter = Exporter()

@@ -4,6 +4,7 @@ runs on, and a zone keeps its last good data. The real lab is in tests/integrati
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import threading
@@ -381,3 +382,29 @@ def test_the_watcher_asks_its_node_to_supervise_and_logs_each_restart_in_one_lin
         "(restart 1)",
         "node a: ods-enforcerd (pid 43) died (exit status 1); it keeps dying: started again in 20 s",
     ]
+
+
+@pytest.mark.parametrize(("takes", "apart"), [(0.5, 10.0), (5.0, 50.0)])
+def test_snapshots_keep_their_interval_or_take_at_most_a_tenth_of_the_time(
+    duo: Duo, monkeypatch: pytest.MonkeyPatch, takes: float, apart: float
+) -> None:
+    """The lab's 10 s interval: a quick snapshot keeps it; one of 5 s (1,000 zones) comes every 50 s,
+    not back to back."""
+    clock = [1000.0]
+    starts: list[float] = []
+
+    def take(duo: Duo, client: Any, node: str) -> dict[str, Any]:
+        starts.append(clock[0])
+        clock[0] += takes
+        return {}
+
+    monkeypatch.setattr(service.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(service, "take_snapshot", take)
+    w = watcher(duo, FakeNode())
+    w.snapshot_interval = 10.0
+    while clock[0] < 1200.0:
+        w.changed = True
+        w.snapshot_when_due()
+        clock[0] += 0.2  # the watcher's tick
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps and all(apart <= g < apart + 0.5 for g in gaps), gaps
