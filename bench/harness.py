@@ -163,14 +163,17 @@ def other_work(mine: Sequence[str] = ()) -> dict[str, int]:
 # What a process is, for cpu_seconds: the first label its command line contains.
 CPU_LABELS = (
     ("ods-signerd", "ods-signerd"), ("ods-enforcerd", "ods-enforcerd"), ("named", "named"),
-    ("node serve", "ods-duo agents"), (" watch", "ods-duo watchers"), ("duo_ods", "ods-duo other"),
+    ("node serve", "ods-duo agents"), (" watch", "ods-duo watchers"),
+    (" metrics --listen", "ods-duo metrics exporter"), ("duo_ods", "ods-duo other"),
     ("ods-duo", "ods-duo other"), ("bench/", "the benchmark itself"),
 )  # fmt: skip
 
 
 def cpu_seconds(within: str) -> dict[int, tuple[str, float]]:
     """pid -> (label, CPU seconds so far) of every process whose command line names `within` (a
-    run's work folder), labelled by CPU_LABELS; diff two of these with cpu_used."""
+    run's work folder), labelled by CPU_LABELS; diff two of these with cpu_used. A process's time
+    includes its children that ended and were reaped (an agent's `ods-enforcer` commands and
+    named-checkconf runs, a relay's reloads are the relay's own)."""
     tick = os.sysconf("SC_CLK_TCK")
     found: dict[int, tuple[str, float]] = {}
     for proc in Path("/proc").iterdir():
@@ -184,7 +187,8 @@ def cpu_seconds(within: str) -> dict[int, tuple[str, float]]:
         if within not in text:
             continue
         label = next((name for needle, name in CPU_LABELS if needle in text), "other")
-        found[int(proc.name)] = (label, (int(fields[11]) + int(fields[12])) / tick)
+        utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+        found[int(proc.name)] = (label, (utime + stime + cutime + cstime) / tick)
     return found
 
 
