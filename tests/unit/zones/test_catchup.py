@@ -288,12 +288,14 @@ def test_a_sign_request_the_signer_dropped_is_sent_again(duo: Duo, monkeypatch: 
     record = record_input(duo, check_zone_text(NEW, ZONE, source="test"))
     newest = text_content_digest(record.text, ZONE)
     asked: list[int] = []
-    served = {"serial": 2026112900, "digest": "old"}
+    # Served serials above any date-based floor until 2099, so that the next one is "one above both"
+    # whatever today is (a serial of today's date would be below the floor tomorrow).
+    served = {"serial": 2099010100, "digest": "old"}
     monkeypatch.setattr(catchup, "NUDGE_AFTER", 0.2)
     monkeypatch.setattr(catchup, "notify_secondaries", lambda duo, zone: {})
 
     def fetch(self: catchup.Copies, zone: str) -> dict[str, Copy | None]:
-        return {"signer a": Copy(served["serial"], served["digest"]), "signer b": Copy(2026112900, newest)}
+        return {"signer a": Copy(served["serial"], served["digest"]), "signer b": Copy(2099010100, newest)}
 
     monkeypatch.setattr(catchup.Copies, "fetch", fetch)
     monkeypatch.setattr(catchup, "served_copy", lambda *a: Copy(served["serial"], served["digest"]))
@@ -308,5 +310,5 @@ def test_a_sign_request_the_signer_dropped_is_sent_again(duo: Duo, monkeypatch: 
     nodes.on(P.ZONE_RESIGN, resign)
     result = catchup._sign_at(duo, nodes.client, "a", record, resign=True)
     # b serves the newest at ...00 and a's stale copy has that serial too: one above both, twice
-    assert asked == [2026112901, 2026112901]
-    assert result["serial"] == 2026112901
+    assert asked == [2099010101, 2099010101]
+    assert result["serial"] == 2099010101
